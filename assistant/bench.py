@@ -1,0 +1,122 @@
+"""Engine benchmark: load time, TTFT, prefill and decode speed, peak RSS, multi-turn TTFT.
+
+Used by ``enclave bench`` and ``scripts/bench_engine.py``. Figures are for
+reports and comparisons in one run, never for assertions in tests.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from dataclasses import replace
+from typing import Any
+
+from assistant.chat import Assistant, collect
+from assistant.config import Settings
+from assistant.engines.base import GenerationOptions, Usage
+
+_FILLER = (
+    "The maintenance log records each inspection of the cooling pump: the date, the technician, "
+    "the pressure at the inlet and outlet, vibration readings, and any parts replaced. "
+)
+
+PROMPTS: list[tuple[str, str]] = [
+    ("short question", "What is the capital of France?"),
+    ("medium (~180 tokens)", _FILLER * 5 + "Summarise what the log records."),
+    ("long (~900 tokens)", _FILLER * 28 + "Summarise what the log records."),
+]
+
+CHAT_SCRIPT = [
+    "Hello! I am servicing a centrifugal pump.",
+    "What should I check first?",
+    "The pump is making a grinding noise.",
+    "Could it be the bearings?",
+    "How do I check the bearings?",
+    "What tools will I need?",
+    "How long does that usually take?",
+    "What if the shaft is misaligned?",
+    "How do I align it?",
+    "Thanks. Any safety advice?",
+    "What about lock-out procedures?",
+    "Should I log anything?",
+    "What format is best for the log?",
+    "Can you give me a short checklist?",
+    "What if the noise continues after the repair?",
+    "When should I call the manufacturer?",
+    "What information will they ask for?",
+    "Where do I find the serial number?",
+    "How often should this pump be serviced?",
+    "Thanks, that is all.",
+]
+
+
+def peak_rss_mib() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_bench(
+    settings: Settings, model: str, engine: str | None = None, runs: int = 1, turns: int = 10, max_tokens: int = 64
+) -> dict[str, Any]:
+    settings = replace(settings, max_tokens=max_tokens, temperature=0.0)
+    assistant = Assistant(settings)
+    started = time.perf_counter()
+    installed, loaded = assistant.load(model, engine)
+    load_s = time.perf_counter() - started
+    tok = loaded.tokenizer
+    window = min(settings.context_window, loaded.info.context_length)
+
+    rows = []
+    for name, text in PROMPTS:
+        messages = [{"role": "user", "content": text}]
+        ids = tok.encode(tok.render(messages, add_generation_prompt=True))
+        if len(ids) + max_tokens >= window:
+            continue
+        samples: list[Usage] = []
+        for _ in range(runs):
+            session = loaded.open_session(window)
+            for event in session.generate(ids, GenerationOptions(max_tokens=max_tokens)):
+                if isinstance(event, Usage):
+                    samples.append(event)
+            session.close()
+        rows.append(
+            {
+                "name": name,
+                "prompt_tokens": len(ids),
+                "ttft_ms": statistics.median(u.ttft_ms for u in samples),
+                "prefill_tokens_per_s": statistics.median(u.prefill_tokens_per_s for u in samples),
+                "decode_tokens_per_s": statistics.median(u.decode_tokens_per_s for u in samples),
+                "completion_tokens": samples[-1].completion_tokens,
+            }
+        )
+
+    conv = assistant.conversation(model, engine)
+    chat_rows = []
+    for i, text in enumerate(CHAT_SCRIPT[:turns], start=1):
+        result = collect(conv, conv.stream(text))
+        if result.usage is None:
+            break
+        chat_rows.append(
+            {
+                "turn": i,
+                "prompt_tokens": result.usage.prompt_tokens,
+                "prefilled_tokens": result.usage.prefilled_tokens,
+                "ttft_ms": result.usage.ttft_ms,
+                "decode_tokens_per_s": result.usage.decode_tokens_per_s,
+            }
+        )
+    shown = [r for r in chat_rows if r["turn"] in (1, 2, 10, 20) or r["turn"] == len(chat_rows)]
+    assistant.close()
+    return {
+        "model": installed.name,
+        "model_sha256": installed.sha256,
+        "engine": installed.engine,
+        "window": window,
+        "load_s": load_s,
+        "peak_rss_mib": peak_rss_mib(),
+        "prompts": rows,
+        "turns": shown,
+        "all_turns": chat_rows,
+    }
+

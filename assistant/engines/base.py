@@ -1,0 +1,382 @@
+"""The engine seam: what every local or remote backend provides.
+
+An :class:`Engine` is a loaded model. It opens :class:`Session` objects; a session
+owns one KV cache and the exact token sequence that cache holds. A turn is one
+call to :meth:`Session.generate` with the whole prompt of that turn: the session
+keeps the longest prefix it already holds, rewinds past anything that differs,
+prefills only the rest, then streams typed events.
+
+Streaming, timing and usage accounting live here, once, around the one method a
+backend must implement for decoding (:meth:`Session._decode_step`) and the two it
+must implement for its cache (:meth:`Session._append`, :meth:`Session._rewind`).
+Optional operations have safe defaults and are announced by
+:class:`Capabilities`, never discovered by ``isinstance``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from assistant.errors import ContextExhausted, EngineError
+
+
+# --------------------------------------------------------------------------- events
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of answer text, always whole Unicode characters."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Figures for one turn.
+
+    ``prompt_tokens`` is the whole prompt of the turn (system, history, new
+    message); ``prefilled_tokens`` the part actually run through the model this
+    turn (the rest was already in the KV cache).
+    """
+
+    prompt_tokens: int
+    prefilled_tokens: int
+    completion_tokens: int
+    ttft_ms: float
+    prefill_ms: float
+    decode_ms: float
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        # The first token comes out of prefill; decode speed is measured over the rest.
+        steps = self.completion_tokens - 1
+        return steps / (self.decode_ms / 1000.0) if steps > 0 and self.decode_ms > 0 else 0.0
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        return self.prefilled_tokens / (self.prefill_ms / 1000.0) if self.prefill_ms > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "prefilled_tokens": self.prefilled_tokens,
+            "completion_tokens": self.completion_tokens,
+            "ttft_ms": round(self.ttft_ms, 1),
+            "prefill_ms": round(self.prefill_ms, 1),
+            "decode_tokens_per_s": round(self.decode_tokens_per_s, 1),
+        }
+
+
+@dataclass(frozen=True)
+class Done:
+    """The turn ended. ``reason`` is ``stop`` (end of answer), ``length``
+    (``max_tokens`` reached), ``context`` (the window is full) or ``cancelled``."""
+
+    reason: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Error:
+    """The turn failed; ``error`` is an :class:`~assistant.errors.EnclaveError`."""
+
+    error: Exception
+
+
+Event = TextDelta | Usage | Done | Error
+
+
+# --------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do. Callers branch on these flags, never on types."""
+
+    rewind: bool = False  # can drop tokens from the end of the KV cache
+    cancel: bool = True  # stops within a token of a cancel request
+    kv_save: bool = False  # can write the KV cache to disk and restore it
+    gpu: bool = False  # is running on an accelerator
+    token_count: bool = True  # its tokenizer gives exact prompt token counts
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Sampling settings for one turn. ``temperature == 0`` means greedy."""
+
+    max_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 50
+    seed: int | None = None
+
+
+@dataclass
+class ModelInfo:
+    """What the engine knows about the loaded model."""
+
+    name: str
+    path: str
+    context_length: int  # the model's trained window
+    eos_token_ids: tuple[int, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- tokenizer
+class Tokenizer(ABC):
+    """The model's own tokenizer and chat template."""
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Tokens of ``text``; special tokens written in the text are recognised,
+        nothing is added (templates carry their own BOS)."""
+
+    @abstractmethod
+    def decode(self, tokens: Sequence[int]) -> str:
+        """Text of ``tokens``; incomplete UTF-8 becomes U+FFFD."""
+
+    @abstractmethod
+    def render(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """The model's chat template applied to ``messages`` (role/content dicts)."""
+
+
+class StreamDecoder:
+    """Turns a growing list of generated tokens into whole-character text deltas.
+
+    Re-decodes a short window of recent tokens so that a multi-byte character split
+    over several tokens is only emitted once complete, and so that tokenizers that
+    treat a leading space specially stay consistent. The concatenated deltas equal
+    ``tokenizer.decode(all_tokens)`` once :meth:`flush` is called.
+    """
+
+    _WINDOW = 24  # tokens decoded per step at most; keeps the cost flat per token
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tok = tokenizer
+        self._tokens: list[int] = []
+        self._anchor = 0
+        self._emitted = 0  # characters of decode(tokens[anchor:]) already emitted
+
+    def push(self, token: int) -> str:
+        self._tokens.append(token)
+        text = self._tok.decode(self._tokens[self._anchor :])
+        if text.endswith("\ufffd"):
+            return ""  # the last character is not complete yet
+        delta = text[self._emitted :]
+        self._emitted = len(text)
+        if len(self._tokens) - self._anchor > self._WINDOW:
+            # Move the anchor forward, keeping a few tokens of left context, but only
+            # to a clean boundary: one where the tail decodes to a suffix of what was
+            # already emitted (a boundary inside a character would not).
+            anchor = len(self._tokens) - 4
+            tail = self._tok.decode(self._tokens[anchor:])
+            if tail and text.endswith(tail) and not tail.startswith("\ufffd"):
+                self._anchor = anchor
+                self._emitted = len(tail)
+        return delta
+
+    def flush(self) -> str:
+        text = self._tok.decode(self._tokens[self._anchor :])
+        delta = text[self._emitted :]
+        self._emitted = len(text)
+        return delta
+
+    @property
+    def tokens(self) -> list[int]:
+        return list(self._tokens)
+
+
+# --------------------------------------------------------------------------- session
+class Session(ABC):
+    """One KV cache and the tokens it holds.
+
+    Backends implement :meth:`_append`, :meth:`_rewind`, :meth:`_decode_step` and
+    :meth:`_reset`; everything else is shared. A session is used by one thread at a
+    time; :meth:`cancel` may be called from any thread.
+    """
+
+    def __init__(self, engine: Engine, capacity: int) -> None:
+        self.engine = engine
+        self.capacity = capacity
+        self._held: list[int] = []
+        self._cancel = threading.Event()
+
+    # -- state
+    @property
+    def tokens(self) -> list[int]:
+        """The exact token sequence the KV cache holds."""
+        return list(self._held)
+
+    @property
+    def token_count(self) -> int:
+        return len(self._held)
+
+    def cancel(self) -> None:
+        """Ask the running :meth:`generate` to stop; safe from any thread."""
+        self._cancel.set()
+
+    # -- backend hooks
+    @abstractmethod
+    def _append(self, tokens: list[int]) -> None:
+        """Run ``tokens`` through the model, extending the KV cache."""
+
+    @abstractmethod
+    def _rewind(self, n: int) -> None:
+        """Drop the KV cache back to its first ``n`` tokens (``n`` ≥ 1)."""
+
+    @abstractmethod
+    def _reset(self) -> None:
+        """Drop the whole KV cache."""
+
+    @abstractmethod
+    def _decode_step(self, options: GenerationOptions) -> int:
+        """Sample the next token from the current logits and feed it back."""
+
+    def _close(self) -> None:  # noqa: B027 - optional hook
+        """Release native resources; optional."""
+
+    # -- shared logic
+    def common_prefix(self, tokens: Sequence[int]) -> int:
+        """Length of the longest prefix shared by the cache and ``tokens``."""
+        n = 0
+        for a, b in zip(self._held, tokens):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    def sync(self, tokens: Sequence[int]) -> int:
+        """Make the KV cache hold exactly ``tokens`` plus room to answer.
+
+        Keeps the longest prefix already held, rewinds (or resets, without the
+        rewind capability) past the first difference, and prefills the rest.
+        Returns the number of tokens prefilled. Raises :class:`ContextExhausted`
+        before touching the cache when ``tokens`` cannot fit.
+        """
+        tokens = list(tokens)
+        if len(tokens) >= self.capacity:
+            keep = self.common_prefix(tokens)
+            raise ContextExhausted(held=keep, requested=len(tokens) - keep, capacity=self.capacity)
+        keep = self.common_prefix(tokens)
+        # The logits after the last prefix token are needed to generate, so at least
+        # one token is always (re)appended: rewind to n-1 and re-append the last.
+        if keep == len(tokens):
+            keep -= 1
+        if keep < len(self._held):
+            if keep > 0 and self.engine.capabilities.rewind:
+                self._rewind(keep)
+                self._held = self._held[:keep]
+            else:
+                self._reset()
+                self._held = []
+                keep = 0
+        new = tokens[keep:]
+        if new:
+            try:
+                self._append(new)
+            except Exception:
+                # Leave the session in a known state: empty, so the next sync re-prefills.
+                self._reset()
+                self._held = []
+                raise
+            self._held.extend(new)
+        return len(new)
+
+    def generate(self, prompt: Sequence[int], options: GenerationOptions | None = None) -> Iterator[Event]:
+        """Stream one turn: sync the cache to ``prompt``, then decode.
+
+        Yields :class:`TextDelta` events, then one :class:`Usage`, then
+        :class:`Done`. A failure yields :class:`Error` (after any text already
+        produced) and ends the stream; :class:`ContextExhausted` when the prompt
+        itself does not fit is raised before anything is yielded.
+        """
+        options = options or GenerationOptions()
+        self._cancel.clear()
+        eos = set(self.engine.info.eos_token_ids)
+        start = time.perf_counter()
+        try:
+            prefilled = self.sync(prompt)
+        except ContextExhausted:
+            raise
+        except Exception as exc:  # noqa: BLE001 - native errors become EngineError
+            yield Error(EngineError(f"The engine failed while reading the prompt: {exc}"))
+            return
+        prefill_done = time.perf_counter()
+        decoder = StreamDecoder(self.engine.tokenizer)
+        first_token_at: float | None = None
+        reason = "length"
+        completion = 0
+        pieces: list[str] = []
+        try:
+            while completion < options.max_tokens:
+                if self._cancel.is_set():
+                    reason = "cancelled"
+                    break
+                if len(self._held) >= self.capacity:
+                    reason = "context"
+                    break
+                token = self._decode_step(options)
+                completion += 1
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                if token in eos:
+                    reason = "stop"
+                    break
+                self._held.append(token)
+                delta = decoder.push(token)
+                if delta:
+                    pieces.append(delta)
+                    yield TextDelta(delta)
+        except Exception as exc:  # noqa: BLE001
+            self._resync_after_failure()
+            tail = decoder.flush()
+            if tail:
+                pieces.append(tail)
+                yield TextDelta(tail)
+            yield Error(EngineError(f"The engine failed while generating: {exc}"))
+            return
+        end = time.perf_counter()
+        tail = decoder.flush()
+        if tail:
+            pieces.append(tail)
+            yield TextDelta(tail)
+        first = first_token_at or end
+        yield Usage(
+            prompt_tokens=len(prompt),
+            prefilled_tokens=prefilled,
+            completion_tokens=completion,
+            ttft_ms=(first - start) * 1000.0,
+            prefill_ms=(prefill_done - start) * 1000.0,
+            decode_ms=(end - first) * 1000.0,
+        )
+        yield Done(reason=reason, text="".join(pieces))
+
+    def _resync_after_failure(self) -> None:
+        """After a native failure the cache state is unknown: start empty."""
+        try:
+            self._reset()
+        finally:
+            self._held = []
+
+    def close(self) -> None:
+        self._close()
+
+
+# --------------------------------------------------------------------------- engine
+class Engine(ABC):
+    """A loaded model. Subclasses set ``name`` and ``capabilities``."""
+
+    name: str = "base"
+    capabilities: Capabilities = Capabilities()
+
+    def __init__(self, info: ModelInfo, tokenizer: Tokenizer) -> None:
+        self.info = info
+        self.tokenizer = tokenizer
+
+    @abstractmethod
+    def open_session(self, capacity: int) -> Session:
+        """A new, empty session whose KV cache holds at most ``capacity`` tokens."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the model; optional."""

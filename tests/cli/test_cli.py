@@ -1,0 +1,158 @@
+"""The `enclave` command, run as a user runs it: a real subprocess on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def enclave(*args: str, home: Path, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, ENCLAVE_HOME=str(home))
+    env.pop("ENCLAVE_DEBUG", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "assistant", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture
+def home(enclave_home: Path, tiny_dir: Path) -> Path:
+    enclave("models", "add", str(tiny_dir), "--name", "tiny", home=enclave_home)
+    return enclave_home
+
+
+def test_ask_streams_text_and_prints_a_summary(home: Path) -> None:
+    proc = enclave("ask", "-m", "tiny", "--max-tokens", "16", "What is the capital of France?", home=home)
+    summary = proc.stderr.strip().splitlines()[-1]
+    assert summary.startswith("tiny · onnx · ")
+    assert "prompt tokens" in summary and "TTFT" in summary and "tok/s" in summary
+    assert proc.stdout.endswith("\n")
+
+
+def test_ask_json_has_the_documented_fields(home: Path) -> None:
+    proc = enclave("ask", "-m", "tiny", "--json", "--max-tokens", "8", "hello", home=home)
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1
+    data = json.loads(lines[0])
+    assert {"text", "model", "model_sha256", "engine", "usage"} <= set(data)
+    assert data["model"] == "tiny" and data["engine"] == "onnx"
+    assert len(data["model_sha256"]) == 64
+    usage = data["usage"]
+    assert {"prompt_tokens", "prefilled_tokens", "completion_tokens", "ttft_ms", "decode_tokens_per_s"} <= set(usage)
+    assert usage["prompt_tokens"] == usage["prefilled_tokens"] > 0
+    assert usage["completion_tokens"] == 8
+
+
+def test_chat_from_a_pipe_prefills_only_new_tokens_each_turn(home: Path) -> None:
+    turns = ["first question", "second question", "third question"]
+    proc = enclave("chat", "-m", "tiny", "--json", "--max-tokens", "8", home=home, stdin="\n".join(turns) + "\n")
+    rows = [json.loads(line) for line in proc.stdout.strip().splitlines()]
+    assert len(rows) == 3
+    first, *rest = [r["usage"] for r in rows]
+    assert first["prefilled_tokens"] == first["prompt_tokens"]
+    previous = first
+    for usage in rest:
+        # The new prompt holds the whole previous prompt and answer...
+        assert usage["prompt_tokens"] > previous["prompt_tokens"] + previous["completion_tokens"]
+        # ...but only the new message and template glue are run through the model.
+        assert usage["prefilled_tokens"] == usage["prompt_tokens"] - (
+            previous["prompt_tokens"] + previous["completion_tokens"]
+        )
+        previous = usage
+
+
+def test_missing_model_is_one_clear_sentence_not_a_traceback(enclave_home: Path) -> None:
+    proc = enclave("ask", "hello", home=enclave_home, check=False)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "not built yet" in proc.stderr
+    assert "enclave models build smollm2-135m-instruct" in proc.stderr
+
+
+def test_unknown_model_lists_the_known_ones(home: Path) -> None:
+    proc = enclave("ask", "-m", "nonesuch", "hi", home=home, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "No model is called 'nonesuch'" in proc.stderr
+    assert "tiny" in proc.stderr and "smollm2-135m-instruct" in proc.stderr
+
+
+def test_models_list_json_and_verify(home: Path) -> None:
+    listing = json.loads(enclave("models", "list", "--json", home=home).stdout)
+    names = [m["name"] for m in listing["installed"]]
+    assert names == ["tiny"]
+    assert "smollm2-135m-instruct" in [m["name"] for m in listing["buildable"]]
+    assert enclave("models", "verify", home=home).stdout.startswith("ok   tiny")
+
+
+def test_verify_detects_a_changed_file_and_ask_refuses_it(home: Path, tiny_dir: Path) -> None:
+    weights = tiny_dir / "model.onnx.data"
+    data = bytearray(weights.read_bytes())
+    data[1000] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    proc = enclave("models", "verify", "tiny", home=home, check=False)
+    assert proc.returncode == 1
+    assert "model.onnx.data: sha256 differs" in proc.stdout
+    ask = enclave("ask", "-m", "tiny", "hi", home=home, check=False)
+    assert ask.returncode == 1 and "Traceback" not in ask.stderr
+    assert "does not match its manifest" in ask.stderr
+
+
+def test_add_rejects_a_folder_that_is_not_a_model(enclave_home: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "notamodel"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("hello")
+    proc = enclave("models", "add", str(folder), home=enclave_home, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "is not a model Enclave can run" in proc.stderr
+
+
+def test_add_rejects_a_corrupt_model_and_leaves_nothing_registered(enclave_home: Path, tiny_dir: Path) -> None:
+    (tiny_dir / "model.onnx").write_bytes(b"\x00garbage" * 100)
+    proc = enclave("models", "add", str(tiny_dir), "--name", "broken", home=enclave_home, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "could not be loaded" in proc.stderr
+    listing = json.loads(enclave("models", "list", "--json", home=enclave_home).stdout)
+    assert listing["installed"] == []
+
+
+def test_remove_unregisters_but_keeps_user_files(home: Path, tiny_dir: Path) -> None:
+    out = enclave("models", "remove", "tiny", home=home).stdout
+    assert "unregistered" in out
+    assert (tiny_dir / "model.onnx").exists()
+    assert json.loads(enclave("models", "list", "--json", home=home).stdout)["installed"] == []
+
+
+def test_every_command_has_help_and_is_in_the_readme() -> None:
+    from click import Group
+
+    from assistant.cli import main
+
+    readme = (ROOT / "README.md").read_text()
+
+    def walk(group: Group, prefix: str) -> list[tuple[str, object]]:
+        found = []
+        for name, command in group.commands.items():
+            path = f"{prefix} {name}"
+            found.append((path, command))
+            if isinstance(command, Group):
+                found.extend(walk(command, path))
+        return found
+
+    for path, command in walk(main, "enclave"):
+        assert (command.help or "").strip(), f"{path} has no help text"
+        assert f"`{path}" in readme, f"{path} is not documented in README.md"

