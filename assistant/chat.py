@@ -20,9 +20,11 @@ from typing import Any
 
 from assistant.catalog import Catalog, InstalledModel
 from assistant.config import REPO_ROOT, Settings
+from assistant.context import Plan, fit
 from assistant.engines import load_engine
 from assistant.engines.base import Done, Engine, Error, Event, GenerationOptions, Session, TextDelta, Usage
 from assistant.errors import ContextExhausted, EnclaveError
+from assistant.store import Store
 
 PROMPTS_DIR = REPO_ROOT / "prompts"
 
@@ -62,6 +64,8 @@ class TurnResult:
     usage: Usage | None
     finish_reason: str
     error: EnclaveError | None = None
+    context: Plan | None = None
+    conversation_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -72,6 +76,8 @@ class TurnResult:
             "where": "local",
             "finish_reason": self.finish_reason,
             "usage": self.usage.as_dict() if self.usage else None,
+            "context": self.context.as_dict() if self.context else None,
+            "conversation_id": self.conversation_id,
         }
         if self.error:
             data["error"] = {"message": self.error.message, "hint": self.error.hint}
@@ -81,10 +87,18 @@ class TurnResult:
 class Assistant:
     """Loads models and opens conversations; the one object front ends talk to."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.catalog = Catalog(settings)
+        self._store = store
         self._loaded: dict[tuple[str, str], tuple[InstalledModel, Engine]] = {}
+
+    @property
+    def store(self) -> Store:
+        """The database, opened (and migrated) on first use."""
+        if self._store is None:
+            self._store = Store(self.settings.locations.database)
+        return self._store
 
     def load(self, name: str | None = None, engine: str | None = None) -> tuple[InstalledModel, Engine]:
         name = name or self.settings.model
@@ -96,95 +110,183 @@ class Assistant:
         return self._loaded[key]
 
     def conversation(
-        self, model: str | None = None, engine: str | None = None, persona: str | None = None
+        self,
+        model: str | None = None,
+        engine: str | None = None,
+        persona: str | None = None,
+        *,
+        resume: int | None = None,
+        save: bool = True,
     ) -> Conversation:
+        """A new conversation, or the stored conversation ``resume`` continued.
+
+        With ``save`` every finished turn is written to the database.
+        """
+        store = self.store if (save or resume is not None) else None
+        history: list[dict[str, str]] = []
+        if resume is not None and store is not None:
+            stored = store.conversation(resume)
+            model = model or stored["model"]
+            persona_name = persona or stored["persona"]
+            system = stored["system_prompt"] if persona is None else load_persona(self.settings, persona)
+            history = [{"role": m.role, "content": m.content} for m in store.messages(resume)]
+        else:
+            persona_name = persona or self.settings.persona
+            system = load_persona(self.settings, persona_name)
         installed, loaded = self.load(model, engine)
-        system = load_persona(self.settings, persona or self.settings.persona)
-        return Conversation(self.settings, installed, loaded, system)
+        conv = Conversation(self.settings, installed, loaded, system, history, persona=persona_name)
+        if store is not None:
+            conv.attach(store, resume)
+        return conv
 
     def close(self) -> None:
         for _, engine in self._loaded.values():
             engine.close()
         self._loaded.clear()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
 
 @dataclass
 class Conversation:
-    """A chat with one model: history, one KV-cache session, and turn accounting."""
+    """A chat with one model: history, one KV-cache session, the context budget, storage."""
 
     settings: Settings
     model: InstalledModel
     engine: Engine
     system: str
     messages: list[dict[str, str]] = field(default_factory=list)
+    persona: str = "general"
 
     def __post_init__(self) -> None:
         window = min(self.settings.context_window, self.engine.info.context_length)
         self.session: Session = self.engine.open_session(window)
         self._held_text: str | None = None  # text that session.tokens stands for
         self._held_tokens: list[int] = []
+        self.store: Store | None = None
+        self.id: int | None = None
+        self.last_plan: Plan | None = None
+
+    def attach(self, store: Store, conversation_id: int | None = None) -> None:
+        """Save turns to ``store`` (the conversation row is created with the first turn)."""
+        self.store = store
+        self.id = conversation_id
 
     @property
     def window(self) -> int:
         return self.session.capacity
 
-    def all_messages(self, pending: str | None = None) -> list[dict[str, str]]:
-        head = [{"role": "system", "content": self.system}] if self.system else []
-        tail = [{"role": "user", "content": pending}] if pending is not None else []
-        return head + self.messages + tail
+    @property
+    def reserve(self) -> int:
+        """Tokens kept free for the answer."""
+        if self.settings.answer_reserve > 0:
+            return min(self.settings.answer_reserve, self.window - 1)
+        return max(1, min(self.settings.max_tokens, self.window // 4))
 
-    def prompt_tokens(self, user_text: str) -> tuple[list[int], str]:
-        """The exact tokens of the next turn's prompt, and the text they stand for."""
+    def _system_messages(self) -> list[dict[str, str]]:
+        return [{"role": "system", "content": self.system}] if self.system else []
+
+    def tokens_for(self, messages: list[dict[str, str]]) -> list[int]:
+        """The exact prompt tokens the engine will get for ``messages``.
+
+        When the rendered prompt extends the text the KV cache already stands for,
+        only the new text is encoded and appended to the cached tokens, so the
+        cache prefix is reused exactly (re-encoding a generated answer can give
+        different tokens than the model produced).
+        """
         tok = self.engine.tokenizer
-        text = tok.render(self.all_messages(user_text), add_generation_prompt=True)
+        text = tok.render(messages, add_generation_prompt=True)
         held = self._held_text
         if held is not None and text.startswith(held) and self.session.tokens == self._held_tokens:
-            return self._held_tokens + tok.encode(text[len(held) :]), text
-        return tok.encode(text), text
+            return self._held_tokens + tok.encode(text[len(held) :])
+        return tok.encode(text)
 
-    def options(self) -> GenerationOptions:
+    def plan(self, user_text: str) -> Plan:
+        """What this turn would send, fitted to the window by the context policy."""
+        tok = self.engine.tokenizer
+        return fit(
+            self._system_messages(),
+            self.messages,
+            {"role": "user", "content": user_text},
+            count=lambda msgs: len(self.tokens_for(list(msgs))),
+            window=self.window,
+            reserve=self.reserve,
+            policy=self.settings.context_policy,
+            encode=tok.encode,
+            decode=tok.decode,
+        )
+
+    def options(self, room: int) -> GenerationOptions:
         s = self.settings
         return GenerationOptions(
-            max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, seed=s.seed
+            max_tokens=max(1, min(s.max_tokens, room)),
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            seed=s.seed,
         )
 
     def stream(self, user_text: str) -> Iterator[Event]:
-        """Run one turn, yielding engine events; the history is updated at ``Done``.
+        """Run one turn, yielding engine events; history and store are updated at ``Done``.
 
-        Raises :class:`ContextExhausted` (with the numbers) before anything runs
-        when the prompt does not leave room in the window for an answer.
+        Raises :class:`~assistant.context.ContextOverflow` (with the numbers) before
+        anything runs when the turn cannot fit under the policy.
         """
-        tokens, text = self.prompt_tokens(user_text)
-        options = self.options()
+        plan = self.plan(user_text)
+        self.last_plan = plan
+        tokens = self.tokens_for(plan.messages)
+        text = self.engine.tokenizer.render(plan.messages, add_generation_prompt=True)
         room = self.window - len(tokens)
-        if room < 1:
+        if room < 1:  # only reachable with answer_reserve misconfigured
             keep = self.session.common_prefix(tokens)
             raise ContextExhausted(held=keep, requested=len(tokens) - keep, capacity=self.window)
-        options = GenerationOptions(
-            max_tokens=min(options.max_tokens, room),
-            temperature=options.temperature,
-            top_p=options.top_p,
-            top_k=options.top_k,
-            seed=options.seed,
-        )
-        for event in self.session.generate(tokens, options):
+        for event in self.session.generate(tokens, self.options(room)):
             if isinstance(event, Done):
                 if event.reason == "cancelled":
                     # A cancelled answer is not part of the conversation; the cache
                     # is re-synced from the shared prefix on the next turn.
                     self._held_text, self._held_tokens = None, []
                 else:
-                    self.messages.append({"role": "user", "content": user_text})
-                    self.messages.append({"role": "assistant", "content": event.text})
                     self._held_text = text + event.text
                     self._held_tokens = self.session.tokens
+                    self.messages.append({"role": "user", "content": user_text})
+                    self.messages.append({"role": "assistant", "content": event.text})
             elif isinstance(event, Error):
                 self._held_text, self._held_tokens = None, []
             yield event
 
+    def save_turn(self, result: TurnResult, user_text: str) -> None:
+        """Write a finished turn to the store (one transaction for both messages)."""
+        if self.store is None or result.finish_reason in ("cancelled", "error"):
+            return
+        if self.id is None:
+            self.id = self.store.create_conversation(
+                model=self.model.name,
+                engine=self.engine.name,
+                persona=self.persona,
+                system_prompt=self.system,
+                context_policy=self.settings.context_policy,
+            )
+        self.store.add_turn(
+            self.id,
+            user_text,
+            result.text,
+            model=self.model.name,
+            model_sha256=self.model.sha256,
+            engine=self.engine.name,
+            where_ran="local",
+            finish_reason=result.finish_reason,
+            usage=result.usage.as_dict() if result.usage else None,
+            context=result.context.as_dict() if result.context else None,
+        )
+        result.conversation_id = self.id
+
     def ask(self, user_text: str, on_text: Any = None) -> TurnResult:
         """Run one turn to completion in this thread; ``on_text(str)`` sees each delta."""
-        return collect(self, self.stream(user_text), on_text)
+        result = collect(self, self.stream(user_text), on_text)
+        self.save_turn(result, user_text)
+        return result
 
     def cancel(self) -> None:
         self.session.cancel()
@@ -215,6 +317,8 @@ def collect(conv: Conversation, events: Iterator[Event], on_text: Any = None) ->
         usage=usage,
         finish_reason=reason,
         error=error,
+        context=conv.last_plan,
+        conversation_id=conv.id,
     )
 
 

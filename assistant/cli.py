@@ -79,6 +79,12 @@ def model_options(func: F) -> F:
         click.option("--seed", type=int, help="Random seed when sampling."),
         click.option("--ctx", "context_window", type=int, help="Context window in tokens (default 2048)."),
         click.option("--threads", type=int, help="Inference threads (default: the engine's choice)."),
+        click.option(
+            "--context-policy",
+            type=click.Choice(["stop", "drop-oldest", "truncate-middle"]),
+            help="When the conversation outgrows the window (default drop-oldest).",
+        ),
+        click.option("--no-save", is_flag=True, help="Do not keep this conversation in the history."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object per answer instead of text."),
     ]
     for option in reversed(options):
@@ -86,7 +92,7 @@ def model_options(func: F) -> F:
     return func
 
 
-def _open_conversation(ctx: click.Context, kw: dict[str, Any]) -> Any:
+def _open_conversation(ctx: click.Context, kw: dict[str, Any], resume: int | None = None) -> Any:
     from assistant.chat import Assistant
 
     settings = _settings(
@@ -98,9 +104,16 @@ def _open_conversation(ctx: click.Context, kw: dict[str, Any]) -> Any:
         seed=kw.get("seed"),
         context_window=kw.get("context_window"),
         threads=kw.get("threads"),
+        context_policy=kw.get("context_policy"),
     )
     assistant = Assistant(settings)
-    return assistant.conversation(kw.get("model"), kw.get("engine"), kw.get("persona"))
+    if resume == 0:  # --continue without an id: the most recent conversation
+        resume = assistant.store.latest_conversation()
+        if resume is None:
+            raise EnclaveError("There is no conversation to continue yet.", "Start one with `enclave chat`.")
+    return assistant.conversation(
+        kw.get("model"), kw.get("engine"), kw.get("persona"), resume=resume, save=not kw.get("no_save")
+    )
 
 
 def _summary(result: Any) -> str:
@@ -124,6 +137,25 @@ def _summary(result: Any) -> str:
     return " · ".join(parts)
 
 
+def _report_drops(result: Any) -> None:
+    plan = result.context
+    if plan is None or not plan.drops:
+        return
+    turns = plan.dropped_turns
+    cut = [d for d in plan.drops if d.kind == "truncated"]
+    saved = sum(d.tokens for d in plan.drops)
+    what = []
+    if turns:
+        what.append(f"{turns} older turn{'s' if turns > 1 else ''} left out")
+    if cut:
+        what.append(f"{len(cut)} message{'s' if len(cut) > 1 else ''} shortened")
+    _err(
+        click.style("note: ", fg="yellow")
+        + f"{' and '.join(what)} to fit the {plan.window}-token window ({saved} tokens); "
+        "the full conversation stays in the history."
+    )
+
+
 def _run_turn(conv: Any, text: str, as_json: bool) -> Any:
     """Stream one turn to stdout (or collect it for JSON); Ctrl-C cancels it."""
     from assistant.chat import collect, stream_in_thread
@@ -136,6 +168,7 @@ def _run_turn(conv: Any, text: str, as_json: bool) -> Any:
             break
         except KeyboardInterrupt:
             conv.cancel()  # the worker stops within a token; keep draining its events
+    conv.save_turn(result, text)
     if as_json:
         click.echo(json.dumps(result.as_dict(), ensure_ascii=False))
     else:
@@ -144,6 +177,7 @@ def _run_turn(conv: Any, text: str, as_json: bool) -> Any:
         sys.stdout.flush()
         if result.finish_reason == "cancelled":
             _err(click.style("[cancelled]", fg="yellow"))
+        _report_drops(result)
         _err(click.style(_summary(result), dim=True))
     if result.error:
         raise result.error
@@ -189,21 +223,35 @@ def ask(ctx: click.Context, prompt: tuple[str, ...], **kw: Any) -> None:
 
 @main.command()
 @model_options
+@click.option(
+    "-c",
+    "--continue",
+    "resume",
+    type=int,
+    is_flag=False,
+    flag_value=0,
+    default=None,
+    metavar="[ID]",
+    help="Continue a stored conversation (the latest when no ID is given).",
+)
 @click.pass_context
-def chat(ctx: click.Context, **kw: Any) -> None:
+def chat(ctx: click.Context, resume: int | None, **kw: Any) -> None:
     """Multi-turn chat in the terminal (Ctrl-C cancels an answer, Ctrl-D quits).
 
     When stdin is not a terminal, each line is one user turn. The KV cache is
-    kept between turns, so each turn prefills only its new tokens.
+    kept between turns, so each turn prefills only its new tokens. Conversations
+    are saved; `--continue` resumes the latest one (or `--continue ID`).
     """
     kw.setdefault("as_json", False)
-    conv = _open_conversation(ctx, kw)
+    conv = _open_conversation(ctx, kw, resume)
     interactive = sys.stdin.isatty()
     if interactive:
         _err(
             click.style(f"Enclave · {conv.model.name} · {conv.engine.name} · offline", bold=True)
             + click.style("  (Ctrl-C cancels an answer, Ctrl-D quits)", dim=True)
         )
+        if conv.messages:
+            _err(click.style(f"Continuing conversation {conv.id} ({len(conv.messages)} messages).", dim=True))
         if not conv.model.chat:
             _err(click.style("note: this is a base model; it continues text rather than answering.", fg="yellow"))
     while True:
@@ -348,6 +396,102 @@ def models_add(ctx: click.Context, path: Path, name: str | None) -> None:
         catalog.remove(model.name, model.engine)
         raise
     click.echo(f"Added {model.name} ({model.engine}, {human_size(model.size)}) from {model.path}")
+
+
+# --------------------------------------------------------------------------- history
+@main.group()
+def history() -> None:
+    """List, show, search, rename, delete and export stored conversations."""
+
+
+def _store(ctx: click.Context) -> Any:
+    from assistant.store import Store
+
+    return Store(_settings(ctx).locations.database)
+
+
+@history.command("list")
+@click.option("-n", "--limit", type=int, default=50, show_default=True, help="How many to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def history_list(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """Stored conversations, most recent first."""
+    rows = _store(ctx).list_conversations(limit)
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo("No conversations yet.")
+    for row in rows:
+        title = row["title"] or (row["first"] or "")[:60]
+        click.echo(f"{row['id']:>5}  {row['updated_at']}  {row['messages']:>3} msgs  {row['model']:<24} {title}")
+
+
+@history.command("show")
+@click.argument("conversation_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def history_show(ctx: click.Context, conversation_id: int, as_json: bool) -> None:
+    """Print a conversation with where and by which model each answer ran."""
+    click.echo(_store(ctx).export(conversation_id, "json" if as_json else "md"))
+
+
+@history.command("search")
+@click.argument("text")
+@click.option("-n", "--limit", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def history_search(ctx: click.Context, text: str, limit: int, as_json: bool) -> None:
+    """Full-text search over every stored message."""
+    rows = _store(ctx).search(text, limit)
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo("No matches.")
+    for row in rows:
+        click.echo(f"{row['conversation_id']:>5}  {row['role']:<9} {row['snippet']}")
+
+
+@history.command("rename")
+@click.argument("conversation_id", type=int)
+@click.argument("title")
+@click.pass_context
+def history_rename(ctx: click.Context, conversation_id: int, title: str) -> None:
+    """Give a conversation a title."""
+    _store(ctx).rename(conversation_id, title)
+    click.echo(f"Renamed {conversation_id}.")
+
+
+@history.command("delete")
+@click.argument("conversation_id", type=int)
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def history_delete(ctx: click.Context, conversation_id: int, yes: bool) -> None:
+    """Delete a conversation for good (messages and search index rows)."""
+    store = _store(ctx)
+    conv = store.conversation(conversation_id)
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Delete conversation {conversation_id} ({conv['title']!r})?", abort=True, err=True)
+    store.delete(conversation_id)
+    click.echo(f"Deleted {conversation_id}.")
+
+
+@history.command("export")
+@click.argument("conversation_id", type=int)
+@click.option("-f", "--format", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to this file instead of stdout.")
+@click.pass_context
+def history_export(ctx: click.Context, conversation_id: int, fmt: str, output: Path | None) -> None:
+    """Export a conversation as Markdown or JSON."""
+    text = _store(ctx).export(conversation_id, fmt)
+    if output:
+        tmp = output.with_name(output.name + ".partial")
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, output)
+        _err(f"Wrote {output}")
+    else:
+        click.echo(text)
 
 
 # --------------------------------------------------------------------------- bench

@@ -82,6 +82,10 @@ class Settings:
     threads: int = 0
     #: Persona (system prompt) name from ``prompts/`` or the config directory.
     persona: str = "general"
+    #: What to do when a conversation outgrows the window: stop, drop-oldest, truncate-middle.
+    context_policy: str = "drop-oldest"
+    #: Tokens kept free for the answer; 0 means min(max_tokens, window / 4).
+    answer_reserve: int = 0
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:

