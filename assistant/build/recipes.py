@@ -236,7 +236,7 @@ def build_onnx(
         [
             sys.executable,
             "-m",
-            "onnxruntime_genai.models.builder",
+            "assistant.build.genai_builder",
             "-i",
             str(hf_dir),
             "-o",

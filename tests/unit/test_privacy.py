@@ -51,6 +51,9 @@ def test_loopback_stays_open() -> None:
     try:
         with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
             sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            assert sock.recv(1024).endswith(b"local")
+            reply = b""
+            while chunk := sock.recv(1024):
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.0 200") and reply.endswith(b"local")
     finally:
         server.shutdown()
