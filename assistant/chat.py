@@ -11,9 +11,10 @@ only the new message and template glue are prefilled.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -292,34 +293,50 @@ class Conversation:
         self.session.cancel()
 
 
-def collect(conv: Conversation, events: Iterator[Event], on_text: Any = None) -> TurnResult:
-    usage: Usage | None = None
-    reason = "error"
-    text_parts: list[str] = []
-    error: EnclaveError | None = None
-    for event in events:
+class TurnCollector:
+    """Accumulates one turn's events into a :class:`TurnResult` (used by every front end)."""
+
+    def __init__(self, conv: Conversation) -> None:
+        self.conv = conv
+        self.parts: list[str] = []
+        self.usage: Usage | None = None
+        self.reason = "error"
+        self.error: EnclaveError | None = None
+
+    def feed(self, event: Event) -> None:
         match event:
             case TextDelta(text=piece):
-                text_parts.append(piece)
-                if on_text:
-                    on_text(piece)
+                self.parts.append(piece)
             case Usage():
-                usage = event
+                self.usage = event
             case Done(reason=r):
-                reason = r
+                self.reason = r
             case Error(error=exc):
-                error = exc if isinstance(exc, EnclaveError) else EnclaveError(str(exc))
-    return TurnResult(
-        text="".join(text_parts),
-        model=conv.model.name,
-        model_sha256=conv.model.sha256,
-        engine=conv.engine.name,
-        usage=usage,
-        finish_reason=reason,
-        error=error,
-        context=conv.last_plan,
-        conversation_id=conv.id,
-    )
+                self.error = exc if isinstance(exc, EnclaveError) else EnclaveError(str(exc))
+
+    def result(self) -> TurnResult:
+        conv = self.conv
+        return TurnResult(
+            text="".join(self.parts),
+            model=conv.model.name,
+            model_sha256=conv.model.sha256,
+            engine=conv.engine.name,
+            usage=self.usage,
+            finish_reason=self.reason,
+            error=self.error,
+            context=conv.last_plan,
+            conversation_id=conv.id,
+        )
+
+
+def collect(conv: Conversation, events: Iterator[Event], on_text: Any = None) -> TurnResult:
+    """Consume a turn's events; ``on_text(str)`` sees each text delta."""
+    collector = TurnCollector(conv)
+    for event in events:
+        collector.feed(event)
+        if on_text and isinstance(event, TextDelta):
+            on_text(event.text)
+    return collector.result()
 
 
 def stream_in_thread(conv: Conversation, user_text: str) -> Iterator[Event]:
@@ -351,3 +368,31 @@ def stream_in_thread(conv: Conversation, user_text: str) -> Iterator[Event]:
             raise item
         yield item
     worker.join()
+
+
+async def astream(conv: Conversation, user_text: str) -> AsyncIterator[Event]:
+    """The turn's events in an asyncio program: decoding runs in a worker thread and
+    each event crosses to the event loop with ``call_soon_threadsafe``; exceptions
+    raised in the worker (such as a context overflow) are re-raised here."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[Any] = asyncio.Queue()
+    sentinel = object()
+
+    def work() -> None:
+        try:
+            for event in conv.stream(user_text):
+                loop.call_soon_threadsafe(events.put_nowait, event)
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop
+            loop.call_soon_threadsafe(events.put_nowait, exc)
+        finally:
+            loop.call_soon_threadsafe(events.put_nowait, sentinel)
+
+    worker = threading.Thread(target=work, name="enclave-decode", daemon=True)
+    worker.start()
+    while True:
+        item = await events.get()
+        if item is sentinel:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        yield item

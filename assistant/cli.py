@@ -191,7 +191,7 @@ def _run_turn(conv: Any, text: str, as_json: bool) -> Any:
 def main(ctx: click.Context) -> None:
     """Enclave: a private AI assistant that runs small language models on this machine.
 
-    Nothing leaves the device. With no command, starts an interactive chat.
+    Nothing leaves the device. With no command, opens the terminal UI.
     """
     from assistant.privacy import install_network_guard
 
@@ -199,7 +199,30 @@ def main(ctx: click.Context) -> None:
     logging.basicConfig(level=os.environ.get("ENCLAVE_LOG", "WARNING").upper(), stream=sys.stderr)
     ctx.ensure_object(dict)
     if ctx.invoked_subcommand is None:
-        ctx.invoke(chat)
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            ctx.invoke(tui)
+        else:
+            ctx.invoke(chat)
+
+
+@main.command()
+@click.option("-m", "--model", help="Model name (see `enclave models list`).")
+@click.option("-p", "--persona", help="Persona / system prompt.")
+@click.option("--ctx", "context_window", type=int, help="Context window in tokens (default 2048).")
+@click.option("-c", "--continue", "resume", type=int, is_flag=False, flag_value=0, default=None, metavar="[ID]",
+              help="Open a stored conversation (the latest when no ID is given).")
+@click.pass_context
+def tui(ctx: click.Context, model: str | None, persona: str | None, context_window: int | None,
+        resume: int | None) -> None:
+    """The terminal UI (what `enclave` opens with no command)."""
+    from tui.app import run
+
+    settings = _settings(ctx, model=model, persona=persona, context_window=context_window)
+    if resume == 0:
+        from assistant.store import Store
+
+        resume = Store(settings.locations.database).latest_conversation()
+    run(settings, resume)
 
 
 @main.command()

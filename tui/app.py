@@ -1,0 +1,634 @@
+"""Enclave's terminal UI: a chat that streams, a sidebar of conversations, an honest status bar.
+
+The app talks only to :class:`assistant.chat.Assistant` and its conversations.
+Decoding runs in a worker thread inside the assistant; events reach the UI via
+``astream`` and are written to a ``MarkdownStream``, which batches fragments so
+rendering never holds the engine back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer, Input, Label, ListItem, ListView, Markdown, OptionList, ProgressBar, Static
+from textual.widgets.option_list import Option
+
+from assistant.chat import Assistant, Conversation, TurnCollector, astream, list_personas
+from assistant.config import Settings
+from assistant.engines.base import Done, TextDelta, Usage
+from assistant.errors import EnclaveError, ModelNotInstalled
+from tui.safety import displayable
+
+HELP = """\
+# Enclave — keys and commands
+
+| key | action |
+|---|---|
+| Enter | send the message |
+| Esc | cancel the answer being written (your message comes back to the input) |
+| Ctrl+N | new conversation |
+| Ctrl+B | show or hide the conversations sidebar |
+| Ctrl+Y | copy the last answer to the clipboard (OSC 52) |
+| Ctrl+K | copy the last code block of the last answer |
+| Ctrl+E | export this conversation to Markdown |
+| Ctrl+O | choose a model |
+| Ctrl+R | choose a persona |
+| Ctrl+P | command palette |
+| Delete | (in the sidebar) delete the selected conversation, after confirmation |
+| F2 | rename this conversation |
+| F1 | this help |
+| Ctrl+Q | quit |
+
+| command | what it does |
+|---|---|
+| `/new` | start a new conversation |
+| `/model [NAME]` | choose a model |
+| `/persona [NAME]` | choose a persona |
+| `/export [PATH]` | export this conversation to Markdown |
+| `/rename TITLE` | rename this conversation |
+| `/clear` | clear the screen (the conversation is kept in the history) |
+| `/help` | this help |
+
+Everything runs on this computer. The badge in the status bar says **offline**
+while nothing can leave it.
+"""
+
+
+# --------------------------------------------------------------------------- widgets
+class UserMessage(Static):
+    """What the user typed, shown as plain text (never markup)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(Text(displayable(text)), classes="user-message")
+
+
+class AnswerMessage(Vertical):
+    """An answer: Markdown body and a one-line footer (model, speed, where it ran)."""
+
+    def __init__(self, text: str = "", footer: str = "") -> None:
+        super().__init__(classes="answer")
+        self._initial = displayable(text)
+        self._footer = footer
+
+    def compose(self) -> ComposeResult:
+        yield Markdown(self._initial, classes="answer-body")
+        yield Static(Text(self._footer), classes="answer-footer")
+
+    @property
+    def body(self) -> Markdown:
+        return self.query_one(Markdown)
+
+    def set_footer(self, text: str) -> None:
+        self.query_one(".answer-footer", Static).update(Text(text))
+
+
+class StatusBar(Horizontal):
+    """Model, engine, context meter, last answer's speed, and the privacy badge."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="status-model")
+        yield Static(id="status-context")
+        yield Static(id="status-speed")
+        yield Static("offline", id="privacy-badge")
+
+    def show(self, conv: Conversation | None, usage: Usage | None = None, used: int | None = None) -> None:
+        if conv is None:
+            self.query_one("#status-model", Static).update("no model")
+            return
+        kind = "" if conv.model.chat else " (base model)"
+        self.query_one("#status-model", Static).update(Text(f"{conv.model.name}{kind} · {conv.engine.name}"))
+        used = used if used is not None else conv.session.token_count
+        meter = _meter(used, conv.reserve, conv.window)
+        self.query_one("#status-context", Static).update(
+            Text(f"ctx {meter} {used}/{conv.window} +{conv.reserve}")
+        )
+        if usage is not None:
+            self.query_one("#status-speed", Static).update(
+                Text(f"{usage.decode_tokens_per_s:.0f} tok/s · TTFT {usage.ttft_ms:.0f} ms")
+            )
+
+
+def _meter(used: int, reserve: int, window: int, width: int = 10) -> str:
+    filled = min(width, round(width * used / max(window, 1)))
+    reserved = min(width - filled, round(width * reserve / max(window, 1)))
+    return "█" * filled + "▒" * reserved + "░" * (width - filled - reserved)
+
+
+class Sidebar(Vertical):
+    """Stored conversations, most recent first, with a search box."""
+
+    def compose(self) -> ComposeResult:
+        yield Label("Conversations", classes="sidebar-title")
+        yield Input(placeholder="search…", id="sidebar-search")
+        yield ListView(id="conversation-list")
+
+    async def fill(self, rows: Iterable[dict[str, Any]], current: int | None) -> None:
+        view = self.query_one(ListView)
+        await view.clear()
+        items = [
+            ListItem(Label(Text(displayable(row.get("title") or row.get("first") or "(empty)")[:40])), id=f"conv-{row['id']}")
+            for row in rows
+        ]
+        await view.extend(items)
+        if current is not None:
+            for i, item in enumerate(view.children):
+                if item.id == f"conv-{current}":
+                    view.index = i
+
+
+# --------------------------------------------------------------------------- screens
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,f1,q", "dismiss", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-box"):
+            yield Markdown(HELP)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    BINDINGS = [Binding("y", "yes", "Yes"), Binding("n,escape", "no", "No")]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-box"):
+            yield Static(Text(self.question))
+            yield Static("y = yes · n = no", classes="dim")
+
+    def action_yes(self) -> None:
+        self.dismiss(True)
+
+    def action_no(self) -> None:
+        self.dismiss(False)
+
+
+class PickerScreen(ModalScreen[str | None]):
+    """Pick one of a list of options (models, personas)."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
+
+    def __init__(self, title: str, options: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.title_text = title
+        self.options = options
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="picker-box"):
+            yield Label(self.title_text)
+            yield OptionList(*[Option(Text(label), id=value) for value, label in self.options])
+
+    @on(OptionList.OptionSelected)
+    def chosen(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+
+class BuildScreen(Screen[bool]):
+    """First run: build the default model, with progress, instead of an error."""
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        super().__init__()
+        self.settings = settings
+        self.model_name = name
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="build-box"):
+            yield Static(
+                Text(
+                    f"Enclave needs to build its model '{self.model_name}' once.\n"
+                    "It is converted on this computer from a package already downloaded; "
+                    "this takes about a minute and needs no network."
+                )
+            )
+            yield Static(id="build-step")
+            yield ProgressBar(total=4, id="build-progress", show_eta=False)
+            yield Static(id="build-detail", classes="dim")
+
+    def on_mount(self) -> None:
+        self.build()
+
+    @work(thread=True, exclusive=True)
+    def build(self) -> None:
+        from assistant.build.recipes import build
+        from assistant.catalog import Catalog
+
+        def progress(step: Any) -> None:
+            self.app.call_from_thread(self._progress, step)
+
+        try:
+            build(Catalog(self.settings), self.model_name, progress=progress)
+        except EnclaveError as exc:
+            self.app.call_from_thread(self._failed, exc)
+            return
+        self.app.call_from_thread(self.dismiss, True)
+
+    def _progress(self, step: Any) -> None:
+        self.query_one("#build-step", Static).update(Text(f"Step {step.index} of {step.total}: {step.label}"))
+        self.query_one("#build-progress", ProgressBar).update(progress=step.index - 1 + (step.fraction or 0))
+        self.query_one("#build-detail", Static).update(Text(displayable(step.detail)[-100:]))
+
+    def _failed(self, exc: EnclaveError) -> None:
+        self.query_one("#build-step", Static).update(Text(f"The build failed: {exc.message}\n{exc.hint}"))
+
+
+# --------------------------------------------------------------------------- app
+class EnclaveApp(App[None]):
+    """The Enclave chat application."""
+
+    CSS_PATH = "enclave.tcss"
+    TITLE = "Enclave"
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", show=False),
+        Binding("ctrl+n", "new", "New"),
+        Binding("ctrl+b", "toggle_sidebar", "Chats"),
+        Binding("ctrl+o", "pick_model", "Model"),
+        Binding("ctrl+r", "pick_persona", "Persona"),
+        Binding("ctrl+y", "copy_last", "Copy"),
+        Binding("ctrl+k", "copy_code", "Copy code", show=False),
+        Binding("ctrl+e", "export", "Export"),
+        Binding("f2", "rename", "Rename", show=False),
+        Binding("f1", "help", "Help"),
+        Binding("ctrl+q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        assistant_factory: Callable[[Settings], Assistant] = Assistant,
+        resume: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.settings = settings or Settings.load()
+        self.assistant = assistant_factory(self.settings)
+        self.conv: Conversation | None = None
+        self._resume = resume
+        self._busy = False
+        self._pending_text = ""
+        self._last_answer = ""
+
+    # -- layout
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="main"):
+            yield Sidebar(id="sidebar")
+            with Vertical(id="chat-pane"):
+                yield VerticalScroll(id="chat-log")
+                yield Input(placeholder="Ask anything — /help for commands", id="prompt")
+        yield StatusBar(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#prompt", Input).focus()
+        self.start()
+
+    @work(exclusive=True, group="load")
+    async def start(self) -> None:
+        try:
+            self.assistant.catalog.find(self.settings.model)
+        except ModelNotInstalled:
+            if not await self.push_screen_wait(BuildScreen(self.settings, self.settings.model)):
+                return
+        except EnclaveError as exc:
+            self.notify(f"{exc.message} {exc.hint}", severity="error", timeout=15)
+            return
+        await self.open_conversation(self._resume)
+
+    # -- conversations
+    async def open_conversation(self, conversation_id: int | None = None, model: str | None = None) -> None:
+        if self._busy:
+            self.notify("Wait for the answer to finish, or press Esc to cancel it.")
+            return
+        persona = self.conv.persona if self.conv and conversation_id is None else None
+        try:
+            conv = await self._load(conversation_id, model, persona)
+        except EnclaveError as exc:
+            self.notify(f"{exc.message} {exc.hint}", severity="error", timeout=15)
+            return
+        self.conv = conv
+        log = self.query_one("#chat-log", VerticalScroll)
+        await log.remove_children()
+        if conversation_id is not None:
+            stored = {m.seq: m for m in self.assistant.store.messages(conversation_id)}
+            widgets = []
+            for seq, message in sorted(stored.items()):
+                if message.role == "user":
+                    widgets.append(UserMessage(message.content))
+                else:
+                    footer = f"{message.model} · {message.engine} · {message.where_ran or 'local'}"
+                    widgets.append(AnswerMessage(message.content, footer))
+                    self._last_answer = message.content
+            await log.mount_all(widgets)
+            log.scroll_end(animate=False)
+        if not conv.model.chat:
+            self.notify(
+                f"{conv.model.name} is a base model: it continues text rather than answering questions.",
+                severity="warning",
+            )
+        self.refresh_sidebar()
+        self.query_one(StatusBar).show(conv)
+
+    async def _load(self, conversation_id: int | None, model: str | None, persona: str | None) -> Conversation:
+        import asyncio
+
+        return await asyncio.to_thread(
+            self.assistant.conversation, model, None, persona, resume=conversation_id, save=True
+        )
+
+    @work(exclusive=True, group="sidebar")
+    async def refresh_sidebar(self, query: str = "") -> None:
+        store = self.assistant.store
+        if query.strip():
+            ids = []
+            for hit in store.search(query, limit=50):
+                if hit["conversation_id"] not in ids:
+                    ids.append(hit["conversation_id"])
+            rows = [r for r in store.list_conversations(200) if r["id"] in ids]
+        else:
+            rows = store.list_conversations(200)
+        await self.query_one(Sidebar).fill(rows, self.conv.id if self.conv else None)
+
+    @on(Input.Changed, "#sidebar-search")
+    def search_changed(self, event: Input.Changed) -> None:
+        self.refresh_sidebar(event.value)
+
+    @on(ListView.Selected, "#conversation-list")
+    async def conversation_selected(self, event: ListView.Selected) -> None:
+        if event.item.id and event.item.id.startswith("conv-"):
+            conversation_id = int(event.item.id.removeprefix("conv-"))
+            if self.conv is None or conversation_id != self.conv.id:
+                await self.open_conversation(conversation_id)
+        self.query_one("#prompt", Input).focus()
+
+    def on_key(self, event: Any) -> None:
+        if event.key == "delete" and self.focused is self.query_one("#conversation-list"):
+            self.delete_selected()
+
+    @work(exclusive=True, group="dialog")
+    async def delete_selected(self) -> None:
+        view = self.query_one("#conversation-list", ListView)
+        item = view.highlighted_child
+        if item is None or not item.id:
+            return
+        conversation_id = int(item.id.removeprefix("conv-"))
+        title = self.assistant.store.conversation(conversation_id)["title"]
+        if await self.push_screen_wait(ConfirmScreen(f"Delete conversation {conversation_id} ({title!r}) for good?")):
+            self.assistant.store.delete(conversation_id)
+            if self.conv and self.conv.id == conversation_id:
+                await self.open_conversation(None)
+            self.refresh_sidebar()
+            self.notify(f"Deleted conversation {conversation_id}.")
+
+    # -- turns
+    @on(Input.Submitted, "#prompt")
+    async def submitted(self, event: Input.Submitted) -> None:
+        text = event.value
+        if not text.strip():
+            return
+        if text.startswith("/"):
+            event.input.value = ""
+            await self.slash(text)
+            return
+        if self._busy or self.conv is None:
+            self.notify("Wait for the current answer (Esc cancels it)." if self._busy else "No model is loaded.")
+            return
+        event.input.value = ""
+        self.run_turn(text)
+
+    @work(exclusive=True, group="turn")
+    async def run_turn(self, text: str) -> None:
+        conv = self.conv
+        assert conv is not None
+        self._busy = True
+        self._pending_text = text
+        log = self.query_one("#chat-log", VerticalScroll)
+        follow = log.is_vertical_scroll_end
+        user = UserMessage(text)
+        answer = AnswerMessage(footer="…")
+        await log.mount_all([user, answer])
+        if follow:
+            log.scroll_end(animate=False)
+        stream = Markdown.get_stream(answer.body)
+        collector = TurnCollector(conv)
+        status = self.query_one(StatusBar)
+        try:
+            async for event in astream(conv, text):
+                collector.feed(event)
+                match event:
+                    case TextDelta(text=piece):
+                        follow = log.is_vertical_scroll_end
+                        await stream.write(displayable(piece))
+                        if follow:
+                            log.scroll_end(animate=False)
+                    case Usage():
+                        status.show(conv, event, used=event.prompt_tokens + event.completion_tokens)
+                    case Done():
+                        pass
+        except EnclaveError as exc:
+            await stream.stop()
+            await user.remove()
+            await answer.remove()
+            self.query_one("#prompt", Input).value = text
+            self.notify(f"{exc.message} {exc.hint}", severity="error", timeout=15)
+            self._busy = False
+            return
+        await stream.stop()
+        result = collector.result()
+        self._busy = False
+        if result.finish_reason == "cancelled":
+            answer.set_footer("cancelled — not saved")
+            answer.add_class("cancelled")
+            prompt = self.query_one("#prompt", Input)
+            if not prompt.value:
+                prompt.value = text
+            return
+        if result.error:
+            answer.set_footer(f"error: {result.error.message}")
+            self.notify(f"{result.error.message} {result.error.hint}", severity="error")
+            return
+        try:
+            conv.save_turn(result, text)
+        except EnclaveError as exc:
+            self.notify(f"Not saved: {exc.message} {exc.hint}", severity="error", timeout=15)
+        self._last_answer = result.text
+        usage = result.usage
+        footer = f"{conv.model.name} · {conv.engine.name} · local"
+        if usage:
+            footer += f" · {usage.decode_tokens_per_s:.1f} tok/s · TTFT {usage.ttft_ms:.0f} ms"
+        if result.finish_reason == "length":
+            footer += " · stopped at the answer limit"
+        answer.set_footer(footer)
+        plan = result.context
+        if plan and plan.drops:
+            self.notify(
+                f"{plan.dropped_turns} older turn(s) left out and {len(plan.drops) - plan.dropped_turns} "
+                f"message(s) shortened to fit the {plan.window}-token window; the history keeps everything.",
+                severity="warning",
+            )
+        self.refresh_sidebar()
+
+    def action_cancel(self) -> None:
+        if self._busy and self.conv is not None:
+            self.conv.cancel()
+
+    # -- slash commands and actions
+    async def slash(self, line: str) -> None:
+        command, _, arg = line[1:].partition(" ")
+        arg = arg.strip()
+        match command:
+            case "new":
+                await self.action_new()
+            case "model":
+                if arg:
+                    await self.open_conversation(None, model=arg)
+                else:
+                    self.action_pick_model()
+            case "persona":
+                if arg:
+                    await self.set_persona(arg)
+                else:
+                    self.action_pick_persona()
+            case "export":
+                self.export(Path(arg).expanduser() if arg else None)
+            case "rename":
+                self.rename(arg)
+            case "clear":
+                await self.query_one("#chat-log", VerticalScroll).remove_children()
+            case "help":
+                self.action_help()
+            case _:
+                self.notify(f"Unknown command /{command}. Type /help for the list.", severity="warning")
+
+    async def action_new(self) -> None:
+        await self.open_conversation(None, model=self.conv.model.name if self.conv else None)
+
+    def action_toggle_sidebar(self) -> None:
+        sidebar = self.query_one(Sidebar)
+        sidebar.display = not sidebar.display
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    @work(exclusive=True, group="dialog")
+    async def action_pick_model(self) -> None:
+        from assistant.catalog import human_size
+
+        options = []
+        for m in self.assistant.catalog.installed():
+            note = "" if m.chat else " — base model, not for chat"
+            options.append(
+                (m.name, f"{m.name} · {m.engine} · {human_size(m.size)} · {m.manifest.get('licence', '?')}{note}")
+            )
+        if not options:
+            self.notify("No models installed. Build one with `enclave models build`.", severity="warning")
+            return
+        choice = await self.push_screen_wait(PickerScreen("Choose a model", options))
+        if choice:
+            await self.open_conversation(None, model=choice)
+
+    @work(exclusive=True, group="dialog")
+    async def action_pick_persona(self) -> None:
+        options = [(name, name) for name in list_personas(self.settings)]
+        choice = await self.push_screen_wait(PickerScreen("Choose a persona", options))
+        if choice:
+            await self.set_persona(choice)
+
+    async def set_persona(self, name: str) -> None:
+        if self.conv is None:
+            return
+        try:
+            from assistant.chat import load_persona
+
+            load_persona(self.settings, name)
+        except EnclaveError as exc:
+            self.notify(f"{exc.message} {exc.hint}", severity="error")
+            return
+        self.settings = replace(self.settings, persona=name)
+        self.assistant.settings = self.settings
+        self.conv.persona = name
+        await self.open_conversation(None, model=self.conv.model.name)
+        self.notify(f"Persona: {name} (new conversation)")
+
+    def action_copy_last(self) -> None:
+        if not self._last_answer:
+            self.notify("No answer to copy yet.")
+            return
+        self.copy_to_clipboard(self._last_answer)
+        self.notify("Copied the last answer to the clipboard.")
+
+    def action_copy_code(self) -> None:
+        blocks = _code_blocks(self._last_answer)
+        if not blocks:
+            self.notify("The last answer has no code block.")
+            return
+        self.copy_to_clipboard(blocks[-1])
+        self.notify("Copied the last code block.")
+
+    def action_export(self) -> None:
+        self.export(None)
+
+    def export(self, path: Path | None) -> None:
+        if self.conv is None or self.conv.id is None:
+            self.notify("Nothing to export yet.")
+            return
+        text = self.assistant.store.export(self.conv.id, "md")
+        path = path or Path.cwd() / f"enclave-conversation-{self.conv.id}.md"
+        try:
+            path.write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            self.notify(f"Could not write {path}: {exc.strerror or exc}", severity="error")
+            return
+        self.notify(f"Exported to {path}")
+
+    def action_rename(self) -> None:
+        self.query_one("#prompt", Input).value = "/rename "
+        self.query_one("#prompt", Input).focus()
+
+    def rename(self, title: str) -> None:
+        if not title or self.conv is None or self.conv.id is None:
+            self.notify("Usage: /rename TITLE (after the first answer).")
+            return
+        self.assistant.store.rename(self.conv.id, title)
+        self.refresh_sidebar()
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("New conversation", "Start a new conversation", self.action_new)
+        yield SystemCommand("Choose model", "Pick an installed model", self.action_pick_model)
+        yield SystemCommand("Choose persona", "Pick a system prompt", self.action_pick_persona)
+        yield SystemCommand("Copy last answer", "Copy it to the clipboard", self.action_copy_last)
+        yield SystemCommand("Copy last code block", "Copy the last code block", self.action_copy_code)
+        yield SystemCommand("Export conversation", "Write it as Markdown", self.action_export)
+        yield SystemCommand("Toggle sidebar", "Show or hide conversations", self.action_toggle_sidebar)
+        yield SystemCommand("Help", "Keys and commands", self.action_help)
+
+    def on_unmount(self) -> None:
+        self.assistant.close()
+
+
+def _code_blocks(markdown: str) -> list[str]:
+    blocks: list[str] = []
+    inside = False
+    current: list[str] = []
+    for line in markdown.splitlines():
+        if line.strip().startswith("```"):
+            if inside:
+                blocks.append("\n".join(current))
+                current = []
+            inside = not inside
+            continue
+        if inside:
+            current.append(line)
+    return blocks
+
+
+def run(settings: Settings, resume: int | None = None) -> None:
+    EnclaveApp(settings, resume=resume).run()
