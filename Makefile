@@ -11,7 +11,9 @@ run: $(STAMP)  ## install, build the default model on first run, start Enclave
 	$(VENV)/bin/enclave models build
 	$(VENV)/bin/enclave
 
-test: $(STAMP)  ## the whole test suite (what .ci/run runs)
+test: $(STAMP)  ## lint, types, and the whole test suite (what .ci/run runs)
+	$(VENV)/bin/ruff check assistant tui tests scripts
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)  ## everything except the real-model tests

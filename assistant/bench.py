@@ -119,4 +119,3 @@ def run_bench(
         "turns": shown,
         "all_turns": chat_rows,
     }
-

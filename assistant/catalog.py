@@ -155,7 +155,7 @@ class Catalog:
         return self.root / name / engine / MANIFEST_NAME
 
     def installed(self) -> list[InstalledModel]:
-        models = []
+        models: list[InstalledModel] = []
         if not self.root.is_dir():
             return models
         for manifest_path in sorted(self.root.glob(f"*/*/{MANIFEST_NAME}")):
@@ -212,9 +212,11 @@ class Catalog:
         problems: list[str] = []
         files: dict[str, dict[str, Any]] = model.manifest.get("files", {})
         root = model.path
-        on_disk = {
-            (p.name if root.is_file() else p.relative_to(root).as_posix()): p for p in _model_files(root)
-        } if root.exists() else {}
+        on_disk = (
+            {(p.name if root.is_file() else p.relative_to(root).as_posix()): p for p in _model_files(root)}
+            if root.exists()
+            else {}
+        )
         for rel, entry in files.items():
             path = on_disk.get(rel)
             if path is None:
@@ -292,7 +294,9 @@ class Catalog:
             parent.rmdir()
         return removed
 
-    def add(self, path: Path, name: str | None = None, progress: Callable[[int, int], None] | None = None) -> InstalledModel:
+    def add(
+        self, path: Path, name: str | None = None, progress: Callable[[int, int], None] | None = None
+    ) -> InstalledModel:
         """Register a user-provided model folder in place, hashing every file."""
         path = path.expanduser().resolve()
         if not path.exists():
@@ -328,7 +332,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelCorrupt(f"{path} is not valid JSON ({exc}).", "The model folder is damaged; fetch it again.") from exc
+        raise ModelCorrupt(
+            f"{path} is not valid JSON ({exc}).", "The model folder is damaged; fetch it again."
+        ) from exc
     return data if isinstance(data, dict) else {}
 
 

@@ -48,8 +48,7 @@ def load_persona(settings: Settings, name: str) -> str:
     if name not in personas:
         raise EnclaveError(
             f"No persona is called {name!r}.",
-            f"Personas: {', '.join(personas)}. Add your own as a .md file in "
-            f"{settings.locations.config / 'prompts'}.",
+            f"Personas: {', '.join(personas)}. Add your own as a .md file in {settings.locations.config / 'prompts'}.",
         )
     return personas[name].read_text(encoding="utf-8").strip()
 

@@ -209,11 +209,21 @@ def main(ctx: click.Context) -> None:
 @click.option("-m", "--model", help="Model name (see `enclave models list`).")
 @click.option("-p", "--persona", help="Persona / system prompt.")
 @click.option("--ctx", "context_window", type=int, help="Context window in tokens (default 2048).")
-@click.option("-c", "--continue", "resume", type=int, is_flag=False, flag_value=0, default=None, metavar="[ID]",
-              help="Open a stored conversation (the latest when no ID is given).")
+@click.option(
+    "-c",
+    "--continue",
+    "resume",
+    type=int,
+    is_flag=False,
+    flag_value=0,
+    default=None,
+    metavar="[ID]",
+    help="Open a stored conversation (the latest when no ID is given).",
+)
 @click.pass_context
-def tui(ctx: click.Context, model: str | None, persona: str | None, context_window: int | None,
-        resume: int | None) -> None:
+def tui(
+    ctx: click.Context, model: str | None, persona: str | None, context_window: int | None, resume: int | None
+) -> None:
     """The terminal UI (what `enclave` opens with no command)."""
     from tui.app import run
 
@@ -533,14 +543,22 @@ def bench(ctx: click.Context, runs: int, turns: int, **kw: Any) -> None:
 
 
 def report_text(report: dict[str, Any]) -> str:
-    lines = [f"{report['model']} · {report['engine']} · load {report['load_s']:.2f} s · peak RSS {report['peak_rss_mib']:.0f} MiB"]
+    lines = [
+        f"{report['model']} · {report['engine']} · load {report['load_s']:.2f} s · peak RSS {report['peak_rss_mib']:.0f} MiB"
+    ]
     lines.append(f"{'prompt':40} {'tokens':>6} {'TTFT ms':>8} {'prefill t/s':>11} {'decode t/s':>10}")
     for row in report["prompts"]:
         lines.append(
             f"{row['name'][:40]:40} {row['prompt_tokens']:6d} {row['ttft_ms']:8.0f} "
             f"{row['prefill_tokens_per_s']:11.0f} {row['decode_tokens_per_s']:10.1f}"
         )
-    lines.append("multi-turn chat: " + ", ".join(f"turn {t['turn']}: TTFT {t['ttft_ms']:.0f} ms ({t['prefilled_tokens']} prefilled of {t['prompt_tokens']})" for t in report["turns"]))
+    lines.append(
+        "multi-turn chat: "
+        + ", ".join(
+            f"turn {t['turn']}: TTFT {t['ttft_ms']:.0f} ms ({t['prefilled_tokens']} prefilled of {t['prompt_tokens']})"
+            for t in report["turns"]
+        )
+    )
     return "\n".join(lines)
 
 

@@ -157,22 +157,27 @@ def _drop_oldest(
     drops: list[Drop] = []
     # Group 0 (the first exchange) is kept; drop from group 1 onward.
     for g in range(1, len(groups)):
-        kept = [history[i] for k, grp in zip(keep, groups) if k for i in grp]
+        kept = [history[i] for k, grp in zip(keep, groups, strict=True) if k for i in grp]
         if count([*system, *kept, new]) <= budget:
             break
         before = count([*system, *kept, new])
         keep[g] = False
-        kept_after = [history[i] for k, grp in zip(keep, groups) if k for i in grp]
+        kept_after = [history[i] for k, grp in zip(keep, groups, strict=True) if k for i in grp]
         drops.append(
-            Drop("turn", groups[g][0], before - count([*system, *kept_after, new]), _preview(history[groups[g][0]]["content"]))
+            Drop(
+                "turn",
+                groups[g][0],
+                before - count([*system, *kept_after, new]),
+                _preview(history[groups[g][0]]["content"]),
+            )
         )
-    kept = [history[i] for k, grp in zip(keep, groups) if k for i in grp]
+    kept = [history[i] for k, grp in zip(keep, groups, strict=True) if k for i in grp]
     used = count([*system, *kept, new])
     if used > budget and groups:
         # Even the first exchange must go.
         before = used
         keep[0] = False
-        kept = [history[i] for k, grp in zip(keep, groups) if k for i in grp]
+        kept = [history[i] for k, grp in zip(keep, groups, strict=True) if k for i in grp]
         used = count([*system, *kept, new])
         drops.insert(0, Drop("turn", 0, before - used, _preview(history[0]["content"])))
     return Plan([*system, *kept, new], used, window, reserve, drops)

@@ -57,8 +57,7 @@ class ContextExhausted(EnclaveError):
     def __init__(self, held: int, requested: int, capacity: int, hint: str = "") -> None:
         over = held + requested - capacity
         message = (
-            f"The prompt needs {held + requested} tokens but the context window holds {capacity} "
-            f"({over} too many)."
+            f"The prompt needs {held + requested} tokens but the context window holds {capacity} ({over} too many)."
         )
         super().__init__(
             message,

@@ -120,8 +120,8 @@ def install_network_guard(allowed_hosts: set[str] | None = None) -> NetworkGuard
         _check(host, port)
         return _original["getaddrinfo"](host, port, *args, **kwargs)
 
-    socket.socket.connect = connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
+    socket.socket.connect = connect  # type: ignore[method-assign,assignment]
+    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign,assignment]
     socket.socket.sendto = sendto  # type: ignore[method-assign,assignment]
     socket.getaddrinfo = getaddrinfo
     GUARD.installed = True
@@ -131,8 +131,8 @@ def install_network_guard(allowed_hosts: set[str] | None = None) -> NetworkGuard
 def uninstall_network_guard() -> None:
     if not GUARD.installed:
         return
-    socket.socket.connect = _original["connect"]  # type: ignore[method-assign]
-    socket.socket.connect_ex = _original["connect_ex"]  # type: ignore[method-assign]
-    socket.socket.sendto = _original["sendto"]  # type: ignore[method-assign]
+    socket.socket.connect = _original["connect"]  # type: ignore[method-assign,assignment]
+    socket.socket.connect_ex = _original["connect_ex"]  # type: ignore[method-assign,assignment]
+    socket.socket.sendto = _original["sendto"]  # type: ignore[method-assign,assignment]
     socket.getaddrinfo = _original["getaddrinfo"]
     GUARD.installed = False

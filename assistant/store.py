@@ -34,7 +34,7 @@ def _now() -> str:
 
 # --------------------------------------------------------------------------- migrations
 def _m1_conversations(db: sqlite_utils.Database) -> None:
-    db["conversations"].create(
+    db.table("conversations").create(
         {
             "id": int,
             "title": str,
@@ -48,7 +48,7 @@ def _m1_conversations(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["messages"].create(
+    db.table("messages").create(
         {
             "id": int,
             "conversation_id": int,
@@ -67,14 +67,14 @@ def _m1_conversations(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("conversation_id", "conversations", "id")],
     )
-    db["messages"].create_index(["conversation_id", "seq"], unique=True)
-    db["context_events"].create(
+    db.table("messages").create_index(["conversation_id", "seq"], unique=True)
+    db.table("context_events").create(
         {"id": int, "conversation_id": int, "message_id": int, "created_at": str, "kind": str, "detail": str},
         pk="id",
         foreign_keys=[("conversation_id", "conversations", "id")],
     )
-    db["context_events"].create_index(["conversation_id"])
-    db["messages"].enable_fts(["content"], create_triggers=True, tokenize="porter unicode61")
+    db.table("context_events").create_index(["conversation_id"])
+    db.table("messages").enable_fts(["content"], create_triggers=True, tokenize="porter unicode61")
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_conversations]
@@ -175,7 +175,7 @@ class Store:
     ) -> int:
         with self.transaction() as db:
             now = _now()
-            table = db["conversations"].insert(
+            table = db.table("conversations").insert(
                 {
                     "title": title,
                     "created_at": now,
@@ -187,7 +187,7 @@ class Store:
                     "context_policy": context_policy,
                 }
             )
-            return int(table.last_pk)
+            return int(table.last_pk)  # type: ignore[arg-type]
 
     def conversation(self, conversation_id: int) -> dict[str, Any]:
         with self._lock:
@@ -217,7 +217,7 @@ class Store:
     def rename(self, conversation_id: int, title: str) -> None:
         self.conversation(conversation_id)
         with self.transaction() as db:
-            db["conversations"].update(conversation_id, {"title": title, "updated_at": _now()})
+            db.table("conversations").update(conversation_id, {"title": title, "updated_at": _now()})
 
     def delete(self, conversation_id: int) -> None:
         """Delete a conversation, its messages (and their full-text index rows) and events."""
@@ -230,9 +230,7 @@ class Store:
     # -- messages
     def messages(self, conversation_id: int) -> list[StoredMessage]:
         with self._lock:
-            rows = self.db.query(
-                "select * from messages where conversation_id = ? order by seq", [conversation_id]
-            )
+            rows = self.db.query("select * from messages where conversation_id = ? order by seq", [conversation_id])
             return [StoredMessage.from_row(r) for r in rows]
 
     def add_turn(
@@ -256,7 +254,7 @@ class Store:
             ).fetchone()
             seq = int(row[0]) + 1
             now = _now()
-            messages = db["messages"]
+            messages = db.table("messages")
             user_id = messages.insert(
                 {"conversation_id": conversation_id, "seq": seq, "role": "user", "content": user, "created_at": now}
             ).last_pk
@@ -277,7 +275,7 @@ class Store:
                 }
             ).last_pk
             for drop in (context or {}).get("drops", []):
-                db["context_events"].insert(
+                db.table("context_events").insert(
                     {
                         "conversation_id": conversation_id,
                         "message_id": answer_id,
@@ -290,8 +288,8 @@ class Store:
             update: dict[str, Any] = {"updated_at": now}
             if not title:
                 update["title"] = " ".join(user.split())[:60]
-            db["conversations"].update(conversation_id, update)
-            return int(user_id), int(answer_id)
+            db.table("conversations").update(conversation_id, update)
+            return int(user_id), int(answer_id)  # type: ignore[arg-type]
 
     def context_events(self, conversation_id: int) -> list[dict[str, Any]]:
         with self._lock:

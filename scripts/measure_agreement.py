@@ -87,7 +87,7 @@ def compare(path: Path, refs: list[tuple[np.ndarray, list[int], list[np.ndarray]
         params.set_search_options(max_length=len(ids) + len(answer) + 2, do_sample=False)
         gen = og.Generator(model, params)
         gen.append_tokens(ids)
-        for token, ref in zip(answer, ref_logits):
+        for token, ref in zip(answer, ref_logits, strict=True):
             cand = np.array(gen.get_logits(), dtype=np.float32).reshape(-1)
             agree += int(int(cand.argmax()) == int(ref.argmax()))
             total += 1

@@ -33,7 +33,9 @@ def main() -> None:
     full.append_tokens(ids)
     reference = np.array(full.get_logits()).copy()
     cache = {
-        f"{x}.{n}": np.array(full.get_output(f"present.{n}.{x}")).copy() for n in range(layers) for x in ("key", "value")
+        f"{x}.{n}": np.array(full.get_output(f"present.{n}.{x}")).copy()
+        for n in range(layers)
+        for x in ("key", "value")
     }
     print(f"export: {len(cache)} tensors, e.g. present.0.key {cache['key.0'].shape}")
 

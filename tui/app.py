@@ -108,9 +108,7 @@ class StatusBar(Horizontal):
         self.query_one("#status-model", Static).update(Text(f"{conv.model.name}{kind} · {conv.engine.name}"))
         used = used if used is not None else conv.session.token_count
         meter = _meter(used, conv.reserve, conv.window)
-        self.query_one("#status-context", Static).update(
-            Text(f"ctx {meter} {used}/{conv.window} +{conv.reserve}")
-        )
+        self.query_one("#status-context", Static).update(Text(f"ctx {meter} {used}/{conv.window} +{conv.reserve}"))
         if usage is not None:
             self.query_one("#status-speed", Static).update(
                 Text(f"{usage.decode_tokens_per_s:.0f} tok/s · TTFT {usage.ttft_ms:.0f} ms")
@@ -135,7 +133,9 @@ class Sidebar(Vertical):
         view = self.query_one(ListView)
         await view.clear()
         items = [
-            ListItem(Label(Text(displayable(row.get("title") or row.get("first") or "(empty)")[:40])), id=f"conv-{row['id']}")
+            ListItem(
+                Label(Text(displayable(row.get("title") or row.get("first") or "(empty)")[:40])), id=f"conv-{row['id']}"
+            )
             for row in rows
         ]
         await view.extend(items)
@@ -275,6 +275,7 @@ class EnclaveApp(App[None]):
         self._busy = False
         self._pending_text = ""
         self._last_answer = ""
+        self.last_result: Any = None
 
     # -- layout
     def compose(self) -> ComposeResult:
@@ -317,9 +318,8 @@ class EnclaveApp(App[None]):
         log = self.query_one("#chat-log", VerticalScroll)
         await log.remove_children()
         if conversation_id is not None:
-            stored = {m.seq: m for m in self.assistant.store.messages(conversation_id)}
-            widgets = []
-            for seq, message in sorted(stored.items()):
+            widgets: list[Any] = []
+            for message in self.assistant.store.messages(conversation_id):
                 if message.role == "user":
                     widgets.append(UserMessage(message.content))
                 else:
@@ -442,6 +442,7 @@ class EnclaveApp(App[None]):
             return
         await stream.stop()
         result = collector.result()
+        self.last_result = result
         self._busy = False
         if result.finish_reason == "cancelled":
             answer.set_footer("cancelled — not saved")

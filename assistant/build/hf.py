@@ -21,7 +21,7 @@ def gguf_to_hf(gguf_path: Path, out_dir: Path, chat_template: str | None = None)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     # The weights are fully dequantised now; transformers still refuses to save a
     # model it believes is "gguf-quantised" unless the quantiser is detached.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     if chat_template and not getattr(tokenizer, "chat_template", None):
@@ -29,7 +29,6 @@ def gguf_to_hf(gguf_path: Path, out_dir: Path, chat_template: str | None = None)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-
 
 
 if __name__ == "__main__":  # invoked as a child process by the build recipes

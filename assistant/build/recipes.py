@@ -207,7 +207,8 @@ def build_onnx(
     if options is None:
         raise BuildError(f"The recipe {recipe.name!r} has no onnx build.", "Choose another engine.")
     work = settings.locations.cache / "build" / recipe.name
-    total = 4
+    transcode = options.get("transcode")
+    total = 5 if transcode else 4
     started = time.monotonic()
 
     step = Step(1, total, "Finding the source weights")
@@ -217,7 +218,10 @@ def build_onnx(
     step = Step(2, total, "Converting GGUF to a transformers folder")
     progress(step)
     hf_dir = work / "hf"
-    if not (hf_dir / ".complete").exists():
+    marker = hf_dir / ".complete"
+    # A converted folder left by an interrupted build is reused only for the same source.
+    source_id = f"{gguf}:{gguf.stat().st_size}:{gguf.stat().st_mtime_ns}"
+    if not marker.exists() or marker.read_text() != source_id:
         shutil.rmtree(hf_dir, ignore_errors=True)
         _run(
             [sys.executable, "-m", "assistant.build.hf", str(gguf), str(hf_dir)],
@@ -225,7 +229,7 @@ def build_onnx(
             progress,
             work / "convert.log",
         )
-        (hf_dir / ".complete").touch()
+        marker.write_text(source_id)
 
     step = Step(3, total, f"Building the ONNX model ({options.get('precision', 'int4')})")
     progress(step)
@@ -255,9 +259,23 @@ def build_onnx(
         progress,
         work / "builder.log",
     )
+    if transcode:
+        # Replace the builder's re-quantised weights with the GGUF's own blocks
+        # (exact; see assistant/build/transcode.py and the agreement table in the README).
+        step = Step(4, total, "Writing the GGUF's quantised weights into the ONNX model")
+        progress(step)
+        _run(
+            [
+                sys.executable, "-m", "assistant.build.transcode", str(gguf), str(out),
+                "--mode", str(transcode), "--verify-hf", str(hf_dir),
+            ],
+            step,
+            progress,
+            work / "transcode.log",
+        )  # fmt: skip
     _finish_folder(recipe, options, hf_dir, out)
 
-    step = Step(4, total, "Hashing and installing")
+    step = Step(total, total, "Hashing and installing")
     progress(step)
     info = {
         "chat": recipe.chat,
@@ -265,7 +283,11 @@ def build_onnx(
         "context_length": recipe.context_length,
         "title": recipe.title,
         "source": dict(recipe.source),
-        "build": {"precision": options.get("precision"), "options": options.get("options", {})},
+        "build": {
+            "precision": options.get("precision"),
+            "options": options.get("options", {}),
+            "transcode": transcode,
+        },
         "build_seconds": round(time.monotonic() - started, 1),
     }
     # Manifest first (inside the partial folder), then one rename into place.
@@ -274,7 +296,7 @@ def build_onnx(
         "onnx",
         out,
         info,
-        progress=lambda done, all_: progress(Step(4, total, step.label, done / max(all_, 1))),
+        progress=lambda done, all_: progress(Step(total, total, step.label, done / max(all_, 1))),
     )
     if target.exists():
         old = target.with_name(target.name + ".old")
@@ -303,7 +325,9 @@ def _finish_folder(recipe: Recipe, options: dict[str, Any], hf_dir: Path, out: P
         config_path.write_text(json.dumps(config, indent=4))
 
 
-def build(catalog: Catalog, name: str, engine: str = "onnx", progress: Progress = _noop, force: bool = False) -> InstalledModel:
+def build(
+    catalog: Catalog, name: str, engine: str = "onnx", progress: Progress = _noop, force: bool = False
+) -> InstalledModel:
     """Build the model ``name`` for ``engine``."""
     recipe = catalog.recipes.get(name)
     if recipe is None:

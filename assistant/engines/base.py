@@ -240,7 +240,7 @@ class Session(ABC):
     def common_prefix(self, tokens: Sequence[int]) -> int:
         """Length of the longest prefix shared by the cache and ``tokens``."""
         n = 0
-        for a, b in zip(self._held, tokens):
+        for a, b in zip(self._held, tokens, strict=False):
             if a != b:
                 break
             n += 1

@@ -188,16 +188,13 @@ class OnnxGenaiEngine(Engine):
         if not (model_dir / "genai_config.json").is_file():
             raise ModelCorrupt(
                 f"{model_dir} is not an onnxruntime-genai model folder (no genai_config.json).",
-                "Point to the folder that holds genai_config.json, or rebuild with "
-                f"`enclave models build {name}`.",
+                f"Point to the folder that holds genai_config.json, or rebuild with `enclave models build {name}`.",
             )
         try:
             config = self.og.Config(str(model_dir))
             if threads:
                 config.overlay(
-                    json.dumps(
-                        {"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}
-                    )
+                    json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}})
                 )
             self.model = self.og.Model(config)
         except Exception as exc:  # noqa: BLE001 - native loader errors

@@ -62,7 +62,7 @@ def test_greedy_output_is_stable_run_to_run(smollm2_home: Path, monkeypatch: pyt
 def test_later_turns_prefill_only_the_new_message(smollm2_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     conv = _conversation(smollm2_home, monkeypatch, max_tokens=24)
     results = [conv.ask(q) for q in ("Hello!", "What is a heat exchanger?", "And a condenser?")]
-    for previous, result in zip(results, results[1:]):
+    for previous, result in zip(results, results[1:], strict=False):
         assert result.usage is not None and previous.usage is not None
         assert result.usage.prompt_tokens > previous.usage.prompt_tokens
         # Only the new user message and template glue: a handful of tokens.

@@ -31,7 +31,9 @@ def test_displayable_removes_every_control_sequence(text: str) -> None:
 
 async def test_every_widget_that_shows_model_text_survives_the_fuzz(tui_settings: Settings) -> None:
     store = Store(tui_settings.locations.database)
-    cid = store.create_conversation(model="tiny", engine="onnx", persona="general", system_prompt="s", context_policy="drop-oldest")
+    cid = store.create_conversation(
+        model="tiny", engine="onnx", persona="general", system_prompt="s", context_policy="drop-oldest"
+    )
     for text in NASTY:
         store.add_turn(cid, text, text, model="tiny", model_sha256="0" * 64, engine="onnx", where_ran="local",
                        finish_reason="stop", usage=None, context=None)  # fmt: skip

@@ -25,7 +25,9 @@ async def _settle(pilot) -> None:  # type: ignore[no-untyped-def]
 
 def _stored(settings: Settings) -> int:
     store = Store(settings.locations.database)
-    cid = store.create_conversation(model="tiny", engine="onnx", persona="general", system_prompt="s", context_policy="drop-oldest")
+    cid = store.create_conversation(
+        model="tiny", engine="onnx", persona="general", system_prompt="s", context_policy="drop-oldest"
+    )
     store.add_turn(cid, "How do I bleed air from the pump?", "1. **Isolate** the pump.\n2. Open the bleed screw.\n\n```\nclose when fluid runs clear\n```",
                    model="tiny", model_sha256="0" * 64, engine="onnx", where_ran="local", finish_reason="stop",
                    usage=None, context=None)  # fmt: skip

@@ -32,7 +32,9 @@ def store(tmp_path: Path) -> Store:
 
 
 def _new(store: Store) -> int:
-    return store.create_conversation(model="tiny", engine="onnx", persona="general", system_prompt="sys", context_policy="drop-oldest")
+    return store.create_conversation(
+        model="tiny", engine="onnx", persona="general", system_prompt="sys", context_policy="drop-oldest"
+    )
 
 
 def test_database_settings_and_schema_version(store: Store) -> None:
@@ -70,7 +72,13 @@ def test_round_trip_keeps_every_field(store: Store) -> None:
 def test_drops_are_recorded_as_context_events(store: Store) -> None:
     cid = _new(store)
     drop = {"kind": "turn", "index": 2, "tokens": 40, "preview": "old question"}
-    _turn(store, cid, "q", "a", context={"window": 64, "used": 50, "reserved_for_answer": 8, "dropped_turns": 1, "drops": [drop]})
+    _turn(
+        store,
+        cid,
+        "q",
+        "a",
+        context={"window": 64, "used": 50, "reserved_for_answer": 8, "dropped_turns": 1, "drops": [drop]},
+    )
     events = store.context_events(cid)
     assert len(events) == 1 and json.loads(events[0]["detail"]) == drop
 
