@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from typing import Any
@@ -56,8 +58,43 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+class BackgroundLoad:
+    """``n`` CPU-bound child processes for the duration of a measurement: a laptop is
+    rarely idle, and Enclave itself may be indexing while it answers."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> BackgroundLoad:
+        for _ in range(self.n):
+            self.procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+
+
 def run_bench(
-    settings: Settings, model: str, engine: str | None = None, runs: int = 1, turns: int = 10, max_tokens: int = 64
+    settings: Settings,
+    model: str,
+    engine: str | None = None,
+    runs: int = 1,
+    turns: int = 10,
+    max_tokens: int = 64,
+    background: int = 0,
+) -> dict[str, Any]:
+    with BackgroundLoad(background):
+        report = _run_bench(settings, model, engine, runs, turns, max_tokens)
+    report["background_processes"] = background
+    report["threads"] = settings.threads or "auto"
+    return report
+
+
+def _run_bench(
+    settings: Settings, model: str, engine: str | None, runs: int, turns: int, max_tokens: int
 ) -> dict[str, Any]:
     settings = replace(settings, max_tokens=max_tokens, temperature=0.0)
     assistant = Assistant(settings)

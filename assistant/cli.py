@@ -532,19 +532,31 @@ def history_export(ctx: click.Context, conversation_id: int, fmt: str, output: P
 @model_options
 @click.option("--runs", type=int, default=1, show_default=True, help="Repeat each prompt this many times.")
 @click.option("--turns", type=int, default=10, show_default=True, help="Turns of the scripted chat.")
+@click.option(
+    "--background-load", type=int, default=0, show_default=True, help="CPU-bound processes to run meanwhile."
+)
 @click.pass_context
-def bench(ctx: click.Context, runs: int, turns: int, **kw: Any) -> None:
+def bench(ctx: click.Context, runs: int, turns: int, background_load: int, **kw: Any) -> None:
     """Measure TTFT, prefill and decode speed, peak memory, and multi-turn TTFT."""
     from assistant.bench import run_bench
 
     settings = _settings(ctx, context_window=kw.get("context_window"), threads=kw.get("threads"))
-    report = run_bench(settings, kw.get("model") or settings.model, kw.get("engine"), runs=runs, turns=turns)
+    report = run_bench(
+        settings,
+        kw.get("model") or settings.model,
+        kw.get("engine"),
+        runs=runs,
+        turns=turns,
+        background=background_load,
+    )
     click.echo(json.dumps(report) if kw["as_json"] else report_text(report))
 
 
 def report_text(report: dict[str, Any]) -> str:
     lines = [
-        f"{report['model']} · {report['engine']} · load {report['load_s']:.2f} s · peak RSS {report['peak_rss_mib']:.0f} MiB"
+        f"{report['model']} · {report['engine']} · threads {report['threads']} · "
+        f"{report['background_processes']} background CPU processes · load {report['load_s']:.2f} s · "
+        f"peak RSS {report['peak_rss_mib']:.0f} MiB"
     ]
     lines.append(f"{'prompt':40} {'tokens':>6} {'TTFT ms':>8} {'prefill t/s':>11} {'decode t/s':>10}")
     for row in report["prompts"]:

@@ -24,11 +24,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--background-load", type=int, default=0, help="CPU-bound processes meanwhile")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     install_network_guard()
     settings = Settings.load(threads=args.threads)
-    report = run_bench(settings, args.model or settings.model, args.engine, runs=args.runs, turns=args.turns)
+    report = run_bench(settings, args.model or settings.model, args.engine, runs=args.runs, turns=args.turns, background=args.background_load)
     print(json.dumps(report) if args.json else report_text(report))
 
 
