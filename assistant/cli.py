@@ -532,9 +532,7 @@ def history_export(ctx: click.Context, conversation_id: int, fmt: str, output: P
 @model_options
 @click.option("--runs", type=int, default=1, show_default=True, help="Repeat each prompt this many times.")
 @click.option("--turns", type=int, default=10, show_default=True, help="Turns of the scripted chat.")
-@click.option(
-    "--background-load", type=int, default=0, show_default=True, help="CPU-bound processes to run meanwhile."
-)
+@click.option("--background-load", type=int, default=0, show_default=True, help="CPU-bound processes to run meanwhile.")
 @click.pass_context
 def bench(ctx: click.Context, runs: int, turns: int, background_load: int, **kw: Any) -> None:
     """Measure TTFT, prefill and decode speed, peak memory, and multi-turn TTFT."""

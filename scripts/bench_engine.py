@@ -29,7 +29,14 @@ def main() -> None:
     args = parser.parse_args()
     install_network_guard()
     settings = Settings.load(threads=args.threads)
-    report = run_bench(settings, args.model or settings.model, args.engine, runs=args.runs, turns=args.turns, background=args.background_load)
+    report = run_bench(
+        settings,
+        args.model or settings.model,
+        args.engine,
+        runs=args.runs,
+        turns=args.turns,
+        background=args.background_load,
+    )
     print(json.dumps(report) if args.json else report_text(report))
 
 

@@ -52,9 +52,10 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
     args = parser.parse_args()
     install_network_guard()
-    settings = Settings.load(model=args.model)
+    settings = Settings.load(model=args.model, threads=args.threads)
     settings = replace(settings, max_tokens=args.tokens, temperature=0.0)
     core, ui = [], []
     for _ in range(args.runs):
@@ -64,7 +65,9 @@ def main() -> None:
     u_tps = statistics.median(r[0] for r in ui)
     c_ttft = statistics.median(r[1] for r in core)
     u_ttft = statistics.median(r[1] for r in ui)
-    print(f"model {settings.model}, {args.runs} runs each, {args.tokens} tokens max, medians")
+    print(
+        f"model {settings.model}, threads {settings.threads or 'auto'}, {args.runs} runs each, {args.tokens} tokens max, medians"
+    )
     print(f"{'':10} {'decode tok/s':>12} {'TTFT ms':>8}")
     print(f"{'core':10} {c_tps:12.1f} {c_ttft:8.0f}")
     print(f"{'TUI':10} {u_tps:12.1f} {u_ttft:8.0f}")
