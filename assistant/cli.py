@@ -92,6 +92,26 @@ def model_options(func: F) -> F:
     return func
 
 
+continue_option = click.option(
+    "-c",
+    "--continue",
+    "resume",
+    type=int,
+    is_flag=False,
+    flag_value=0,
+    default=None,
+    metavar="[ID]",
+    help="Continue a stored conversation (the latest when no ID is given).",
+)
+
+
+def _latest(store: Any) -> int:
+    latest = store.latest_conversation()
+    if latest is None:
+        raise EnclaveError("There is no conversation to continue yet.", "Start one with `enclave chat` or `enclave`.")
+    return int(latest)
+
+
 def _open_conversation(ctx: click.Context, kw: dict[str, Any], resume: int | None = None) -> Any:
     from assistant.chat import Assistant
 
@@ -108,9 +128,7 @@ def _open_conversation(ctx: click.Context, kw: dict[str, Any], resume: int | Non
     )
     assistant = Assistant(settings)
     if resume == 0:  # --continue without an id: the most recent conversation
-        resume = assistant.store.latest_conversation()
-        if resume is None:
-            raise EnclaveError("There is no conversation to continue yet.", "Start one with `enclave chat`.")
+        resume = _latest(assistant.store)
     return assistant.conversation(
         kw.get("model"), kw.get("engine"), kw.get("persona"), resume=resume, save=not kw.get("no_save")
     )
@@ -209,17 +227,7 @@ def main(ctx: click.Context) -> None:
 @click.option("-m", "--model", help="Model name (see `enclave models list`).")
 @click.option("-p", "--persona", help="Persona / system prompt.")
 @click.option("--ctx", "context_window", type=int, help="Context window in tokens (default 2048).")
-@click.option(
-    "-c",
-    "--continue",
-    "resume",
-    type=int,
-    is_flag=False,
-    flag_value=0,
-    default=None,
-    metavar="[ID]",
-    help="Open a stored conversation (the latest when no ID is given).",
-)
+@continue_option
 @click.pass_context
 def tui(
     ctx: click.Context, model: str | None, persona: str | None, context_window: int | None, resume: int | None
@@ -231,7 +239,7 @@ def tui(
     if resume == 0:
         from assistant.store import Store
 
-        resume = Store(settings.locations.database).latest_conversation()
+        resume = _latest(Store(settings.locations.database))
     run(settings, resume)
 
 
@@ -256,17 +264,7 @@ def ask(ctx: click.Context, prompt: tuple[str, ...], **kw: Any) -> None:
 
 @main.command()
 @model_options
-@click.option(
-    "-c",
-    "--continue",
-    "resume",
-    type=int,
-    is_flag=False,
-    flag_value=0,
-    default=None,
-    metavar="[ID]",
-    help="Continue a stored conversation (the latest when no ID is given).",
-)
+@continue_option
 @click.pass_context
 def chat(ctx: click.Context, resume: int | None, **kw: Any) -> None:
     """Multi-turn chat in the terminal (Ctrl-C cancels an answer, Ctrl-D quits).
