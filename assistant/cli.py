@@ -525,6 +525,45 @@ def history_export(ctx: click.Context, conversation_id: int, fmt: str, output: P
         click.echo(text)
 
 
+# --------------------------------------------------------------------------- doctor
+@main.command()
+@click.option("--privacy", is_flag=True, help="Only the privacy checks.")
+@click.pass_context
+def doctor(ctx: click.Context, privacy: bool) -> None:
+    """Check the installation: models, database, and that nothing can leave the machine."""
+    from assistant import privacy as guard
+
+    ok = True
+    click.echo("Privacy")
+    click.echo("  allowed: loopback only (127.0.0.0/8, ::1); cloud fallback: off")
+    for name, passed, detail in guard.self_test():
+        ok &= passed
+        click.echo(f"  {'ok  ' if passed else 'FAIL'} {name} — {detail}")
+    attempts = guard.GUARD.attempts
+    click.echo(f"  blocked egress attempts in this process: {len(attempts)}")
+    for attempt in attempts:
+        click.echo(f"    {attempt.host}:{attempt.port} from {attempt.caller}")
+    if not privacy:
+        from assistant.catalog import Catalog
+
+        settings = _settings(ctx)
+        catalog = Catalog(settings)
+        click.echo("Models")
+        installed = catalog.installed()
+        for model in installed:
+            problems = catalog.verify(model, full=False)
+            ok &= not problems
+            click.echo(f"  {'ok  ' if not problems else 'FAIL'} {model.name} ({model.engine}) {'; '.join(problems)}")
+        if not installed:
+            click.echo(f"  none installed — run `enclave models build {settings.model}`")
+        click.echo("Locations")
+        for label, path in (("config", settings.locations.config), ("data", settings.locations.data),
+                            ("cache", settings.locations.cache)):  # fmt: skip
+            click.echo(f"  {label:6} {path}")
+    if not ok:
+        ctx.exit(1)
+
+
 # --------------------------------------------------------------------------- bench
 @main.command()
 @model_options

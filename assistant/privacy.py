@@ -136,3 +136,48 @@ def uninstall_network_guard() -> None:
     socket.socket.sendto = _original["sendto"]  # type: ignore[method-assign,assignment]
     socket.getaddrinfo = _original["getaddrinfo"]
     GUARD.installed = False
+
+
+def self_test() -> list[tuple[str, bool, str]]:
+    """Checks that the guard really blocks egress and really allows loopback."""
+    results: list[tuple[str, bool, str]] = []
+    results.append(("network guard installed", GUARD.installed, "socket.connect, connect_ex, sendto, getaddrinfo"))
+    before = len(GUARD.attempts)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1)
+            sock.connect(("192.0.2.1", 9))  # TEST-NET-1: never routable
+        results.append(("outbound TCP connect blocked", False, "a connection to 192.0.2.1 was allowed"))
+    except EgressBlocked:
+        results.append(("outbound TCP connect blocked", True, "192.0.2.1:9 refused before any packet"))
+    except OSError as exc:
+        results.append(("outbound TCP connect blocked", False, f"reached the network stack: {exc}"))
+    try:
+        socket.getaddrinfo("example.com", 443)
+        results.append(("DNS lookups blocked", False, "example.com was looked up"))
+    except EgressBlocked:
+        results.append(("DNS lookups blocked", True, "example.com refused"))
+    except OSError as exc:
+        results.append(("DNS lookups blocked", False, f"reached the resolver: {exc}"))
+    # The self-test's own attempts are not real egress attempts: drop them from the record.
+    del GUARD.attempts[before:]
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        with socket.create_connection(listener.getsockname(), timeout=2):
+            pass
+        results.append(("loopback allowed", True, "127.0.0.1 connects (for local servers)"))
+    except OSError as exc:
+        results.append(("loopback allowed", False, str(exc)))
+    finally:
+        listener.close()
+    switches = [k for k, v in OFFLINE_ENV.items() if os.environ.get(k) == v]
+    results.append(
+        (
+            "library hub/telemetry switches off",
+            len(switches) == len(OFFLINE_ENV),
+            ", ".join(f"{k}={os.environ[k]}" for k in switches),
+        )
+    )
+    return results
