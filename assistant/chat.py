@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from assistant.audit import AuditLog
 from assistant.catalog import Catalog, InstalledModel
 from assistant.config import REPO_ROOT, Settings
 from assistant.context import Plan, fit
@@ -107,7 +108,13 @@ class Assistant:
         if key not in self._loaded:
             self.catalog.check_before_load(model)
             self._loaded[key] = (model, load_engine(model, self.settings))
+            self.audit.record("model_load", model=model.name, engine=model.engine, sha256=model.sha256)
         return self._loaded[key]
+
+    @property
+    def audit(self) -> AuditLog:
+        """The hash-chained audit log (in the same database)."""
+        return AuditLog(self.store)
 
     def conversation(
         self,

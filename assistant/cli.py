@@ -441,6 +441,12 @@ def _store(ctx: click.Context) -> Any:
     return Store(_settings(ctx).locations.database)
 
 
+def _audit(store: Any) -> Any:
+    from assistant.audit import AuditLog
+
+    return AuditLog(store)
+
+
 @history.command("list")
 @click.option("-n", "--limit", type=int, default=50, show_default=True, help="How many to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -505,6 +511,7 @@ def history_delete(ctx: click.Context, conversation_id: int, yes: bool) -> None:
     if not yes and sys.stdin.isatty():
         click.confirm(f"Delete conversation {conversation_id} ({conv['title']!r})?", abort=True, err=True)
     store.delete(conversation_id)
+    _audit(store).record("delete", conversation=conversation_id, messages_deleted=True)
     click.echo(f"Deleted {conversation_id}.")
 
 
@@ -515,7 +522,55 @@ def history_delete(ctx: click.Context, conversation_id: int, yes: bool) -> None:
 @click.pass_context
 def history_export(ctx: click.Context, conversation_id: int, fmt: str, output: Path | None) -> None:
     """Export a conversation as Markdown or JSON."""
-    text = _store(ctx).export(conversation_id, fmt)
+    store = _store(ctx)
+    text = store.export(conversation_id, fmt)
+    _audit(store).record("export", conversation=conversation_id, format=fmt, to=str(output) if output else "stdout")
+    if output:
+        tmp = output.with_name(output.name + ".partial")
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, output)
+        _err(f"Wrote {output}")
+    else:
+        click.echo(text)
+
+
+# --------------------------------------------------------------------------- audit
+@main.group()
+def audit() -> None:
+    """The append-only, hash-chained audit log (model loads, exports, deletions)."""
+
+
+@audit.command("verify")
+@click.pass_context
+def audit_verify(ctx: click.Context) -> None:
+    """Check the chain: reports every edited, removed or reordered entry."""
+    log = _audit(_store(ctx))
+    problems = log.verify()
+    count = len(log.entries())
+    if problems:
+        for problem in problems:
+            click.echo(f"FAIL {problem}")
+        ctx.exit(1)
+    click.echo(f"ok   {count} entries, chain intact")
+
+
+@audit.command("list")
+@click.option("-n", "--limit", type=int, default=50, show_default=True)
+@click.pass_context
+def audit_list(ctx: click.Context, limit: int) -> None:
+    """The most recent audit entries."""
+    for row in _audit(_store(ctx)).entries()[-limit:]:
+        click.echo(f"{row['seq']:>6}  {row['at']}  {row['kind']:<12} {row['detail']}")
+
+
+@audit.command("export")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to this file instead of stdout.")
+@click.pass_context
+def audit_export(ctx: click.Context, output: Path | None) -> None:
+    """Write the whole log as JSON Lines, hashes included, for a compliance review."""
+    log = _audit(_store(ctx))
+    text = log.export()
+    log.record("audit_export", to=str(output) if output else "stdout")
     if output:
         tmp = output.with_name(output.name + ".partial")
         tmp.write_text(text + "\n", encoding="utf-8")

@@ -77,7 +77,23 @@ def _m1_conversations(db: sqlite_utils.Database) -> None:
     db.table("messages").enable_fts(["content"], create_triggers=True, tokenize="porter unicode61")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_conversations]
+def _m2_audit(db: sqlite_utils.Database) -> None:
+    db.execute(
+        "create table audit (seq integer primary key, at text not null, kind text not null, "
+        "detail text not null, prev text not null, hash text not null)"
+    )
+    # Append-only: the database itself refuses to change or remove an entry.
+    db.execute(
+        "create trigger audit_no_update before update on audit "
+        "begin select raise(abort, 'the audit log is append-only'); end"
+    )
+    db.execute(
+        "create trigger audit_no_delete before delete on audit "
+        "begin select raise(abort, 'the audit log is append-only'); end"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_conversations, _m2_audit]
 
 
 @dataclass

@@ -392,6 +392,7 @@ class EnclaveApp(App[None]):
         title = self.assistant.store.conversation(conversation_id)["title"]
         if await self.push_screen_wait(ConfirmScreen(f"Delete conversation {conversation_id} ({title!r}) for good?")):
             self.assistant.store.delete(conversation_id)
+            self.assistant.audit.record("delete", conversation=conversation_id, messages_deleted=True)
             if self.conv and self.conv.id == conversation_id:
                 await self.open_conversation(None)
             self.refresh_sidebar()
@@ -612,6 +613,7 @@ class EnclaveApp(App[None]):
         except OSError as exc:
             self.notify(f"Could not write {path}: {exc.strerror or exc}", severity="error")
             return
+        self.assistant.audit.record("export", conversation=self.conv.id, format="md", to=str(path))
         self.notify(f"Exported to {path}")
 
     def action_rename(self) -> None:
