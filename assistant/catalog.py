@@ -27,7 +27,7 @@ from assistant.errors import EnclaveError, ModelCorrupt, ModelNotInstalled, Mode
 
 MANIFEST_NAME = "enclave-manifest.json"
 RECIPES_DIR = REPO_ROOT / "models"
-ENGINES = ("onnx",)
+ENGINES = ("onnx", "litert")
 
 
 @dataclass(frozen=True)
@@ -301,26 +301,39 @@ class Catalog:
         path = path.expanduser().resolve()
         if not path.exists():
             raise EnclaveError(f"{path} does not exist.", "Give the path of a model folder.")
+        chat: bool | None = None
         if path.is_dir() and (path / "genai_config.json").is_file():
             engine = "onnx"
             config = _read_json(path / "genai_config.json")
             context = int(config.get("model", {}).get("context_length", 2048))
+        elif path.is_file() and path.suffix == ".litertlm":
+            from assistant.engines.litert_lm import probe_bundle, read_bundle_template
+
+            engine = "litert"
+            # Not yet verified: a crafted file could abort the native loader, so load it
+            # once in a child process before anything else touches it.
+            probe_bundle(path)
+            chat = read_bundle_template(path) is not None
+            context = self.settings.context_window
         else:
             raise EnclaveError(
                 f"{path} is not a model Enclave can run.",
-                "Give an onnxruntime-genai model folder (it holds genai_config.json and the .onnx files), "
-                "such as Microsoft's published Phi-3/Phi-4-mini ONNX folders.",
+                "Give an onnxruntime-genai model folder (it holds genai_config.json and the .onnx files, "
+                "such as Microsoft's published Phi-3/Phi-4-mini ONNX folders) or a LiteRT-LM .litertlm bundle "
+                "(such as Google's Gemma bundles).",
             )
-        name = name or _slug(path.name)
+        name = name or _slug(path.stem if path.is_file() else path.name)
         if self._manifest_path(name, engine).exists():
             raise EnclaveError(
                 f"A model called {name!r} is already installed.",
                 "Choose another with --name, or remove the old one first.",
             )
-        from assistant.engines.onnx_genai import read_chat_template
+        if chat is None:
+            from assistant.engines.onnx_genai import read_chat_template
 
+            chat = read_chat_template(path) is not None
         info = {
-            "chat": read_chat_template(path) is not None,
+            "chat": chat,
             "licence": _guess_licence(path),
             "context_length": context,
             "source": {"package": "user", "path": str(path)},

@@ -248,7 +248,7 @@ class Conversation:
         if room < 1:  # only reachable with answer_reserve misconfigured
             keep = self.session.common_prefix(tokens)
             raise ContextExhausted(held=keep, requested=len(tokens) - keep, capacity=self.window)
-        for event in self.session.generate(tokens, self.options(room)):
+        for event in self.session.generate(tokens, self.options(room), messages=plan.messages):
             if isinstance(event, Done):
                 if event.reason == "cancelled":
                     # A cancelled answer is not part of the conversation; the cache

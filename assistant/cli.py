@@ -72,7 +72,7 @@ def model_options(func: F) -> F:
     """Options shared by the commands that run a model."""
     options = [
         click.option("-m", "--model", help="Model name (see `enclave models list`)."),
-        click.option("-e", "--engine", type=click.Choice(["onnx"]), help="Engine to run the model with."),
+        click.option("-e", "--engine", type=click.Choice(["onnx", "litert"]), help="Engine to run the model with."),
         click.option("-p", "--persona", help="Persona / system prompt (general, technician, legal, or your own)."),
         click.option("--max-tokens", type=int, help="Longest answer, in tokens (default 512)."),
         click.option("-t", "--temperature", type=float, help="0 = greedy and reproducible (default); >0 samples."),
@@ -347,7 +347,7 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
 
 @models.command("build")
 @click.argument("name", required=False)
-@click.option("-e", "--engine", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("-e", "--engine", type=click.Choice(["onnx", "litert"]), default="onnx", show_default=True)
 @click.option("--force", is_flag=True, help="Rebuild even if installed.")
 @click.pass_context
 def models_build(ctx: click.Context, name: str | None, engine: str, force: bool) -> None:
@@ -394,7 +394,7 @@ def models_verify(ctx: click.Context, name: str | None) -> None:
 
 @models.command("remove")
 @click.argument("name")
-@click.option("-e", "--engine", type=click.Choice(["onnx"]), help="Only this engine's build.")
+@click.option("-e", "--engine", type=click.Choice(["onnx", "litert"]), help="Only this engine's build.")
 @click.pass_context
 def models_remove(ctx: click.Context, name: str, engine: str | None) -> None:
     """Delete an installed model (a user-added model is only unregistered)."""

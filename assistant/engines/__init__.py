@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from assistant.config import Settings
     from assistant.engines.base import Engine
 
-ENGINE_NAMES = ("onnx",)
+ENGINE_NAMES = ("onnx", "litert")
 
 
 def load_engine(model: InstalledModel, settings: Settings) -> Engine:
@@ -20,6 +20,18 @@ def load_engine(model: InstalledModel, settings: Settings) -> Engine:
         from assistant.engines.onnx_genai import OnnxGenaiEngine
 
         return OnnxGenaiEngine(model.path, model.name, threads=settings.threads or None)
+    if model.engine == "litert":
+        from assistant.engines.litert_lm import LitertEngine
+
+        window = int(model.manifest.get("context_length") or settings.context_window)
+        return LitertEngine(
+            model.path,
+            model.name,
+            cache_dir=settings.locations.cache / "litert",
+            threads=settings.threads or None,
+            max_tokens=min(settings.context_window, window),
+            verified=True,  # the catalog checked it against its manifest before this load
+        )
     raise EngineUnavailable(
         f"The engine {model.engine!r} is not available.",
         f"Installed engines: {', '.join(ENGINE_NAMES)}.",

@@ -99,6 +99,7 @@ class Capabilities:
     kv_save: bool = False  # can write the KV cache to disk and restore it
     gpu: bool = False  # is running on an accelerator
     token_count: bool = True  # its tokenizer gives exact prompt token counts
+    token_level: bool = True  # prefills token ids and reports sampled ids (else: works on messages)
 
 
 @dataclass(frozen=True)
@@ -283,8 +284,17 @@ class Session(ABC):
             self._held.extend(new)
         return len(new)
 
-    def generate(self, prompt: Sequence[int], options: GenerationOptions | None = None) -> Iterator[Event]:
+    def generate(
+        self,
+        prompt: Sequence[int],
+        options: GenerationOptions | None = None,
+        messages: Sequence[dict[str, str]] | None = None,
+    ) -> Iterator[Event]:
         """Stream one turn: sync the cache to ``prompt``, then decode.
+
+        ``messages`` are the same prompt as chat messages; token-level backends
+        ignore them, message-level backends (``capabilities.token_level`` false)
+        need them.
 
         Yields :class:`TextDelta` events, then one :class:`Usage`, then
         :class:`Done`. A failure yields :class:`Error` (after any text already

@@ -142,9 +142,14 @@ class GenaiSession(Session):
         self._options = options
         return self._generator
 
-    def generate(self, prompt: Sequence[int], options: GenerationOptions | None = None):  # type: ignore[no-untyped-def]
+    def generate(  # type: ignore[no-untyped-def]
+        self,
+        prompt: Sequence[int],
+        options: GenerationOptions | None = None,
+        messages: Sequence[dict[str, str]] | None = None,
+    ):
         self._ensure(options or GenerationOptions())
-        return super().generate(prompt, options)
+        return super().generate(prompt, options, messages)
 
     def _append(self, tokens: list[int]) -> None:
         gen = self._ensure()
