@@ -10,10 +10,11 @@ RUNTIME_MODULES = [
     "assistant.chat",
     "assistant.catalog",
     "assistant.engines.onnx_genai",
+    "assistant.engines.litert_lm",
     "assistant.build.recipes",
     "assistant.bench",
 ]
-BUILD_TOOLS = ["torch", "transformers", "gguf", "onnx", "onnx_ir", "accelerate", "safetensors"]
+BUILD_TOOLS = ["torch", "transformers", "gguf", "onnx", "onnx_ir", "accelerate", "safetensors", "litert_torch", "jax"]
 
 
 def _loaded_after(code: str) -> set[str]:
@@ -36,6 +37,11 @@ def test_the_runtime_never_imports_the_build_tools() -> None:
         "\ne = OnnxGenaiEngine(Path('tests/assets/tiny-llama'), 'tiny')"
         "\ns = e.open_session(128)"
         "\nlist(s.generate(e.tokenizer.encode('hi'), GenerationOptions(max_tokens=4)))"
+        "\nimport tempfile"
+        "\nfrom assistant.engines.litert_lm import LitertEngine"
+        "\nl = LitertEngine(Path('tests/assets/tiny-gemma.litertlm'), 't', Path(tempfile.mkdtemp()), max_tokens=128)"
+        "\nm = [{'role': 'user', 'content': 'hi'}]"
+        "\nlist(l.open_session(128).generate(l.tokenizer.encode(l.tokenizer.render(m)), GenerationOptions(max_tokens=4), messages=m))"
     )
     loaded = _loaded_after(code)
     assert not loaded & set(BUILD_TOOLS), sorted(loaded & set(BUILD_TOOLS))
