@@ -194,7 +194,7 @@ class Catalog:
             engine_flag = f" --engine {engine}" if engine and engine != "onnx" else ""
             raise ModelNotInstalled(
                 f"The model {name!r} is not built yet{f' for the {engine} engine' if engine else ''}.",
-                f"Build it with `enclave models build {name}{engine_flag}` (offline, about a minute).",
+                f"Build it with `enclave models build {name}{engine_flag}` (about a minute on this machine).",
             )
         known = sorted(set(self.recipes) | {m.name for m in self.installed()})
         raise ModelUnknown(
@@ -246,7 +246,8 @@ class Catalog:
 
     def repair_hint(self, model: InstalledModel) -> str:
         if model.name in self.recipes and not model.manifest.get("path"):
-            return f"Rebuild it with `enclave models build {model.name} --force`."
+            engine = f" --engine {model.engine}" if model.engine != "onnx" else ""
+            return f"Rebuild it with `enclave models build {model.name}{engine} --force`."
         return f"Re-register it with `enclave models remove {model.name}` then `enclave models add PATH`."
 
     # -- writing

@@ -142,7 +142,7 @@ class Assistant:
             system = load_persona(self.settings, persona_name)
         installed, loaded = self.load(model, engine)
         conv = Conversation(self.settings, installed, loaded, system, history, persona=persona_name)
-        if store is not None:
+        if save and store is not None:
             conv.attach(store, resume)
         return conv
 
@@ -298,6 +298,10 @@ class Conversation:
     def cancel(self) -> None:
         self.session.cancel()
 
+    def close(self) -> None:
+        """Release this conversation's KV cache (the history stays in the store)."""
+        self.session.close()
+
 
 class TurnCollector:
     """Accumulates one turn's events into a :class:`TurnResult` (used by every front end)."""
@@ -367,7 +371,13 @@ def stream_in_thread(conv: Conversation, user_text: str) -> Iterator[Event]:
     worker = threading.Thread(target=work, name="enclave-decode", daemon=True)
     worker.start()
     while True:
-        item = events.get()
+        try:
+            item = events.get()
+        except KeyboardInterrupt:
+            # Ctrl-C cancels the answer; the worker stops within a token and the
+            # stream still ends with Done(reason="cancelled").
+            conv.cancel()
+            continue
         if item is sentinel:
             break
         if isinstance(item, BaseException):

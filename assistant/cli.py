@@ -179,13 +179,8 @@ def _run_turn(conv: Any, text: str, as_json: bool) -> Any:
     from assistant.chat import collect, stream_in_thread
 
     printer = None if as_json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
-    events = stream_in_thread(conv, text)
-    while True:
-        try:
-            result = collect(conv, events, printer)
-            break
-        except KeyboardInterrupt:
-            conv.cancel()  # the worker stops within a token; keep draining its events
+    # Ctrl-C during the answer is handled inside stream_in_thread: it cancels the turn.
+    result = collect(conv, stream_in_thread(conv, text), printer)
     conv.save_turn(result, text)
     if as_json:
         click.echo(json.dumps(result.as_dict(), ensure_ascii=False))
@@ -667,8 +662,9 @@ def report_text(report: dict[str, Any]) -> str:
 class BuildProgress:
     """Draws build steps on stderr: a rich progress bar on a terminal, plain lines otherwise."""
 
-    def __init__(self) -> None:
-        self._tty = sys.stderr.isatty()
+    def __init__(self, console: Any = None) -> None:
+        self._console = console
+        self._tty = console is not None or sys.stderr.isatty()
         self._last = ""
         self._started = time.monotonic()
         self._progress: Any = None
@@ -684,8 +680,8 @@ class BuildProgress:
                 TextColumn("{task.description}"),
                 BarColumn(),
                 TimeElapsedColumn(),
-                TextColumn("[dim]{task.fields[detail]}"),
-                console=Console(stderr=True),
+                TextColumn("{task.fields[detail]}", style="dim", markup=False),
+                console=self._console or Console(stderr=True),
                 transient=False,
             )
             self._progress.__enter__()

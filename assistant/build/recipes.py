@@ -47,12 +47,12 @@ def _noop(_: Step) -> None:
     return None
 
 
-def missing_build_tools() -> list[str]:
-    return [m for m in BUILD_MODULES if importlib.util.find_spec(m) is None]
+def missing_build_tools(extra: tuple[str, ...] = ()) -> list[str]:
+    return [m for m in (*BUILD_MODULES, *extra) if importlib.util.find_spec(m) is None]
 
 
-def require_build_tools() -> None:
-    missing = missing_build_tools()
+def require_build_tools(extra: tuple[str, ...] = ()) -> None:
+    missing = missing_build_tools(extra)
     if missing:
         raise BuildError(
             f"The model build tools are not installed (missing: {', '.join(missing)}).",
@@ -210,26 +210,7 @@ def build_onnx(
     transcode = options.get("transcode")
     total = 5 if transcode else 4
     started = time.monotonic()
-
-    step = Step(1, total, "Finding the source weights")
-    progress(step)
-    gguf = find_source(recipe, settings.locations.cache, progress, step)
-
-    step = Step(2, total, "Converting GGUF to a transformers folder")
-    progress(step)
-    hf_dir = work / "hf"
-    marker = hf_dir / ".complete"
-    # A converted folder left by an interrupted build is reused only for the same source.
-    source_id = f"{gguf}:{gguf.stat().st_size}:{gguf.stat().st_mtime_ns}"
-    if not marker.exists() or marker.read_text() != source_id:
-        shutil.rmtree(hf_dir, ignore_errors=True)
-        _run(
-            [sys.executable, "-m", "assistant.build.hf", str(gguf), str(hf_dir)],
-            step,
-            progress,
-            work / "convert.log",
-        )
-        marker.write_text(source_id)
+    gguf, hf_dir = _source_and_hf(recipe, work, settings.locations.cache, total, progress)
 
     step = Step(3, total, f"Building the ONNX model ({options.get('precision', 'int4')})")
     progress(step)
@@ -291,12 +272,47 @@ def build_onnx(
         "build_seconds": round(time.monotonic() - started, 1),
     }
     # Manifest first (inside the partial folder), then one rename into place.
+    model = _install(catalog, recipe, "onnx", out, info, progress, step)
+    # The dequantised fp32 folder (0.5–1 GiB) is only an intermediate.
+    shutil.rmtree(work, ignore_errors=True)
+    return model
+
+
+def _source_and_hf(recipe: Recipe, work: Path, cache: Path, total: int, progress: Progress) -> tuple[Path, Path]:
+    """Steps 1 and 2 of every build: the GGUF, and its dequantised transformers folder."""
+    step = Step(1, total, "Finding the source weights")
+    progress(step)
+    gguf = find_source(recipe, cache, progress, step)
+
+    step = Step(2, total, "Converting GGUF to a transformers folder")
+    progress(step)
+    hf_dir = work / "hf"
+    marker = hf_dir / ".complete"
+    # A converted folder left by an interrupted build is reused only for the same source.
+    source_id = f"{gguf}:{gguf.stat().st_size}:{gguf.stat().st_mtime_ns}"
+    if not marker.exists() or marker.read_text() != source_id:
+        shutil.rmtree(hf_dir, ignore_errors=True)
+        _run(
+            [sys.executable, "-m", "assistant.build.hf", str(gguf), str(hf_dir)],
+            step,
+            progress,
+            work / "convert.log",
+        )
+        marker.write_text(source_id)
+    return gguf, hf_dir
+
+
+def _install(
+    catalog: Catalog, recipe: Recipe, engine: str, built: Path, info: dict[str, Any], progress: Progress, step: Step
+) -> InstalledModel:
+    """Hash ``built`` (a folder, or a folder holding one bundle) and move it into place in one rename."""
+    target = catalog.install_dir(recipe.name, engine)
     catalog.write_manifest(
         recipe.name,
-        "onnx",
-        out,
+        engine,
+        built,
         info,
-        progress=lambda done, all_: progress(Step(total, total, step.label, done / max(all_, 1))),
+        progress=lambda done, all_: progress(Step(step.index, step.total, step.label, done / max(all_, 1))),
     )
     if target.exists():
         old = target.with_name(target.name + ".old")
@@ -304,10 +320,59 @@ def build_onnx(
         os.replace(target, old)
         shutil.rmtree(old, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(out, target)
-    # The dequantised fp32 folder (0.5–1 GiB) is only an intermediate.
+    os.replace(built, target)
+    return catalog.find(recipe.name, engine)
+
+
+def build_litert(catalog: Catalog, recipe: Recipe, progress: Progress = _noop, force: bool = False) -> InstalledModel:
+    """Build ``recipe`` as a LiteRT-LM ``.litertlm`` bundle and install it with its manifest."""
+    require_build_tools(("litert_torch",))
+    settings = catalog.settings
+    target = catalog.install_dir(recipe.name, "litert")
+    if (target / "enclave-manifest.json").exists() and not force:
+        return catalog.find(recipe.name, "litert")
+    options = recipe.build.get("litert")
+    if options is None:
+        raise BuildError(f"The recipe {recipe.name!r} has no LiteRT-LM build.", "Use --engine onnx.")
+    work = settings.locations.cache / "build" / recipe.name
+    total = 4
+    started = time.monotonic()
+    _gguf, hf_dir = _source_and_hf(recipe, work, settings.locations.cache, total, progress)
+
+    step = Step(3, total, f"Converting to LiteRT-LM ({options.get('quantization', 'dynamic_wi8_afp32')}; minutes)")
+    progress(step)
+    out = work / "litert.partial"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    bundle = out / f"{recipe.name}.litertlm"
+    cmd = [sys.executable, "-m", "assistant.build.litert", str(hf_dir), str(bundle)]
+    if "prefill" in options:
+        cmd += ["--prefill", ",".join(str(n) for n in options["prefill"])]
+    if "cache_length" in options:
+        cmd += ["--cache-length", str(options["cache_length"])]
+    if "quantization" in options:
+        cmd += ["--quantization", str(options["quantization"])]
+    if "stop_token_ids" in options:
+        cmd += ["--stop-token-ids", ",".join(str(n) for n in options["stop_token_ids"])]
+    if "chat_template_file" in options:
+        cmd += ["--chat-template", str(RECIPES_DIR / str(options["chat_template_file"]))]
+    _run(cmd, step, progress, work / "litert.log")
+
+    step = Step(4, total, "Hashing and installing")
+    progress(step)
+    info = {
+        "chat": recipe.chat,
+        "licence": recipe.licence,
+        "context_length": int(options.get("cache_length", 2048)),
+        "title": recipe.title,
+        "source": dict(recipe.source),
+        "build": {k: v for k, v in options.items()},
+        "build_seconds": round(time.monotonic() - started, 1),
+        "file": bundle.name,
+    }
+    model = _install(catalog, recipe, "litert", out, info, progress, step)
     shutil.rmtree(work, ignore_errors=True)
-    return catalog.find(recipe.name, "onnx")
+    return model
 
 
 def _finish_folder(recipe: Recipe, options: dict[str, Any], hf_dir: Path, out: Path) -> None:
@@ -338,4 +403,6 @@ def build(
         )
     if engine == "onnx":
         return build_onnx(catalog, recipe, progress, force)
-    raise BuildError(f"Unknown engine {engine!r}.", "Engines: onnx.")
+    if engine == "litert":
+        return build_litert(catalog, recipe, progress, force)
+    raise BuildError(f"Unknown engine {engine!r}.", "Engines: onnx, litert.")

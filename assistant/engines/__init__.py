@@ -24,8 +24,10 @@ def load_engine(model: InstalledModel, settings: Settings) -> Engine:
         from assistant.engines.litert_lm import LitertEngine
 
         window = int(model.manifest.get("context_length") or settings.context_window)
+        # Built bundles live in their install folder; user bundles are registered in place.
+        path = model.path / str(model.manifest["file"]) if model.path.is_dir() else model.path
         return LitertEngine(
-            model.path,
+            path,
             model.name,
             cache_dir=settings.locations.cache / "litert",
             threads=settings.threads or None,

@@ -237,6 +237,13 @@ class Session(ABC):
     def _close(self) -> None:  # noqa: B027 - optional hook
         """Release native resources; optional."""
 
+    def _after_stop_token(self) -> None:  # noqa: B027 - optional hook
+        """The model sampled an end-of-turn token, which is not kept in ``tokens``.
+
+        Backends whose native cache already holds it must drop it here, so that
+        the cache and ``tokens`` agree (the next turn's template glue follows the
+        answer directly)."""
+
     # -- shared logic
     def common_prefix(self, tokens: Sequence[int]) -> int:
         """Length of the longest prefix shared by the cache and ``tokens``."""
@@ -302,7 +309,6 @@ class Session(ABC):
         itself does not fit is raised before anything is yielded.
         """
         options = options or GenerationOptions()
-        self._cancel.clear()
         eos = set(self.engine.info.eos_token_ids)
         start = time.perf_counter()
         try:
@@ -332,6 +338,7 @@ class Session(ABC):
                     first_token_at = time.perf_counter()
                 if token in eos:
                     reason = "stop"
+                    self._after_stop_token()
                     break
                 self._held.append(token)
                 delta = decoder.push(token)
@@ -360,6 +367,9 @@ class Session(ABC):
             prefill_ms=(prefill_done - start) * 1000.0,
             decode_ms=(end - first) * 1000.0,
         )
+        # A cancel that arrived during this turn must not stop the next one. (It is not
+        # cleared at the start: an Esc pressed before decoding began still counts.)
+        self._cancel.clear()
         yield Done(reason=reason, text="".join(pieces))
 
     def _resync_after_failure(self) -> None:

@@ -215,6 +215,8 @@ class LitertSession(Session):
 
     def _close(self) -> None:
         self._drop()
+        if self in self._engine._sessions:
+            self._engine._sessions.remove(self)
 
     def _open(self, history: list[dict[str, str]], options: GenerationOptions) -> None:
         lm = self._engine.lm
@@ -247,7 +249,6 @@ class LitertSession(Session):
         messages = list(messages)
         if len(prompt) >= self.capacity:
             raise ContextExhausted(held=0, requested=len(prompt), capacity=self.capacity)
-        self._cancel.clear()
         history, new = messages[:-1], messages[-1]
         reused = self._conv is not None and self._fed == history and self._sampler == _sampler_key(options)
         start = time.perf_counter()
@@ -297,6 +298,7 @@ class LitertSession(Session):
             # The ids the native cache holds are not exposed: this is the prompt plus
             # the answer re-tokenized (exact for whole-character answers).
             self._held = list(prompt) + self._engine.tokenizer.encode(answer)
+        self._cancel.clear()
         first = first_at or end
         # Measured here, as for every engine (the benchmark's TTFT is that of the first turn only).
         ttft = (first - start) * 1000
@@ -351,6 +353,8 @@ class LitertEngine(Engine):
         # The cache directory must exist, or LiteRT-LM writes a model-sized cache next to the model.
         cache_dir.mkdir(parents=True, exist_ok=True)
         self.benchmark = True
+        # Strong references: a native conversation must be closed before its engine,
+        # never by the garbage collector after it. Closed sessions remove themselves.
         self._sessions: list[LitertSession] = []
         try:
             self.native = self.lm.Engine(
@@ -387,9 +391,8 @@ class LitertEngine(Engine):
 
     def close(self) -> None:
         # Conversations must be closed before their engine.
-        for session in self._sessions:
+        for session in list(self._sessions):
             session.close()
-        self._sessions.clear()
         native, self.native = getattr(self, "native", None), None
         if native is not None:
             native.close()

@@ -174,6 +174,11 @@ class GenaiSession(Session):
         gen.generate_next_token()
         return int(gen.get_next_tokens()[0])
 
+    def _after_stop_token(self) -> None:
+        # generate_next_token() fed the end-of-turn token to the cache; Enclave's
+        # token list (and the next turn's template glue) does not include it.
+        self._ensure().rewind_to(len(self._held))
+
     def native_token_count(self) -> int:
         """Tokens the native generator holds (for tests that check our bookkeeping)."""
         return int(self._ensure().token_count())

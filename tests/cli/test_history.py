@@ -114,3 +114,13 @@ def test_context_overflow_reports_numbers_and_saves_nothing(home: Path) -> None:
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "too many" in proc.stderr and "128" in proc.stderr
     assert json.loads(enclave("history", "list", "--json", home=home).stdout) == []
+
+
+def test_continue_with_no_save_adds_nothing(home: Path) -> None:
+    first = json.loads(enclave("chat", "-m", "tiny", "--json", "--max-tokens", "4", home=home, stdin="one\n").stdout)
+    enclave("chat", "-m", "tiny", "--json", "--max-tokens", "4", "--continue", "--no-save", home=home, stdin="two\n")
+    with _db(home) as db:
+        count = db.execute(
+            "select count(*) from messages where conversation_id = ?", [first["conversation_id"]]
+        ).fetchone()[0]
+    assert count == 2

@@ -204,3 +204,33 @@ def test_sampling_with_a_seed_is_reproducible(engine: Engine) -> None:
     a, _, _ = run(engine.open_session(256), msgs, options)
     b, _, _ = run(engine.open_session(256), msgs, options)
     assert a == b
+
+
+def test_a_stop_token_leaves_the_cache_and_the_token_list_in_step(engine: Engine) -> None:
+    """After an answer that ends on its stop token, the next turn sees exactly what a
+    fresh session sees (the tiny models never sample their stop token, so the test
+    makes the first greedy token a stop token)."""
+    token_level(engine)
+    msgs = messages("Stop here")
+    probe = engine.open_session(256)
+    list(probe.generate(tokens(engine, msgs), GenerationOptions(max_tokens=1), messages=msgs))
+    stop = probe.tokens[-1]
+    engine.info.eos_token_ids = (*engine.info.eos_token_ids, stop)
+    session = engine.open_session(256)
+    text, usage, done = run(session, msgs)
+    assert done.reason == "stop" and usage.completion_tokens == 1 and text == ""
+    assert session.native_token_count() == session.token_count  # type: ignore[attr-defined]
+    follow = [*msgs, {"role": "assistant", "content": ""}, {"role": "user", "content": "Next"}]
+    engine.info.eos_token_ids = tuple(t for t in engine.info.eos_token_ids if t != stop)
+    again, _, _ = run(session, follow)
+    fresh, _, _ = run(engine.open_session(256), follow)
+    assert again == fresh
+
+
+def test_a_cancel_before_decoding_starts_still_counts(engine: Engine) -> None:
+    session = engine.open_session(256)
+    session.cancel()  # e.g. Esc pressed while the prompt was being prepared
+    _, usage, done = run(session, messages("Never mind"), GenerationOptions(max_tokens=50))
+    assert done.reason == "cancelled" and usage.completion_tokens <= 1
+    _, usage, done = run(session, messages("Now answer"), GenerationOptions(max_tokens=5))
+    assert done.reason == "length" and usage.completion_tokens == 5

@@ -150,10 +150,13 @@ async def test_export_and_slash_commands(tui_settings: Settings, tmp_path: Path)
         await pilot.pause(0.2)
         assert app.screen.__class__.__name__ == "HelpScreen"
         await pilot.press("escape")
-        app.query_one("#prompt", Input).value = "/nonsense"
+        app.query_one("#prompt", Input).value = "/nonsense[/x] [bold]"
         await pilot.press("enter")
-        await pilot.pause(0.1)
+        await pilot.pause(0.2)
         assert app.screen.__class__.__name__ != "HelpScreen"
+        assert any("Unknown command /nonsense[/x]" in n.message for n in app._notifications)
+        # Answers never open links (a URL the model wrote would leave the machine).
+        assert all(not m._open_links for m in app.query(Markdown) if "answer-body" in m.classes)
 
 
 async def test_a_missing_model_offers_to_build_instead_of_crashing(fresh_home_settings: Settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]

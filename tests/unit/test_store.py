@@ -150,3 +150,20 @@ def test_integrity_after_many_turns(store: Store) -> None:
     assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert len(store.messages(cid)) == 100
     assert sqlite3.connect(store.path).execute("select count(*) from messages").fetchone()[0] == 100
+
+
+def test_deleted_text_is_gone_from_the_file(store: Store) -> None:
+    cid = _new(store)
+    _turn(store, cid, "my password is zebracorn4711", "noted zebracorn4711")
+    store.delete(cid)
+    for path in store.path.parent.iterdir():
+        if path.name.startswith("enclave.db"):
+            assert b"zebracorn4711" not in path.read_bytes(), path.name
+
+
+def test_saving_into_a_deleted_conversation_is_a_clear_error(store: Store) -> None:
+    cid = _new(store)
+    store.delete(cid)
+    with pytest.raises(EnclaveError) as info:
+        _turn(store, cid, "late", "answer")
+    assert "deleted" in info.value.message

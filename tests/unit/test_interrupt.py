@@ -1,0 +1,41 @@
+"""Ctrl-C while an answer streams cancels that answer; the stream still ends cleanly."""
+
+from __future__ import annotations
+
+import queue
+import time
+from dataclasses import replace
+
+from assistant.chat import Assistant, collect, stream_in_thread
+from assistant.engines.onnx_genai import GenaiSession
+
+
+def test_keyboard_interrupt_cancels_the_turn(settings, tiny_installed, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    conv = Assistant(replace(settings, max_tokens=400)).conversation("tiny", save=False)
+    original_step = GenaiSession._decode_step
+
+    def slow_step(self, options):  # type: ignore[no-untyped-def]
+        import time
+
+        time.sleep(0.005)
+        return original_step(self, options)
+
+    monkeypatch.setattr(GenaiSession, "_decode_step", slow_step)
+    original_get = queue.Queue.get
+    calls = {"n": 0}
+
+    def get(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            time.sleep(0.2)  # decoding is under way
+            raise KeyboardInterrupt  # the user pressed Ctrl-C while waiting for tokens
+        return original_get(self, *args, **kwargs)
+
+    monkeypatch.setattr(queue.Queue, "get", get)
+    result = collect(conv, stream_in_thread(conv, "Write a long story"))
+    assert result.finish_reason == "cancelled"
+    assert result.usage is not None and result.usage.completion_tokens < 400
+    assert conv.messages == []  # a cancelled answer is not part of the conversation
+    monkeypatch.setattr(queue.Queue, "get", original_get)
+    again = collect(conv, stream_in_thread(conv, "And now?"))
+    assert again.finish_reason == "length"
