@@ -127,6 +127,9 @@ def _open_conversation(ctx: click.Context, kw: dict[str, Any], resume: int | Non
         context_policy=kw.get("context_policy"),
     )
     assistant = Assistant(settings)
+    # Engines are closed before the interpreter exits (LiteRT-LM must release its
+    # conversations before its engine, or its native logger complains on stderr).
+    ctx.call_on_close(assistant.close)
     if resume == 0:  # --continue without an id: the most recent conversation
         resume = _latest(assistant.store)
     return assistant.conversation(
