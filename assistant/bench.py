@@ -25,8 +25,8 @@ _FILLER = (
 
 PROMPTS: list[tuple[str, str]] = [
     ("short question", "What is the capital of France?"),
-    ("medium (~180 tokens)", _FILLER * 5 + "Summarise what the log records."),
-    ("long (~900 tokens)", _FILLER * 28 + "Summarise what the log records."),
+    ("medium prompt", _FILLER * 5 + "Summarise what the log records."),
+    ("long prompt", _FILLER * 28 + "Summarise what the log records."),
 ]
 
 CHAT_SCRIPT = [
@@ -113,7 +113,7 @@ def _run_bench(
         samples: list[Usage] = []
         for _ in range(runs):
             session = loaded.open_session(window)
-            for event in session.generate(ids, GenerationOptions(max_tokens=max_tokens)):
+            for event in session.generate(ids, GenerationOptions(max_tokens=max_tokens), messages=messages):
                 if isinstance(event, Usage):
                     samples.append(event)
             session.close()
