@@ -66,9 +66,8 @@ def _real_models_home() -> Path:
     return Path(os.environ.get("ENCLAVE_TEST_MODELS", Path.home() / ".cache" / "enclave-test-models"))
 
 
-@pytest.fixture(scope="session")
-def smollm2_home() -> Path:
-    """An Enclave home holding SmolLM2 built from PyPI by Enclave's own recipe."""
+def _built(name: str, engine: str) -> Path:
+    """An Enclave home holding ``name`` built for ``engine`` by Enclave's own recipe (once)."""
     from assistant.build.recipes import build
     from assistant.catalog import Catalog
     from assistant.config import Settings
@@ -77,11 +76,28 @@ def smollm2_home() -> Path:
     old = os.environ.get("ENCLAVE_HOME")
     os.environ["ENCLAVE_HOME"] = str(home)
     try:
-        catalog = Catalog(Settings.load())
-        build(catalog, "smollm2-135m-instruct", "onnx")
+        build(Catalog(Settings.load()), name, engine)
     finally:
         if old is None:
             os.environ.pop("ENCLAVE_HOME", None)
         else:
             os.environ["ENCLAVE_HOME"] = old
     return home
+
+
+@pytest.fixture(scope="session")
+def smollm2_home() -> Path:
+    """SmolLM2-135M-Instruct for onnxruntime-genai, built from PyPI by the recipe."""
+    return _built("smollm2-135m-instruct", "onnx")
+
+
+@pytest.fixture(scope="session")
+def smollm2_litert_home() -> Path:
+    """SmolLM2-135M-Instruct as a .litertlm, built from PyPI by the recipe (~5 min once)."""
+    return _built("smollm2-135m-instruct", "litert")
+
+
+@pytest.fixture(scope="session")
+def gemma_litert_home() -> Path:
+    """Gemma 3 270M (base) as a .litertlm, built from PyPI by the recipe (~7 min once)."""
+    return _built("gemma3-270m", "litert")

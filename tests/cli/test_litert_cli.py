@@ -60,3 +60,19 @@ def test_a_bad_bundle_is_a_message_not_a_dead_process(enclave_home: Path, tmp_pa
     assert "Traceback" not in proc.stderr
     assert "is not a valid LiteRT-LM bundle" in proc.stderr
     assert json.loads(enclave("models", "list", "--json", home=enclave_home).stdout)["installed"] == []
+
+
+def test_bench_compare_runs_every_engine_side_by_side(enclave_home: Path, tiny_dir: Path, tmp_path: Path) -> None:
+    # Two different tiny models registered under one name stand in for one model built for both engines.
+    bundle = tmp_path / "pair.litertlm"
+    shutil.copyfile(BUNDLE, bundle)
+    enclave("models", "add", str(bundle), "--name", "pair", home=enclave_home)
+    enclave("models", "add", str(tiny_dir), "--name", "pair", home=enclave_home)
+    reports = json.loads(enclave("bench", "--compare", "-m", "pair", "--turns", "2", "--json", home=enclave_home).stdout)
+    assert [r["engine"] for r in reports] == ["litert", "onnx"]
+    for report in reports:
+        assert report["load_s"] > 0 and report["peak_rss_mib"] > 0
+        assert [t["turn"] for t in report["turns"]] == [1, 2]
+        assert report["turns"][1]["prefilled_tokens"] < report["turns"][1]["prompt_tokens"]
+    text = enclave("bench", "--compare", "-m", "pair", "--turns", "2", home=enclave_home).stdout
+    assert "litert" in text.splitlines()[1] and "onnx" in text.splitlines()[1]

