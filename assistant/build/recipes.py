@@ -9,6 +9,7 @@ build never leaves a half-written model where Enclave would load it.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
@@ -18,7 +19,8 @@ import sys
 import time
 import zipfile
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -393,7 +395,31 @@ def _finish_folder(recipe: Recipe, options: dict[str, Any], hf_dir: Path, out: P
 def build(
     catalog: Catalog, name: str, engine: str = "onnx", progress: Progress = _noop, force: bool = False
 ) -> InstalledModel:
-    """Build the model ``name`` for ``engine``."""
+    """Build the model ``name`` for ``engine`` (one build per model and engine at a time)."""
+    with _build_lock(catalog, name, engine):
+        return _build(catalog, name, engine, progress, force)
+
+
+@contextmanager
+def _build_lock(catalog: Catalog, name: str, engine: str) -> Iterator[None]:
+    """Two builds of one model would share one work folder: the second is refused."""
+    path = catalog.settings.locations.cache / "build" / f"{name}.{engine}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise BuildError(
+                f"Another build of {name} ({engine}) is already running.",
+                "Wait for it to finish; it shows its progress where it was started.",
+            ) from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build(catalog: Catalog, name: str, engine: str, progress: Progress, force: bool) -> InstalledModel:
     recipe = catalog.recipes.get(name)
     if recipe is None:
         raise BuildError(

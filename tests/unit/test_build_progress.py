@@ -29,3 +29,20 @@ def test_repair_hint_names_the_engine(settings, tiny_installed) -> None:  # type
     assert catalog.repair_hint(model) == "Rebuild it with `enclave models build smollm2-135m-instruct --force`."
     model.engine = "litert"
     assert "--engine litert --force" in catalog.repair_hint(model)
+
+
+def test_a_second_build_of_the_same_model_is_refused(settings) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from assistant.build.recipes import _build_lock
+    from assistant.errors import BuildError
+
+    catalog = Catalog(settings)
+    with _build_lock(catalog, "smollm2-135m-instruct", "litert"):
+        with pytest.raises(BuildError, match="already running"):
+            with _build_lock(catalog, "smollm2-135m-instruct", "litert"):
+                pass
+        with _build_lock(catalog, "smollm2-135m-instruct", "onnx"):
+            pass  # another engine's build is independent
+    with _build_lock(catalog, "smollm2-135m-instruct", "litert"):
+        pass  # released
