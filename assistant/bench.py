@@ -128,7 +128,7 @@ def _run_bench(
             }
         )
 
-    conv = assistant.conversation(model, engine)
+    conv = assistant.conversation(model, engine, save=False)  # a benchmark is not a conversation to keep
     chat_rows = []
     for i, text in enumerate(CHAT_SCRIPT[:turns], start=1):
         result = collect(conv, conv.stream(text))
