@@ -86,6 +86,8 @@ class Settings:
     context_policy: str = "drop-oldest"
     #: Tokens kept free for the answer; 0 means min(max_tokens, window / 4).
     answer_reserve: int = 0
+    #: Terminal UI theme, e.g. textual-dark, textual-light, nord, gruvbox (Ctrl+P lists them).
+    theme: str = "textual-dark"
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:

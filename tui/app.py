@@ -300,6 +300,10 @@ class EnclaveApp(App[None]):
         # decoding ran 14 % slower under the TUI than without it (scripts/bench_tui.py).
         self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(0.0005)
+        if self.settings.theme in self.available_themes:
+            self.theme = self.settings.theme
+        else:
+            self.say(f"Unknown theme {self.settings.theme!r}; Ctrl+P → Change theme lists them.", severity="warning")
         self.query_one("#prompt", Input).focus()
         self.start()
 

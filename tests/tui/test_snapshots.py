@@ -63,3 +63,20 @@ def test_help_screen(snap_compare, tui_settings: Settings, size: tuple[int, int]
         await pilot.pause(0.3)
 
     assert snap_compare(EnclaveApp(tui_settings), terminal_size=size, run_before=ready)
+
+
+def test_light_theme(snap_compare, tui_settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    cid = _stored(tui_settings)
+
+    async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
+        await _settle(pilot)
+        for _ in range(100):
+            if pilot.app.query(AnswerMessage):
+                break
+            await pilot.pause(0.05)
+        await pilot.pause(0.3)
+
+    app = EnclaveApp(replace(tui_settings, theme="textual-light"), resume=cid)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=ready)
