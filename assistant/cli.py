@@ -523,13 +523,18 @@ def history_export(ctx: click.Context, conversation_id: int, fmt: str, output: P
     store = _store(ctx)
     text = store.export(conversation_id, fmt)
     _audit(store).record("export", conversation=conversation_id, format=fmt, to=str(output) if output else "stdout")
-    if output:
-        tmp = output.with_name(output.name + ".partial")
-        tmp.write_text(text + "\n", encoding="utf-8")
-        os.replace(tmp, output)
-        _err(f"Wrote {output}")
-    else:
+    _write_or_print(text, output)
+
+
+def _write_or_print(text: str, output: Path | None) -> None:
+    """Write ``text`` to ``output`` atomically (a partial file, then a rename), or print it."""
+    if output is None:
         click.echo(text)
+        return
+    tmp = output.with_name(output.name + ".partial")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    os.replace(tmp, output)
+    _err(f"Wrote {output}")
 
 
 # --------------------------------------------------------------------------- audit
@@ -569,13 +574,7 @@ def audit_export(ctx: click.Context, output: Path | None) -> None:
     log = _audit(_store(ctx))
     text = log.export()
     log.record("audit_export", to=str(output) if output else "stdout")
-    if output:
-        tmp = output.with_name(output.name + ".partial")
-        tmp.write_text(text + "\n", encoding="utf-8")
-        os.replace(tmp, output)
-        _err(f"Wrote {output}")
-    else:
-        click.echo(text)
+    _write_or_print(text, output)
 
 
 # --------------------------------------------------------------------------- doctor
