@@ -8,6 +8,7 @@ rendering never holds the engine back.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -355,8 +356,6 @@ class EnclaveApp(App[None]):
         self.query_one(StatusBar).show(conv)
 
     async def _load(self, conversation_id: int | None, model: str | None, persona: str | None) -> Conversation:
-        import asyncio
-
         return await asyncio.to_thread(
             self.assistant.conversation, model, None, persona, resume=conversation_id, save=True
         )
@@ -517,6 +516,16 @@ class EnclaveApp(App[None]):
         """A notification whose text is shown as text: engine errors, paths and user
         input may contain Textual markup characters."""
         self.notify(message, severity=severity, timeout=timeout, markup=False)
+
+    async def action_quit(self) -> None:
+        # Stop a running answer first: the engine must not be closed under its decode thread.
+        if self._busy and self.conv is not None:
+            self.conv.cancel()
+            for _ in range(100):
+                if not self._busy:
+                    break
+                await asyncio.sleep(0.02)
+        self.exit()
 
     def action_cancel(self) -> None:
         if self._busy and self.conv is not None:

@@ -196,3 +196,24 @@ async def test_a_broken_model_is_a_notice_not_a_crash(tui_settings: Settings, ti
         notices = [n.message for n in app._notifications]
         assert any("does not match its manifest" in m for m in notices)
         assert any("enclave models" in m for m in notices)
+
+
+async def test_quitting_mid_answer_stops_the_answer_first(tui_settings: Settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    original = GenaiSession._decode_step
+
+    def slow(self, options):  # type: ignore[no-untyped-def]
+        time.sleep(0.02)
+        return original(self, options)
+
+    monkeypatch.setattr(GenaiSession, "_decode_step", slow)
+    settings = tui_settings.__class__(**{**tui_settings.__dict__, "max_tokens": 400})
+    app = EnclaveApp(settings)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _ready(pilot)
+        app.query_one("#prompt", Input).value = "Write a long report"
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        assert app._busy
+        await pilot.press("ctrl+q")
+        await pilot.pause(0.5)
+        assert not app._busy  # the decode thread finished before the engine was closed
