@@ -68,7 +68,9 @@ def test_bench_compare_runs_every_engine_side_by_side(enclave_home: Path, tiny_d
     shutil.copyfile(BUNDLE, bundle)
     enclave("models", "add", str(bundle), "--name", "pair", home=enclave_home)
     enclave("models", "add", str(tiny_dir), "--name", "pair", home=enclave_home)
-    reports = json.loads(enclave("bench", "--compare", "-m", "pair", "--turns", "2", "--json", home=enclave_home).stdout)
+    reports = json.loads(
+        enclave("bench", "--compare", "-m", "pair", "--turns", "2", "--json", home=enclave_home).stdout
+    )
     assert [r["engine"] for r in reports] == ["litert", "onnx"]
     for report in reports:
         assert report["load_s"] > 0 and report["peak_rss_mib"] > 0

@@ -17,7 +17,13 @@ ROOT = Path(__file__).resolve().parents[2]
 def enclave(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, ENCLAVE_HOME=str(home))
     proc = subprocess.run(
-        [sys.executable, "-m", "assistant", *args], input=stdin, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600
+        [sys.executable, "-m", "assistant", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     return proc
