@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -182,8 +183,14 @@ def _run_turn(conv: Any, text: str, as_json: bool) -> Any:
     from assistant.chat import collect, stream_in_thread
 
     printer = None if as_json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
-    # Ctrl-C during the answer is handled inside stream_in_thread: it cancels the turn.
-    result = collect(conv, stream_in_thread(conv, text), printer)
+    # Ctrl-C during the answer cancels the turn (the worker stops within a token and
+    # the stream ends with "cancelled"), wherever the main thread happens to be.
+    previous = signal.signal(signal.SIGINT, lambda *_: conv.cancel())
+    try:
+        result = collect(conv, stream_in_thread(conv, text), printer)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        conv.session.reset_cancel()
     conv.save_turn(result, text)
     if as_json:
         click.echo(json.dumps(result.as_dict(), ensure_ascii=False))

@@ -217,6 +217,10 @@ class Session(ABC):
         """Ask the running :meth:`generate` to stop; safe from any thread."""
         self._cancel.set()
 
+    def reset_cancel(self) -> None:
+        """Forget a cancel request that arrived after the turn had already ended."""
+        self._cancel.clear()
+
     # -- backend hooks
     @abstractmethod
     def _append(self, tokens: list[int]) -> None:

@@ -71,3 +71,35 @@ def test_later_turns_prefill_only_the_new_message(smollm2_home: Path, monkeypatc
         # Only the new user message and template glue: a handful of tokens.
         assert result.usage.prefilled_tokens < 20
         assert conv.session.native_token_count() == conv.session.token_count
+
+
+def test_ctrl_c_cancels_the_answer_and_the_chat_goes_on(smollm2_home: Path) -> None:
+    import signal
+    import time
+
+    env = dict(os.environ, ENCLAVE_HOME=str(smollm2_home))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "assistant", "chat", "--json", "--no-save", "--max-tokens", "400"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write("Write a very long story about a pump.\n")
+    proc.stdin.flush()
+    time.sleep(3)  # loading and a second or two of decoding
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.stdin.write("What is the capital of France?\n")
+    proc.stdin.flush()
+    proc.stdin.close()
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = proc.stdout.read(), proc.stderr.read()
+    proc.wait(timeout=120)
+    assert proc.returncode == 0, err
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert first["finish_reason"] == "cancelled" and first["usage"]["completion_tokens"] < 400
+    assert second["finish_reason"] == "stop" and "Paris" in second["text"]

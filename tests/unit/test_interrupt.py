@@ -39,3 +39,28 @@ def test_keyboard_interrupt_cancels_the_turn(settings, tiny_installed, monkeypat
     monkeypatch.setattr(queue.Queue, "get", original_get)
     again = collect(conv, stream_in_thread(conv, "And now?"))
     assert again.finish_reason == "length"
+
+
+def test_ctrl_c_outside_the_wait_never_aborts_the_cli(settings, tiny_installed, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The SIGINT can land while the CLI handles an event (printing it), not only
+    while it waits for the next one: it must cancel the turn, never abort the chat."""
+    import os
+    import signal
+
+    from assistant import chat
+    from assistant.cli import _run_turn
+
+    conv = Assistant(replace(settings, max_tokens=40)).conversation("tiny", save=False)
+    original_feed = chat.TurnCollector.feed
+    sent = {"done": False}
+
+    def feed(self, event):  # type: ignore[no-untyped-def]
+        if not sent["done"]:
+            sent["done"] = True
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives while an event is handled
+        return original_feed(self, event)
+
+    monkeypatch.setattr(chat.TurnCollector, "feed", feed)
+    result = _run_turn(conv, "hello", as_json=True)  # raises KeyboardInterrupt without the handler
+    assert sent["done"] and result.finish_reason in ("cancelled", "length")
+    assert not conv.session._cancel.is_set()  # the next turn starts clean
