@@ -337,10 +337,13 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps({"installed": rows, "buildable": buildable}))
         return
     if installed:
-        click.echo(f"{'NAME':28} {'ENGINE':7} {'SIZE':>10}  {'LICENCE':12} KIND")
+        name_w = max(4, *(len(m.name) for m in installed)) + 2
+        lic_w = max(7, *(len(str(m.manifest.get("licence"))) for m in installed)) + 2
+        click.echo(f"{'NAME':{name_w}} {'ENGINE':7} {'SIZE':>10}  {'LICENCE':{lic_w}} KIND")
         for m in installed:
             kind = "chat" if m.chat else "base (not for chat)"
-            click.echo(f"{m.name:28} {m.engine:7} {human_size(m.size):>10}  {str(m.manifest.get('licence')):12} {kind}")
+            licence = str(m.manifest.get("licence"))
+            click.echo(f"{m.name:{name_w}} {m.engine:7} {human_size(m.size):>10}  {licence:{lic_w}} {kind}")
     else:
         click.echo("No models installed yet.")
     missing = [r for r in catalog.recipes.values() if not any(m.name == r.name for m in installed)]
