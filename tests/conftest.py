@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +50,24 @@ def tiny_installed(settings, tiny_dir: Path):  # type: ignore[no-untyped-def]
     from assistant.catalog import Catalog
 
     return Catalog(settings).add(tiny_dir, name="tiny")
+
+
+@pytest.fixture
+def slow_decoding(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Slow the real ONNX engine down to ``delay`` seconds per token (a slow machine),
+    so that a test can act while an answer is still being decoded."""
+    from assistant.engines.onnx_genai import GenaiSession
+
+    original = GenaiSession._decode_step
+
+    def slow_down(delay: float) -> None:
+        def step(self, options):  # type: ignore[no-untyped-def]
+            time.sleep(delay)
+            return original(self, options)
+
+        monkeypatch.setattr(GenaiSession, "_decode_step", step)
+
+    return slow_down
 
 
 @pytest.fixture

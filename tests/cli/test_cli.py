@@ -13,7 +13,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def enclave(*args: str, home: Path, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def enclave(
+    *args: str, home: Path, stdin: str | None = None, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, ENCLAVE_HOME=str(home))
     env.pop("ENCLAVE_DEBUG", None)
     proc = subprocess.run(
@@ -23,7 +25,7 @@ def enclave(*args: str, home: Path, stdin: str | None = None, check: bool = True
         text=True,
         env=env,
         cwd=ROOT,
-        timeout=120,
+        timeout=timeout,
     )
     if check:
         assert proc.returncode == 0, proc.stderr

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from textual.widgets import Input, ListView, Markdown, Static
 
 from assistant.config import Settings
-from assistant.engines.onnx_genai import GenaiSession
 from assistant.store import Store
 from tui.app import AnswerMessage, EnclaveApp, UserMessage
 
@@ -62,14 +60,8 @@ async def test_a_question_streams_an_answer_and_updates_the_status_bar(tui_setti
     assert messages[1].content == body.source and messages[1].model == "tiny"
 
 
-async def test_escape_cancels_and_restores_the_prompt(tui_settings: Settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    original = GenaiSession._decode_step
-
-    def slow(self, options):  # type: ignore[no-untyped-def]
-        time.sleep(0.02)  # a slow machine: ~50 tok/s
-        return original(self, options)
-
-    monkeypatch.setattr(GenaiSession, "_decode_step", slow)
+async def test_escape_cancels_and_restores_the_prompt(tui_settings: Settings, slow_decoding) -> None:  # type: ignore[no-untyped-def]
+    slow_decoding(0.02)  # a slow machine: ~50 tok/s
     settings = tui_settings.__class__(**{**tui_settings.__dict__, "max_tokens": 400})
     app = EnclaveApp(settings)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -198,14 +190,8 @@ async def test_a_broken_model_is_a_notice_not_a_crash(tui_settings: Settings, ti
         assert any("enclave models" in m for m in notices)
 
 
-async def test_quitting_mid_answer_stops_the_answer_first(tui_settings: Settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    original = GenaiSession._decode_step
-
-    def slow(self, options):  # type: ignore[no-untyped-def]
-        time.sleep(0.02)
-        return original(self, options)
-
-    monkeypatch.setattr(GenaiSession, "_decode_step", slow)
+async def test_quitting_mid_answer_stops_the_answer_first(tui_settings: Settings, slow_decoding) -> None:  # type: ignore[no-untyped-def]
+    slow_decoding(0.02)
     settings = tui_settings.__class__(**{**tui_settings.__dict__, "max_tokens": 400})
     app = EnclaveApp(settings)
     async with app.run_test(size=(100, 30)) as pilot:

@@ -23,6 +23,16 @@ async def _settle(pilot) -> None:  # type: ignore[no-untyped-def]
     await pilot.pause(0.2)
 
 
+async def _settle_with_answer(pilot) -> None:  # type: ignore[no-untyped-def]
+    """Settle, then wait until the stored conversation's answer is on screen."""
+    await _settle(pilot)
+    for _ in range(100):
+        if pilot.app.query(AnswerMessage):
+            break
+        await pilot.pause(0.05)
+    await pilot.pause(0.3)
+
+
 def _stored(settings: Settings) -> int:
     store = Store(settings.locations.database)
     cid = store.create_conversation(
@@ -44,15 +54,7 @@ def test_empty_chat(snap_compare, tui_settings: Settings, size: tuple[int, int])
 def test_stored_conversation(snap_compare, tui_settings: Settings, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
     cid = _stored(tui_settings)
 
-    async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
-        await _settle(pilot)
-        for _ in range(100):
-            if pilot.app.query(AnswerMessage):
-                break
-            await pilot.pause(0.05)
-        await pilot.pause(0.3)
-
-    assert snap_compare(EnclaveApp(tui_settings, resume=cid), terminal_size=size, run_before=ready)
+    assert snap_compare(EnclaveApp(tui_settings, resume=cid), terminal_size=size, run_before=_settle_with_answer)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -70,13 +72,5 @@ def test_light_theme(snap_compare, tui_settings: Settings) -> None:  # type: ign
 
     cid = _stored(tui_settings)
 
-    async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
-        await _settle(pilot)
-        for _ in range(100):
-            if pilot.app.query(AnswerMessage):
-                break
-            await pilot.pause(0.05)
-        await pilot.pause(0.3)
-
     app = EnclaveApp(replace(tui_settings, theme="textual-light"), resume=cid)
-    assert snap_compare(app, terminal_size=(80, 24), run_before=ready)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_settle_with_answer)

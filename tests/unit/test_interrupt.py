@@ -7,20 +7,11 @@ import time
 from dataclasses import replace
 
 from assistant.chat import Assistant, collect, stream_in_thread
-from assistant.engines.onnx_genai import GenaiSession
 
 
-def test_keyboard_interrupt_cancels_the_turn(settings, tiny_installed, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_keyboard_interrupt_cancels_the_turn(settings, tiny_installed, monkeypatch, slow_decoding) -> None:  # type: ignore[no-untyped-def]
     conv = Assistant(replace(settings, max_tokens=400)).conversation("tiny", save=False)
-    original_step = GenaiSession._decode_step
-
-    def slow_step(self, options):  # type: ignore[no-untyped-def]
-        import time
-
-        time.sleep(0.005)
-        return original_step(self, options)
-
-    monkeypatch.setattr(GenaiSession, "_decode_step", slow_step)
+    slow_decoding(0.005)
     original_get = queue.Queue.get
     calls = {"n": 0}
 
