@@ -17,7 +17,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assistant.audit import AuditLog
 from assistant.catalog import Catalog, InstalledModel
@@ -26,7 +26,11 @@ from assistant.context import Plan, fit
 from assistant.engines import load_engine
 from assistant.engines.base import Done, Engine, Error, Event, GenerationOptions, Session, TextDelta, Usage
 from assistant.errors import ContextExhausted, EnclaveError
+from assistant.retrieval.answer import MIN_PASSAGE_TOKENS, Retrieval, evidence, nothing_found, render, select
 from assistant.store import Store
+
+if TYPE_CHECKING:
+    from assistant.retrieval.index import Library
 
 PROMPTS_DIR = REPO_ROOT / "prompts"
 
@@ -67,6 +71,11 @@ class TurnResult:
     error: EnclaveError | None = None
     context: Plan | None = None
     conversation_id: int | None = None
+    #: Passages given to the model (with ``cited`` marking those the answer names);
+    #: ``None`` when documents were off for this turn.
+    citations: list[dict[str, Any]] | None = None
+    #: Things the user should know about this turn (passages left out or shortened).
+    notices: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -80,6 +89,10 @@ class TurnResult:
             "context": self.context.as_dict() if self.context else None,
             "conversation_id": self.conversation_id,
         }
+        if self.citations is not None:
+            data["citations"] = self.citations
+        if self.notices:
+            data["notices"] = self.notices
         if self.error:
             data["error"] = {"message": self.error.message, "hint": self.error.hint}
         return data
@@ -174,6 +187,64 @@ class Conversation:
         self.store: Store | None = None
         self.id: int | None = None
         self.last_plan: Plan | None = None
+        #: Documents on for this conversation: the library and the collections to search.
+        self.library: Library | None = None
+        self.collections: list[str] | None = None
+        self.last_retrieval: Retrieval | None = None
+
+    def use_documents(self, library: Library | None, collections: list[str] | None = None) -> None:
+        """Answer from documents (``collections``; empty or None: all of them), or stop
+        (``library=None``)."""
+        self.library = library
+        self.collections = library.names(collections) if library is not None else None
+
+    @property
+    def documents_on(self) -> bool:
+        return self.library is not None
+
+    def retrieve(self, user_text: str) -> Retrieval:
+        """Search the documents for this question and choose the passages that fit.
+
+        Passages get the room the window has left after the system prompt, history,
+        question and answer reserve; when the history is long (and the policy may drop
+        old turns), they get at least half of the window, because for a question about
+        the documents the sources matter more than old turns.
+        """
+        assert self.library is not None
+        names = self.collections or []
+        hits = self.library.search(user_text, k=self.settings.docs_passages, collections=names or None)
+        strong, reason = evidence(user_text, hits, self.settings.docs_min_similarity)
+        if not strong:
+            return Retrieval(names, hits, [], False, reason)
+        tok = self.engine.tokenizer
+        question = {"role": "user", "content": render(user_text, [])}
+        room = self.window - self.reserve
+        with_history = room - len(self.tokens_for(self._system_messages() + self.messages + [question]))
+        alone = room - len(self.tokens_for(self._system_messages() + [question]))
+        keep_history = self.settings.context_policy == "stop" or with_history >= alone // 2
+        budget = with_history if keep_history else alone // 2
+        passages = select(
+            hits,
+            max(0, budget),
+            count=lambda text: len(tok.encode(text)),
+            shorten=lambda text, n: tok.decode(tok.encode(text)[:n]),
+        )
+        # Passages were counted one by one; check the whole message (template glue and
+        # joins can add a few tokens) and give up the last passage until it fits.
+        history = alone - with_history if keep_history else 0
+        while passages:
+            message = {"role": "user", "content": render(user_text, passages)}
+            excess = len(self.tokens_for(self._system_messages() + [message])) + history - room
+            if excess <= 0:
+                break
+            last = passages[-1]
+            have = len(tok.encode(last.text))
+            if have - excess - 4 >= MIN_PASSAGE_TOKENS:
+                last.text = tok.decode(tok.encode(last.text)[: have - excess - 4]).rstrip(" …") + " …"
+                last.shortened = True
+            else:
+                passages.pop()
+        return Retrieval(names, hits, passages, True)
 
     def attach(self, store: Store, conversation_id: int | None = None) -> None:
         """Save turns to ``store`` (the conversation row is created with the first turn)."""
@@ -240,7 +311,27 @@ class Conversation:
         Raises :class:`~assistant.context.ContextOverflow` (with the numbers) before
         anything runs when the turn cannot fit under the policy.
         """
-        plan = self.plan(user_text)
+        content = user_text
+        self.last_retrieval = None
+        if self.documents_on:
+            retrieval = self.last_retrieval = self.retrieve(user_text)
+            if not retrieval.strong:
+                # Weak evidence: say so instead of letting the model answer from nothing.
+                text = nothing_found(retrieval.collections, retrieval.reason)
+                self.last_plan = None
+                self.messages.append({"role": "user", "content": user_text})
+                self.messages.append({"role": "assistant", "content": text})
+                yield TextDelta(text)
+                yield Done("no-evidence", text)
+                return
+            if not retrieval.passages:
+                raise EnclaveError(
+                    f"Passages from your documents were found, but none fits the {self.window}-token context "
+                    "window beside the conversation.",
+                    "Start a new conversation (/new), raise --ctx if the model allows it, or ask without documents.",
+                )
+            content = render(user_text, retrieval.passages)
+        plan = self.plan(content)
         self.last_plan = plan
         tokens = self.tokens_for(plan.messages)
         text = self.engine.tokenizer.render(plan.messages, add_generation_prompt=True)
@@ -257,7 +348,9 @@ class Conversation:
                 else:
                     self._held_text = text + event.text
                     self._held_tokens = self.session.tokens
-                    self.messages.append({"role": "user", "content": user_text})
+                    # The history keeps the message as the model saw it (with its
+                    # sources), so the KV cache stays a prefix of the next prompt.
+                    self.messages.append({"role": "user", "content": content})
                     self.messages.append({"role": "assistant", "content": event.text})
             elif isinstance(event, Error):
                 self._held_text, self._held_tokens = None, []
@@ -286,8 +379,19 @@ class Conversation:
             finish_reason=result.finish_reason,
             usage=result.usage.as_dict() if result.usage else None,
             context=result.context.as_dict() if result.context else None,
+            citations=result.citations,
         )
         result.conversation_id = self.id
+        if result.citations is not None and self.last_retrieval is not None:
+            AuditLog(self.store).record(
+                "documents_used",
+                conversation=self.id,
+                collections=self.last_retrieval.collections,
+                passages=[
+                    {"n": c["n"], "path": c["path"], "page": c["page"], "lines": [c["line_start"], c["line_end"]]}
+                    for c in result.citations
+                ],
+            )
 
     def ask(self, user_text: str, on_text: Any = None) -> TurnResult:
         """Run one turn to completion in this thread; ``on_text(str)`` sees each delta."""
@@ -326,8 +430,10 @@ class TurnCollector:
 
     def result(self) -> TurnResult:
         conv = self.conv
+        text = "".join(self.parts)
+        retrieval = conv.last_retrieval
         return TurnResult(
-            text="".join(self.parts),
+            text=text,
             model=conv.model.name,
             model_sha256=conv.model.sha256,
             engine=conv.engine.name,
@@ -336,6 +442,8 @@ class TurnCollector:
             error=self.error,
             context=conv.last_plan,
             conversation_id=conv.id,
+            citations=None if retrieval is None else retrieval.citations(text),
+            notices=[] if retrieval is None else retrieval.notices,
         )
 
 

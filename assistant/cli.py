@@ -93,6 +93,16 @@ def model_options(func: F) -> F:
     return func
 
 
+docs_option = click.option(
+    "--docs",
+    "docs",
+    is_flag=False,
+    flag_value="all",
+    default=None,
+    metavar="[COLLECTION]",
+    help="Answer from your indexed documents, citing passages (all collections, or the one named).",
+)
+
 continue_option = click.option(
     "-c",
     "--continue",
@@ -133,9 +143,44 @@ def _open_conversation(ctx: click.Context, kw: dict[str, Any], resume: int | Non
     ctx.call_on_close(assistant.close)
     if resume == 0:  # --continue without an id: the most recent conversation
         resume = _latest(assistant.store)
-    return assistant.conversation(
+    conv = assistant.conversation(
         kw.get("model"), kw.get("engine"), kw.get("persona"), resume=resume, save=not kw.get("no_save")
     )
+    if kw.get("docs"):
+        _use_documents(conv, assistant, kw["docs"])
+    return conv
+
+
+def _use_documents(conv: Any, assistant: Any, docs: str) -> None:
+    """Turn documents on for ``conv``: ``docs`` is a collection name or "all"."""
+    from assistant.retrieval import open_library
+
+    library = open_library(assistant.settings, assistant.store)
+    names = None if docs in ("all", "on") else [docs]
+    conv.use_documents(library, names)
+    if not library.collections():
+        raise EnclaveError("There are no indexed documents yet.", "Add some with `enclave docs add PATH`.")
+
+
+def _print_sources(result: Any) -> None:
+    """The passages behind an answer: number, file, page, lines; cited ones marked."""
+    if not result.citations:
+        return
+    click.echo(click.style("\nSources:", bold=True))
+    for c in result.citations:
+        where = [c["path"]]
+        if c["page"] is not None:
+            where.append(f"page {c['page']}")
+        span = str(c["line_start"]) if c["line_start"] == c["line_end"] else f"{c['line_start']}–{c['line_end']}"
+        unit = c["unit"] if c["line_start"] != c["line_end"] else c["unit"][:-1]
+        where.append(f"{unit} {span}")
+        if c["cited"]:
+            mark = ""
+        elif c.get("supports"):
+            mark = click.style("  (not cited, but the answer matches it)", dim=True)
+        else:
+            mark = click.style("  (given, not used)", dim=True)
+        click.echo(f"[{c['n']}] {', '.join(where)}{mark}")
 
 
 def _summary(result: Any) -> str:
@@ -200,6 +245,9 @@ def _run_turn(conv: Any, text: str, as_json: bool) -> Any:
         sys.stdout.flush()
         if result.finish_reason == "cancelled":
             _err(click.style("[cancelled]", fg="yellow"))
+        _print_sources(result)
+        for notice in result.notices:
+            _err(click.style("note: ", fg="yellow") + notice)
         _report_drops(result)
         _err(click.style(_summary(result), dim=True))
     if result.error:
@@ -250,14 +298,19 @@ def tui(
 
 @main.command()
 @model_options
-@click.argument("prompt", nargs=-1, required=True)
+@docs_option
+@click.argument("prompt", nargs=-1)
 @click.pass_context
 def ask(ctx: click.Context, prompt: tuple[str, ...], **kw: Any) -> None:
     """Ask one question and stream the answer.
 
     The answer goes to stdout; a summary line (model, engine, prompt tokens, TTFT,
     decode speed) goes to stderr. Use "-" to read the question from stdin.
+    With --docs the answer comes from your indexed documents and cites them.
     """
+    if not prompt and kw.get("docs") not in (None, "all"):
+        # `ask --docs "question"`: the option took the question as its value.
+        prompt, kw["docs"] = (kw["docs"],), "all"
     text = " ".join(prompt)
     if text == "-":
         text = sys.stdin.read()
@@ -269,6 +322,7 @@ def ask(ctx: click.Context, prompt: tuple[str, ...], **kw: Any) -> None:
 
 @main.command()
 @model_options
+@docs_option
 @continue_option
 @click.pass_context
 def chat(ctx: click.Context, resume: int | None, **kw: Any) -> None:
@@ -304,6 +358,9 @@ def chat(ctx: click.Context, resume: int | None, **kw: Any) -> None:
         if not line.strip():
             continue
         try:
+            if line.startswith("/docs"):
+                _docs_command(conv, line)
+                continue
             _run_turn(conv, line, kw["as_json"])
         except EnclaveError as exc:
             _err(click.style("error: ", fg="red", bold=True) + exc.message)
@@ -311,6 +368,25 @@ def chat(ctx: click.Context, resume: int | None, **kw: Any) -> None:
                 _err("  " + exc.hint)
             if not interactive:
                 raise
+
+
+def _docs_command(conv: Any, line: str) -> None:
+    """`/docs [COLLECTION|all|off]` in `enclave chat`: documents on or off for this conversation."""
+    from assistant.retrieval import open_library
+    from assistant.store import Store
+
+    arg = line[len("/docs") :].strip()
+    if arg == "off":
+        conv.use_documents(None)
+        _err("Documents off: answers come from the model alone.")
+        return
+    if not arg and conv.documents_on:
+        _err(f"Documents on: {', '.join(conv.collections or []) or 'all collections'}. `/docs off` turns them off.")
+        return
+    store = conv.store or Store(conv.settings.locations.database)
+    library = open_library(conv.settings, store)
+    conv.use_documents(library, None if arg in ("", "all", "on") else [arg])
+    _err(f"Documents on: answers cite {', '.join(conv.collections or []) or 'all collections'}.")
 
 
 # --------------------------------------------------------------------------- models
@@ -785,3 +861,8 @@ class BuildProgress:
     def __exit__(self, *exc: Any) -> None:
         if self._progress is not None:
             self._progress.__exit__(*exc)
+
+
+from assistant.cli_docs import docs  # noqa: E402 - registered after the core commands
+
+main.add_command(docs)

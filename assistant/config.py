@@ -86,6 +86,16 @@ class Settings:
     context_policy: str = "drop-oldest"
     #: Tokens kept free for the answer; 0 means min(max_tokens, window / 4).
     answer_reserve: int = 0
+    #: Passages from documents given to the model per question (fewer when the window is tight).
+    docs_passages: int = 5
+    #: Weakest cosine similarity (all-MiniLM-L6-v2) of the best passage that still counts as
+    #: evidence; below it Enclave says it found nothing relevant. Calibrated with
+    #: scripts/measure_retrieval.py.
+    docs_min_similarity: float = 0.35
+    #: Files larger than this are skipped when indexing documents.
+    docs_max_file_mb: int = 200
+    #: Seconds one document may take to parse before it is skipped.
+    docs_parse_timeout: float = 60.0
     #: Terminal UI theme, e.g. textual-dark, textual-light, nord, gruvbox (Ctrl+P lists them).
     theme: str = "textual-dark"
 

@@ -93,7 +93,39 @@ def _m2_audit(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_conversations, _m2_audit]
+def _m3_documents(db: sqlite_utils.Database) -> None:
+    """Document collections, their files, passages (FTS5) and passage vectors."""
+    db.execute("create table collections (id integer primary key, name text not null unique, created_at text not null)")
+    db.execute(
+        "create table collection_roots (collection_id integer not null references collections(id), "
+        "path text not null, added_at text not null, primary key (collection_id, path))"
+    )
+    db.execute(
+        "create table documents (id integer primary key, collection_id integer not null references collections(id), "
+        "path text not null, sha256 text not null, size integer not null, mtime_ns integer not null, "
+        "kind text not null, note text, chunks integer not null, indexed_at text not null, "
+        "unique (collection_id, path))"
+    )
+    db.execute(
+        "create table chunks (id integer primary key, document_id integer not null references documents(id), "
+        "seq integer not null, page integer, line_start integer not null, line_end integer not null, "
+        "heading text not null, text text not null, tokens integer not null)"
+    )
+    db.execute("create index chunks_document on chunks (document_id, seq)")
+    db.table("chunks").enable_fts(["heading", "text"], create_triggers=True, tokenize="porter unicode61")
+    # One row per passage and embedding model: vectors are float16, L2-normalised.
+    db.execute(
+        "create table chunk_vectors (chunk_id integer not null references chunks(id), embedder text not null, "
+        "vector blob not null, primary key (chunk_id, embedder))"
+    )
+    db.execute(
+        "create table document_skips (collection_id integer not null references collections(id), "
+        "path text not null, reason text not null, at text not null, primary key (collection_id, path))"
+    )
+    db.execute("alter table messages add column citations text")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_conversations, _m2_audit, _m3_documents]
 
 
 @dataclass
@@ -110,6 +142,7 @@ class StoredMessage:
     finish_reason: str | None
     usage: dict[str, Any] | None
     context: dict[str, Any] | None
+    citations: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> StoredMessage:
@@ -126,6 +159,7 @@ class StoredMessage:
             finish_reason=row.get("finish_reason"),
             usage=json.loads(row["usage"]) if row.get("usage") else None,
             context=json.loads(row["context"]) if row.get("context") else None,
+            citations=json.loads(row["citations"]) if row.get("citations") else None,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -274,6 +308,7 @@ class Store:
         finish_reason: str,
         usage: dict[str, Any] | None,
         context: dict[str, Any] | None,
+        citations: list[dict[str, Any]] | None = None,
     ) -> tuple[int, int]:
         """Store one exchange atomically; returns the two message ids."""
         with self.transaction() as db:
@@ -300,6 +335,7 @@ class Store:
                     "finish_reason": finish_reason,
                     "usage": json.dumps(usage) if usage is not None else None,
                     "context": json.dumps(context) if context is not None else None,
+                    "citations": json.dumps(citations) if citations else None,
                 }
             ).last_pk
             for drop in (context or {}).get("drops", []):
@@ -364,4 +400,11 @@ class Store:
                 sha = (m.model_sha256 or "")[:12]
                 lines.append(f"*{m.model} · {m.engine} · {where} · sha256 {sha}… · {m.created_at}*")
                 lines.append("")
+                for c in m.citations or []:
+                    page = f", page {c['page']}" if c.get("page") is not None else ""
+                    lines.append(
+                        f"- [{c['n']}] {c['path']}{page}, {c.get('unit', 'lines')} {c['line_start']}–{c['line_end']}"
+                    )
+                if m.citations:
+                    lines.append("")
         return "\n".join(lines)

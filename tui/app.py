@@ -51,6 +51,7 @@ HELP = """\
 | Ctrl+P | command palette |
 | Delete | (in the sidebar) delete the selected conversation, after confirmation |
 | F2 | rename this conversation |
+| F3 | documents on or off for this conversation (all collections) |
 | F1 | this help |
 | Ctrl+Q | quit |
 
@@ -61,6 +62,7 @@ HELP = """\
 | `/persona [NAME]` | choose a persona |
 | `/export [PATH]` | export this conversation to Markdown |
 | `/rename TITLE` | rename this conversation |
+| `/docs [COLLECTION or off]` | answer from your indexed documents (all, or one collection), with sources; `off` stops |
 | `/clear` | clear the screen (the conversation is kept in the history) |
 | `/help` | this help |
 
@@ -106,12 +108,19 @@ class StatusBar(Horizontal):
         yield Static(id="status-model")
         yield Static(id="status-context")
         yield Static(id="status-speed")
+        yield Static(id="status-docs")
         yield Static("offline", id="privacy-badge")
 
     def show(self, conv: Conversation | None, usage: Usage | None = None, used: int | None = None) -> None:
         if conv is None:
             self.query_one("#status-model", Static).update("no model")
             return
+        docs = ""
+        if conv.documents_on:
+            docs = "docs: " + (", ".join(conv.collections or []) or "all")
+        badge = self.query_one("#status-docs", Static)
+        badge.update(Text(docs))
+        badge.display = bool(docs)
         kind = "" if conv.model.chat else " (base model)"
         self.query_one("#status-model", Static).update(Text(f"{conv.model.name}{kind} · {conv.engine.name}"))
         used = used if used is not None else conv.session.token_count
@@ -127,6 +136,33 @@ def _meter(used: int, reserve: int, window: int, width: int = 10) -> str:
     filled = min(width, round(width * used / max(window, 1)))
     reserved = min(width - filled, round(width * reserve / max(window, 1)))
     return "█" * filled + "▒" * reserved + "░" * (width - filled - reserved)
+
+
+class SourcesPanel(VerticalScroll):
+    """The passages behind the last answer: number, file, page, lines, and the text."""
+
+    def compose(self) -> ComposeResult:
+        yield Label("Sources", classes="sidebar-title")
+        yield Static(Text("Ask a question: the passages it is answered from appear here."), id="sources-body")
+
+    def show_citations(self, citations: list[dict[str, Any]] | None, note: str = "") -> None:
+        body = Text()
+        if note:
+            body.append(note + "\n", style="italic")
+        for c in citations or []:
+            where = [Path(c["path"]).name]
+            if c.get("page") is not None:
+                where.append(f"p. {c['page']}")
+            span = str(c["line_start"]) if c["line_start"] == c["line_end"] else f"{c['line_start']}–{c['line_end']}"
+            where.append(f"{c['unit'][0] if c.get('unit') else 'l'}. {span}")
+            status = "cited" if c.get("cited") else ("matches the answer" if c.get("supports") else "not used")
+            body.append(f"[{c['n']}] {', '.join(where)}", style="bold")
+            body.append(f"  {status}\n", style="dim")
+            body.append(displayable(c["path"]) + "\n", style="dim")
+            text = displayable(c["text"])
+            body.append((text if len(text) <= 600 else text[:600] + " …") + "\n\n")
+        self.query_one("#sources-body", Static).update(body)
+        self.scroll_home(animate=False)
 
 
 class Sidebar(Vertical):
@@ -265,6 +301,7 @@ class EnclaveApp(App[None]):
         Binding("ctrl+k", "copy_code", "Copy code", show=False),
         Binding("ctrl+e", "export", "Export"),
         Binding("f2", "rename", "Rename", show=False),
+        Binding("f3", "toggle_docs", "Docs"),
         Binding("f1", "help", "Help"),
         Binding("ctrl+q", "quit", "Quit"),
     ]
@@ -292,6 +329,7 @@ class EnclaveApp(App[None]):
             with Vertical(id="chat-pane"):
                 yield VerticalScroll(id="chat-log")
                 yield Input(placeholder="Ask anything — /help for commands", id="prompt")
+            yield SourcesPanel(id="sources")
         yield StatusBar(id="status")
         yield Footer()
 
@@ -334,6 +372,7 @@ class EnclaveApp(App[None]):
         if self.conv is not None:
             self.conv.close()  # release the old KV cache; its history stays in the store
         self.conv = conv
+        self.query_one(SourcesPanel).display = False  # documents are chosen per conversation
         log = self.query_one("#chat-log", VerticalScroll)
         await log.remove_children()
         if conversation_id is not None:
@@ -500,6 +539,14 @@ class EnclaveApp(App[None]):
         footer = f"{conv.model.name} · {conv.engine.name} · local"
         if usage:
             footer += f" · {usage.decode_tokens_per_s:.1f} tok/s · TTFT {usage.ttft_ms:.0f} ms"
+        if result.finish_reason == "no-evidence":
+            footer = "documents · nothing relevant found, so the model was not asked"
+            self.query_one(SourcesPanel).show_citations([], note="Nothing relevant was found for the last question.")
+        elif result.citations is not None:
+            footer += f" · {len(result.citations)} source{'s' if len(result.citations) != 1 else ''}"
+            self.query_one(SourcesPanel).show_citations(result.citations)
+        for notice in result.notices:
+            self.say(notice, severity="warning")
         if result.finish_reason == "length":
             footer += " · stopped at the answer limit"
         answer.set_footer(footer)
@@ -552,12 +599,46 @@ class EnclaveApp(App[None]):
                 self.export(Path(arg).expanduser() if arg else None)
             case "rename":
                 self.rename(arg)
+            case "docs":
+                await self.set_documents(arg)
             case "clear":
                 await self.query_one("#chat-log", VerticalScroll).remove_children()
             case "help":
                 self.action_help()
             case _:
                 self.say(f"Unknown command /{command}. Type /help for the list.", severity="warning")
+
+    async def set_documents(self, arg: str) -> None:
+        """Documents on (all collections, or ``arg``) or ``off`` for this conversation."""
+        conv = self.conv
+        if conv is None:
+            self.say("No model is loaded.")
+            return
+        panel = self.query_one(SourcesPanel)
+        if arg == "off":
+            conv.use_documents(None)
+            panel.display = False
+            self.say("Documents off: answers come from the model alone.")
+        else:
+            from assistant.retrieval import open_library
+
+            try:
+                library = await asyncio.to_thread(open_library, self.settings, self.assistant.store)
+                conv.use_documents(library, None if arg in ("", "all", "on") else [arg])
+            except EnclaveError as exc:
+                self.say(f"{exc.message} {exc.hint}", severity="error", timeout=15)
+                return
+            panel.display = True
+            if not library.collections():
+                self.say("No documents are indexed yet: run `enclave docs add PATH` first.", severity="warning")
+            else:
+                names = ", ".join(conv.collections or []) or "all collections"
+                search = "keyword + vector" if library.embedder is not None else "keyword-only"
+                self.say(f"Documents on ({names}, {search} search): answers cite their sources.")
+        self.query_one(StatusBar).show(conv)
+
+    async def action_toggle_docs(self) -> None:
+        await self.set_documents("off" if self.conv is not None and self.conv.documents_on else "")
 
     async def action_new(self) -> None:
         await self.open_conversation(None, model=self.conv.model.name if self.conv else None)
@@ -661,6 +742,9 @@ class EnclaveApp(App[None]):
         yield SystemCommand("Copy last code block", "Copy the last code block", self.action_copy_code)
         yield SystemCommand("Export conversation", "Write it as Markdown", self.action_export)
         yield SystemCommand("Toggle sidebar", "Show or hide conversations", self.action_toggle_sidebar)
+        yield SystemCommand(
+            "Documents on/off", "Answer from your indexed documents, with sources", self.action_toggle_docs
+        )
         yield SystemCommand("Help", "Keys and commands", self.action_help)
 
     def on_unmount(self) -> None:

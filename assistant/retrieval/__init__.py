@@ -1,1 +1,30 @@
 """Documents on disk: ingest (read, chunk, hash), index (SQLite FTS5 + vectors), search (rank, cite)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from assistant.config import Settings
+    from assistant.retrieval.index import Library
+    from assistant.store import Store
+
+
+def open_library(settings: Settings, store: Store, embedder: object | None = None) -> Library:
+    """The document library over ``store``, with the embedding model when it is built
+    (without it, search is BM25 only and says so)."""
+    from assistant.retrieval.index import Library
+
+    if embedder is None:
+        try:
+            from assistant.retrieval.embed import load_embedder
+        except ImportError:
+            embedder = None
+        else:
+            embedder = load_embedder(settings)
+    return Library(
+        store,
+        embedder,  # type: ignore[arg-type]
+        max_file_mb=settings.docs_max_file_mb,
+        parse_timeout=settings.docs_parse_timeout,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from textual.widgets import Input, ListView, Markdown, Static
@@ -103,10 +104,11 @@ async def test_switch_conversations_and_resume_after_restart(tui_settings: Setti
         # Switch back to the first from the sidebar.
         view.index = ids.index(f"conv-{first}")
         view.action_select_cursor()
-        for _ in range(50):
+        for _ in range(100):
             await pilot.pause(0.05)
-            if app.conv.id == first:
+            if app.conv.id == first and app.query(UserMessage) and not app._busy:
                 break
+        await pilot.pause(0.2)
         assert app.conv.id == first
         assert "pumps" in _text(app.query(UserMessage).first())
 
@@ -203,3 +205,44 @@ async def test_quitting_mid_answer_stops_the_answer_first(tui_settings: Settings
         await pilot.press("ctrl+q")
         await pilot.pause(0.5)
         assert not app._busy  # the decode thread finished before the engine was closed
+
+
+async def test_documents_toggle_and_sources_panel(tui_settings: Settings, tmp_path: Path) -> None:
+    from assistant.retrieval.index import Library
+    from tui.app import SourcesPanel
+
+    docs = tmp_path / "manuals"
+    docs.mkdir()
+    (docs / "pump.md").write_text("# Pump\n\nHold the red RESET button for five seconds to reset the pressure.\n")
+    store = Store(tui_settings.locations.database)
+    Library(store).add([docs], "manuals")
+    store.close()
+    settings = replace(tui_settings, context_window=1024)
+    app = EnclaveApp(settings)
+    async with app.run_test(size=(140, 30)) as pilot:
+        await _ready(pilot)
+        panel = app.query_one(SourcesPanel)
+        assert not panel.display
+        app.query_one("#prompt", Input).value = "/docs manuals"
+        await pilot.press("enter")
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if app.conv.documents_on:
+                break
+        assert panel.display and _text(app.query_one("#status-docs", Static)) == "docs: manuals"
+        await _ask(pilot, "How do I reset the pressure?")
+        sources = _text(app.query_one("#sources-body", Static))
+        assert "[1] pump.md, l. 3" in sources and "Hold the red RESET button" in sources
+        assert str(docs / "pump.md") in sources
+        assert "1 source" in _text(app.query(AnswerMessage).last().query_one(".answer-footer", Static))
+        await _ask(pilot, "Which wine goes with salmon?")
+        assert "Nothing relevant" in _text(app.query_one("#sources-body", Static))
+        assert "found nothing relevant" in app.conv.messages[-1]["content"]
+        app.query_one("#prompt", Input).value = "/docs nosuch"
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        assert app.conv.collections == ["manuals"]  # unchanged; the error was shown
+        await pilot.press("f3")
+        await pilot.pause(0.2)
+        assert not app.conv.documents_on and not panel.display
+        assert _text(app.query_one("#status-docs", Static)) == ""

@@ -1,0 +1,136 @@
+"""`enclave docs …` and `ask --docs` through the real CLI, checking output and SQLite rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_cli import ROOT, enclave
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    docs = tmp_path / "manuals"
+    docs.mkdir()
+    (docs / "pump.md").write_text(
+        "# P-200 pump\n\n## Resetting pressure\n\nHold the red RESET button for five seconds.\n"
+        "The gauge returns to zero bar.\n\n## Fault codes\n\nFault E14 means the impeller is blocked.\n"
+    )
+    (docs / "notes.txt").write_text("Torque the flange bolts to 40 newton metres.\n")
+    (docs / "junk.txt").write_bytes(b"\x00\x01binary")
+    return docs
+
+
+def test_docs_add_list_status_search_remove(enclave_home: Path, folder: Path) -> None:
+    out = enclave("docs", "add", str(folder), "-c", "manuals", "--json", home=enclave_home)
+    report = json.loads(out.stdout)
+    assert (report["files_indexed"], report["collection"]) == (2, "manuals")
+    assert report["skipped"] == [{"path": str(folder / "junk.txt"), "reason": "binary content (NUL bytes), not text"}]
+    assert "indexing: 3/3 files" in out.stderr  # progress on stderr
+
+    listed = json.loads(enclave("docs", "list", "--json", home=enclave_home).stdout)
+    assert [(c["name"], c["files"], c["skipped"]) for c in listed] == [("manuals", 2, 1)]
+
+    status = enclave("docs", "status", "manuals", home=enclave_home).stdout
+    assert "junk.txt: binary content" in status and "pump.md" in status
+
+    hits = json.loads(enclave("docs", "search", "reset", "pressure", "--json", home=enclave_home).stdout)
+    assert hits[0]["n"] == 1 and hits[0]["path"] == str(folder / "pump.md")
+    assert (hits[0]["line_start"], hits[0]["line_end"]) == (5, 6)
+    text = enclave("docs", "search", "flange torque", home=enclave_home).stdout
+    assert f"[1] {folder / 'notes.txt'}, line 1" in text
+
+    # Rows in the database match; an audit entry was written.
+    db = sqlite3.connect(enclave_home / "data" / "enclave.db")
+    assert db.execute("select count(*) from documents").fetchone()[0] == 2
+    assert db.execute("select count(*) from audit where kind = 'documents_indexed'").fetchone()[0] == 1
+
+    removed = enclave("docs", "remove", "manuals", "--yes", home=enclave_home)
+    assert "Removed 2 documents" in removed.stdout
+    assert (folder / "pump.md").exists()
+    assert db.execute("select count(*) from chunks").fetchone()[0] == 0
+    missing = enclave("docs", "search", "x", "-c", "manuals", home=enclave_home, check=False)
+    assert missing.returncode == 1 and "no document collection named 'manuals'" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_ask_with_docs_prints_sources_and_json_citations(enclave_home: Path, tiny_dir: Path, folder: Path) -> None:
+    enclave("models", "add", str(tiny_dir), "--name", "tiny", home=enclave_home)
+    enclave("docs", "add", str(folder), "-c", "manuals", home=enclave_home)
+    args = ("--model", "tiny", "--max-tokens", "8", "--ctx", "1024")
+    text = enclave("ask", *args, "--docs", "How do I reset the pump pressure?", home=enclave_home)
+    assert "Sources:" in text.stdout
+    assert f"[1] {folder / 'pump.md'}, lines 5–6" in text.stdout
+
+    out = enclave("ask", *args, "--json", "--docs", "manuals", "reset pump pressure", home=enclave_home)
+    data = json.loads(out.stdout)
+    first = data["citations"][0]
+    assert {"n", "path", "page", "line_start", "line_end", "score", "text", "cited"} <= set(first)
+    lines = Path(first["path"]).read_text().splitlines()[first["line_start"] - 1 : first["line_end"]]
+    assert first["text"] == "\n".join(lines)
+
+    shown = enclave("history", "show", str(data["conversation_id"]), home=enclave_home).stdout
+    assert f"- [1] {folder / 'pump.md'}, lines 5–6" in shown
+
+    weak = json.loads(enclave("ask", *args, "--json", "--docs", "Best wine with salmon?", home=enclave_home).stdout)
+    assert weak["finish_reason"] == "no-evidence" and "found nothing relevant" in weak["text"]
+
+    db = sqlite3.connect(enclave_home / "data" / "enclave.db")
+    stored = db.execute("select citations from messages where citations is not null").fetchall()
+    assert len(stored) == 2 and json.loads(stored[0][0])[0]["path"] == str(folder / "pump.md")
+
+    none = enclave("ask", *args, "--docs", "nosuch", "question", home=enclave_home, check=False)
+    assert none.returncode == 1 and "no document collection named 'nosuch'" in none.stderr
+
+
+def test_chat_docs_command_turns_documents_on_and_off(enclave_home: Path, tiny_dir: Path, folder: Path) -> None:
+    enclave("models", "add", str(tiny_dir), "--name", "tiny", home=enclave_home)
+    enclave("docs", "add", str(folder), home=enclave_home)
+    script = "/docs\nreset pump pressure\n/docs off\nreset pump pressure\n"
+    out = enclave(
+        "chat", "--model", "tiny", "--max-tokens", "4", "--ctx", "1024", "--json", stdin=script, home=enclave_home
+    )
+    turns = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(turns) == 2
+    assert turns[0]["citations"][0]["path"] == str(folder / "pump.md")
+    assert "citations" not in turns[1]
+    assert "Documents on" in out.stderr and "Documents off" in out.stderr
+
+
+def test_indexing_killed_at_any_moment_resumes_without_duplicates(enclave_home: Path, tmp_path: Path) -> None:
+    docs = tmp_path / "many"
+    docs.mkdir()
+    for i in range(300):
+        (docs / f"doc{i:03}.md").write_text(f"# Unit {i}\n\n" + f"Unit {i} uses filter F{i} and oil grade {i % 7}.\n" * 3)
+    env = dict(os.environ, ENCLAVE_HOME=str(enclave_home))
+    database = enclave_home / "data" / "enclave.db"
+    for delay in (0.8, 1.5, 2.5):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "assistant", "docs", "add", str(docs), "-c", "many"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    partial = sqlite3.connect(database).execute("select count(*) from documents").fetchone()[0]
+    final = json.loads(enclave("docs", "add", str(docs), "-c", "many", "--json", home=enclave_home).stdout)
+    assert final["files_unchanged"] == partial  # work done before the kills was kept
+    assert final["files_indexed"] == 300 - partial
+    db = sqlite3.connect(database)
+    assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
+    assert db.execute("select count(*), count(distinct path) from documents").fetchone() == (300, 300)
+    assert db.execute("select count(*) from chunks").fetchone()[0] == 300
+    db.execute("insert into chunks_fts(chunks_fts) values('integrity-check')")
+    hits = json.loads(enclave("docs", "search", "filter F123", "--json", home=enclave_home).stdout)
+    assert Path(hits[0]["path"]).name == "doc123.md"
