@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,7 @@ from assistant.retrieval.answer import MIN_PASSAGE_TOKENS, Retrieval, evidence, 
 from assistant.store import Store
 
 if TYPE_CHECKING:
+    from assistant.cloud import CloudLink, CloudRequest
     from assistant.retrieval.index import Library
 
 PROMPTS_DIR = REPO_ROOT / "prompts"
@@ -76,6 +77,7 @@ class TurnResult:
     citations: list[dict[str, Any]] | None = None
     #: Things the user should know about this turn (passages left out or shortened).
     notices: list[str] = field(default_factory=list)
+    where: str = "local"  # or the cloud host, e.g. cloud:127.0.0.1:8000
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -83,7 +85,7 @@ class TurnResult:
             "model": self.model,
             "model_sha256": self.model_sha256,
             "engine": self.engine,
-            "where": "local",
+            "where": self.where,
             "finish_reason": self.finish_reason,
             "usage": self.usage.as_dict() if self.usage else None,
             "context": self.context.as_dict() if self.context else None,
@@ -155,8 +157,24 @@ class Assistant:
             system = load_persona(self.settings, persona_name)
         installed, loaded = self.load(model, engine)
         conv = Conversation(self.settings, installed, loaded, system, history, persona=persona_name)
+        conv.audit = self.audit
         if save and store is not None:
             conv.attach(store, resume)
+        return conv
+
+    def conversation_without_model(self, problem: EnclaveError, persona: str | None = None) -> Conversation:
+        """A conversation for when the local model cannot load (``problem``) but cloud
+        fallback is configured: each local turn fails with ``problem``, which front
+        ends answer by offering the cloud (preview and consent, never silently)."""
+        from assistant.engines.unavailable import UnavailableEngine
+
+        persona_name = persona or self.settings.persona
+        name = self.settings.model
+        model = InstalledModel(name=name, engine="unavailable", path=Path(), manifest_path=Path())
+        engine = UnavailableEngine(name, problem, self.settings.context_window)
+        conv = Conversation(self.settings, model, engine, load_persona(self.settings, persona_name), [], persona_name)
+        conv.audit = self.audit
+        conv.attach(self.store)
         return conv
 
     def close(self) -> None:
@@ -191,6 +209,9 @@ class Conversation:
         self.library: Library | None = None
         self.collections: list[str] | None = None
         self.last_retrieval: Retrieval | None = None
+        self.audit: AuditLog | None = None
+        self._cloud: CloudLink | None = None
+        self.route = Route.local(self)  # who answers the current turn
 
     def use_documents(self, library: Library | None, collections: list[str] | None = None) -> None:
         """Answer from documents (``collections``; empty or None: all of them), or stop
@@ -311,6 +332,7 @@ class Conversation:
         Raises :class:`~assistant.context.ContextOverflow` (with the numbers) before
         anything runs when the turn cannot fit under the policy.
         """
+        self.route = Route.local(self)
         content = user_text
         self.last_retrieval = None
         if self.documents_on:
@@ -372,10 +394,10 @@ class Conversation:
             self.id,
             user_text,
             result.text,
-            model=self.model.name,
-            model_sha256=self.model.sha256,
-            engine=self.engine.name,
-            where_ran="local",
+            model=result.model,
+            model_sha256=result.model_sha256,
+            engine=result.engine,
+            where_ran=result.where,
             finish_reason=result.finish_reason,
             usage=result.usage.as_dict() if result.usage else None,
             context=result.context.as_dict() if result.context else None,
@@ -401,10 +423,90 @@ class Conversation:
 
     def cancel(self) -> None:
         self.session.cancel()
+        if self._cloud is not None:
+            self._cloud.cancel()
 
     def close(self) -> None:
         """Release this conversation's KV cache (the history stays in the store)."""
+        if self._cloud is not None:
+            self._cloud.close(self.id)
         self.session.close()
+
+    # -- cloud fallback (off unless configured and enabled; see assistant.cloud)
+    @property
+    def cloud(self) -> CloudLink:
+        """This conversation's cloud switch (created on first use; sends nothing by itself)."""
+        if self._cloud is None:
+            from assistant.cloud import CloudLink
+
+            self._cloud = CloudLink(self.settings, self.audit)
+        return self._cloud
+
+    @property
+    def cloud_configured(self) -> bool:
+        from assistant.cloud import configured
+
+        return configured(self.settings)
+
+    @property
+    def cloud_enabled(self) -> bool:
+        return self._cloud is not None and self._cloud.enabled
+
+    def cloud_messages(self, user_text: str) -> list[dict[str, str]]:
+        """What a cloud turn sends: system prompt, the whole history, the new message.
+
+        Not fitted to the local window (the endpoint has its own, usually larger);
+        anything the local turn would add to the messages (retrieved passages) must
+        be added here too, so that the preview shows it."""
+        content = user_text
+        self.last_retrieval = None
+        if self.documents_on:
+            retrieval = self.last_retrieval = self.retrieve(user_text)
+            if not retrieval.strong or not retrieval.passages:
+                raise EnclaveError(
+                    "Nothing relevant was found in your documents for this question, so nothing was sent "
+                    f"({retrieval.reason or 'no passage fits the window'}).",
+                    "Try other words or another collection, or turn documents off (/docs off).",
+                )
+            content = render(user_text, retrieval.passages)
+        return [*self._system_messages(), *self.messages, {"role": "user", "content": content}]
+
+    def cloud_request(self, user_text: str, redact: bool | None = None) -> CloudRequest:
+        """The request a cloud turn would send, for the preview; sends nothing."""
+        return self.cloud.prepare(self.cloud_messages(user_text), self.options(self.settings.max_tokens), redact)
+
+    def stream_cloud(self, request: CloudRequest, user_text: str, consent: str) -> Iterator[Event]:
+        """Run one turn on the cloud endpoint (the user consented to ``request``).
+
+        The history keeps the original ``user_text`` (never the redacted copy); the
+        local KV cache is left as it is and re-syncs from the shared prefix on the
+        next local turn."""
+        ep = request.endpoint
+        self.route = Route(model=request.model or "(server default)", model_sha256="", engine="cloud", where=ep.where)
+        self.last_plan = None
+        for event in self.cloud.send(request, consent, self.id):
+            if isinstance(event, Done) and event.reason != "cancelled":
+                self.messages.append({"role": "user", "content": user_text})
+                self.messages.append({"role": "assistant", "content": event.text})
+            yield event
+
+    def refuse_cloud(self, request: CloudRequest, how: str) -> None:
+        """The user saw ``request`` and did not send it: recorded, nothing sent."""
+        self.cloud.refuse(request, how, self.id)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Who answered a turn, as stored with the answer."""
+
+    model: str
+    model_sha256: str
+    engine: str
+    where: str
+
+    @classmethod
+    def local(cls, conv: Conversation) -> Route:
+        return cls(conv.model.name, conv.model.sha256, conv.engine.name, "local")
 
 
 class TurnCollector:
@@ -432,11 +534,12 @@ class TurnCollector:
         conv = self.conv
         text = "".join(self.parts)
         retrieval = conv.last_retrieval
+        route = conv.route
         return TurnResult(
             text=text,
-            model=conv.model.name,
-            model_sha256=conv.model.sha256,
-            engine=conv.engine.name,
+            model=route.model,
+            model_sha256=route.model_sha256,
+            engine=route.engine,
             usage=self.usage,
             finish_reason=self.reason,
             error=self.error,
@@ -444,6 +547,7 @@ class TurnCollector:
             conversation_id=conv.id,
             citations=None if retrieval is None else retrieval.citations(text),
             notices=[] if retrieval is None else retrieval.notices,
+            where=route.where,
         )
 
 
@@ -457,19 +561,22 @@ def collect(conv: Conversation, events: Iterator[Event], on_text: Any = None) ->
     return collector.result()
 
 
-def stream_in_thread(conv: Conversation, user_text: str) -> Iterator[Event]:
+def stream_in_thread(
+    conv: Conversation, user_text: str, make: Callable[[], Iterator[Event]] | None = None
+) -> Iterator[Event]:
     """Run the turn's blocking decode loop in a worker thread, yielding its events here.
 
     The caller's thread stays free to react to Ctrl-C (call ``conv.cancel()`` and
     keep iterating: the stream ends with ``Done(reason="cancelled")``). Exceptions
-    raised in the worker are re-raised in the caller.
+    raised in the worker are re-raised in the caller. ``make`` runs another stream
+    of the turn instead (a consented cloud turn: ``conv.stream_cloud``).
     """
     events: queue.Queue[Any] = queue.Queue()
     sentinel = object()
 
     def work() -> None:
         try:
-            for event in conv.stream(user_text):
+            for event in make() if make else conv.stream(user_text):
                 events.put(event)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             events.put(exc)
@@ -494,17 +601,20 @@ def stream_in_thread(conv: Conversation, user_text: str) -> Iterator[Event]:
     worker.join()
 
 
-async def astream(conv: Conversation, user_text: str) -> AsyncIterator[Event]:
+async def astream(
+    conv: Conversation, user_text: str, make: Callable[[], Iterator[Event]] | None = None
+) -> AsyncIterator[Event]:
     """The turn's events in an asyncio program: decoding runs in a worker thread and
     each event crosses to the event loop with ``call_soon_threadsafe``; exceptions
-    raised in the worker (such as a context overflow) are re-raised here."""
+    raised in the worker (such as a context overflow) are re-raised here. ``make``
+    runs another stream of the turn instead (``conv.stream_cloud``)."""
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[Any] = asyncio.Queue()
     sentinel = object()
 
     def work() -> None:
         try:
-            for event in conv.stream(user_text):
+            for event in make() if make else conv.stream(user_text):
                 loop.call_soon_threadsafe(events.put_nowait, event)
         except BaseException as exc:  # noqa: BLE001 - handed to the loop
             loop.call_soon_threadsafe(events.put_nowait, exc)

@@ -146,6 +146,9 @@ def _open_conversation(ctx: click.Context, kw: dict[str, Any], resume: int | Non
     conv = assistant.conversation(
         kw.get("model"), kw.get("engine"), kw.get("persona"), resume=resume, save=not kw.get("no_save")
     )
+    # Closed first (callbacks run last-in, first-out): a cloud switch left on is
+    # turned off, and recorded, when the command ends.
+    ctx.call_on_close(conv.close)
     if kw.get("docs"):
         _use_documents(conv, assistant, kw["docs"])
     return conv
@@ -223,8 +226,10 @@ def _report_drops(result: Any) -> None:
     )
 
 
-def _run_turn(conv: Any, text: str, as_json: bool) -> Any:
-    """Stream one turn to stdout (or collect it for JSON); Ctrl-C cancels it."""
+def _run_turn(conv: Any, text: str, as_json: bool, make: Callable[[], Any] | None = None) -> Any:
+    """Stream one turn to stdout (or collect it for JSON); Ctrl-C cancels it.
+
+    ``make`` streams the turn from elsewhere (a consented cloud request)."""
     from assistant.chat import collect, stream_in_thread
 
     printer = None if as_json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
@@ -232,7 +237,7 @@ def _run_turn(conv: Any, text: str, as_json: bool) -> Any:
     # the stream ends with "cancelled"), wherever the main thread happens to be.
     previous = signal.signal(signal.SIGINT, lambda *_: conv.cancel())
     try:
-        result = collect(conv, stream_in_thread(conv, text), printer)
+        result = collect(conv, stream_in_thread(conv, text, make), printer)
     finally:
         signal.signal(signal.SIGINT, previous)
         conv.session.reset_cancel()
@@ -253,6 +258,144 @@ def _run_turn(conv: Any, text: str, as_json: bool) -> Any:
     if result.error:
         raise result.error
     return result
+
+
+# --------------------------------------------------------------------------- cloud turns
+def cloud_options(func: F) -> F:
+    """Cloud fallback switches for `ask` and `chat` (off unless given)."""
+    func = click.option(
+        "--yes-cloud",
+        is_flag=True,
+        help="Consent in advance to each cloud request (for scripts); the preview is still printed.",
+    )(func)
+    return click.option(
+        "--cloud", is_flag=True, help="Send to the configured cloud endpoint (preview and consent first)."
+    )(func)
+
+
+def _cloud_line(settings: Any) -> str:
+    from assistant.cloud import configured, endpoint
+
+    if not configured(settings):
+        return "off (not configured)"
+    return f"off until enabled per conversation (configured: {endpoint(settings).label})"
+
+
+def _cloud_switch(conv: Any, on: bool, how: str) -> None:
+    if on:
+        ep = conv.cloud.enable(how, conv.id)
+        _err(click.style(f"cloud: ON for this conversation — {ep.label} (each request is shown first)", fg="yellow"))
+    else:
+        conv.cloud.disable(how, conv.id)
+        _err(click.style("cloud: off — offline, answers run on this device", fg="green"))
+
+
+def _cloud_command(conv: Any, arg: str) -> None:
+    """`/cloud on`, `/cloud off`, `/cloud` (which is it now) in `enclave chat`."""
+    if arg == "on":
+        _cloud_switch(conv, True, "chat /cloud on")
+    elif arg == "off":
+        _cloud_switch(conv, False, "chat /cloud off")
+    elif arg == "":
+        state = f"ON ({conv.cloud.endpoint.label})" if conv.cloud_enabled else "off"
+        _err(f"cloud: {state} — {_cloud_line(conv.settings)}")
+    else:
+        raise EnclaveError(f"Unknown cloud command {arg!r}.", "Use /cloud on, /cloud off or /cloud.")
+
+
+def _consent(conv: Any, text: str, kw: dict[str, Any], interactive: bool, question: str) -> Any:
+    """Show exactly what would be sent and ask; the request to send, or None (refused, recorded)."""
+    request = conv.cloud_request(text)
+    while True:
+        _err(click.style("── cloud request preview " + "─" * 30, fg="yellow"))
+        _err(request.preview())
+        _err(click.style("─" * 55, fg="yellow"))
+        if kw.get("yes_cloud"):
+            _err(f"{question} yes (--yes-cloud)")
+            return request, "--yes-cloud flag"
+        if not interactive:
+            _err(question)
+            conv.refuse_cloud(request, "stdin is not a terminal and --yes-cloud was not given")
+            _err(
+                click.style("not sent: ", fg="yellow")
+                + f"nothing goes to {request.endpoint.label} without consent, and there is no terminal to ask on. "
+                "Pass --yes-cloud to consent in advance."
+            )
+            return None
+        toggle = "off" if request.redacted else "on"
+        answer = click.prompt(
+            f"{question} [y]es / [N]o / [r] redaction {toggle}", default="n", show_default=False, err=True
+        )
+        match answer.strip().lower():
+            case "r":
+                request = conv.cloud_request(text, redact=not request.redacted)
+            case "y" | "yes":
+                return request, "interactive prompt (y)"
+            case _:
+                conv.refuse_cloud(request, "declined at the prompt")
+                _err(click.style("not sent.", fg="yellow"))
+                return None
+
+
+def _run_cloud(conv: Any, text: str, kw: dict[str, Any], consent: tuple[Any, str]) -> Any:
+    request, how = consent
+    try:
+        return _run_turn(conv, text, kw["as_json"], lambda: conv.stream_cloud(request, text, how))
+    finally:
+        if not conv.cloud_enabled and kw.get("_cloud_was_on"):
+            _err(click.style("cloud is now off for this conversation; the next turn runs locally.", fg="yellow"))
+
+
+def _open_conversation_or_cloud(ctx: click.Context, kw: dict[str, Any], resume: int | None = None) -> Any:
+    """The conversation; when the local model cannot load and cloud fallback is
+    configured, one whose local turns fail with that error, so each turn offers the
+    cloud (with preview and consent) instead of the command ending."""
+    from assistant.chat import Assistant
+    from assistant.errors import EngineError, EngineUnavailable, ModelCorrupt, ModelNotInstalled
+
+    try:
+        return _open_conversation(ctx, kw, resume)
+    except (ModelNotInstalled, ModelCorrupt, EngineError, EngineUnavailable) as exc:
+        settings = _settings(ctx, model=kw.get("model"), persona=kw.get("persona"), max_tokens=kw.get("max_tokens"))
+        from assistant.cloud import configured
+
+        if resume is not None or not configured(settings):
+            raise
+        _err(click.style("error: ", fg="red", bold=True) + exc.message)
+        _err("  The local model cannot run; cloud fallback is configured, so each turn can be offered to it.")
+        assistant = Assistant(settings)
+        ctx.call_on_close(assistant.close)
+        conv = assistant.conversation_without_model(exc, kw.get("persona"))
+        ctx.call_on_close(conv.close)
+        return conv
+
+
+def _turn(conv: Any, text: str, kw: dict[str, Any], interactive: bool) -> Any:
+    """One turn: in the cloud when enabled and consented, else locally; a local
+    failure offers the cloud when one is configured (never silently)."""
+    from assistant.context import ContextOverflow
+    from assistant.errors import ContextExhausted, EngineError
+
+    if conv.cloud_enabled:
+        host = conv.cloud.endpoint.label
+        consent = _consent(conv, text, kw, interactive, f"Send this turn to {host}?")
+        if consent is not None:
+            return _run_cloud(conv, text, {**kw, "_cloud_was_on": True}, consent)
+        _err("Answering on this device instead.")
+        return _run_turn(conv, text, kw["as_json"])
+    try:
+        return _run_turn(conv, text, kw["as_json"])
+    except (ContextOverflow, ContextExhausted, EngineError) as exc:
+        if not conv.cloud_configured:
+            raise
+        _err(click.style("error: ", fg="red", bold=True) + exc.message)
+        host = conv.cloud.endpoint.label
+        consent = _consent(
+            conv, text, kw, interactive, f"The local model could not answer. Send this turn to {host} instead?"
+        )
+        if consent is None:
+            raise
+        return _run_cloud(conv, text, kw, consent)
 
 
 # --------------------------------------------------------------------------- root
@@ -299,6 +442,7 @@ def tui(
 @main.command()
 @model_options
 @docs_option
+@cloud_options
 @click.argument("prompt", nargs=-1)
 @click.pass_context
 def ask(ctx: click.Context, prompt: tuple[str, ...], **kw: Any) -> None:
@@ -316,13 +460,16 @@ def ask(ctx: click.Context, prompt: tuple[str, ...], **kw: Any) -> None:
         text = sys.stdin.read()
     if not text.strip():
         raise EnclaveError("The question is empty.", 'Ask something, e.g. enclave ask "What is RAID 5?"')
-    conv = _open_conversation(ctx, kw)
-    _run_turn(conv, text, kw["as_json"])
+    conv = _open_conversation_or_cloud(ctx, kw)
+    if kw.get("cloud"):
+        _cloud_switch(conv, True, "ask --cloud")
+    _turn(conv, text, kw, interactive=sys.stdin.isatty())
 
 
 @main.command()
 @model_options
 @docs_option
+@cloud_options
 @continue_option
 @click.pass_context
 def chat(ctx: click.Context, resume: int | None, **kw: Any) -> None:
@@ -331,9 +478,10 @@ def chat(ctx: click.Context, resume: int | None, **kw: Any) -> None:
     When stdin is not a terminal, each line is one user turn. The KV cache is
     kept between turns, so each turn prefills only its new tokens. Conversations
     are saved; `--continue` resumes the latest one (or `--continue ID`).
+    A line `/cloud on` or `/cloud off` switches cloud fallback for this chat.
     """
     kw.setdefault("as_json", False)
-    conv = _open_conversation(ctx, kw, resume)
+    conv = _open_conversation_or_cloud(ctx, kw, resume)
     interactive = sys.stdin.isatty()
     if interactive:
         _err(
@@ -344,6 +492,8 @@ def chat(ctx: click.Context, resume: int | None, **kw: Any) -> None:
             _err(click.style(f"Continuing conversation {conv.id} ({len(conv.messages)} messages).", dim=True))
         if not conv.model.chat:
             _err(click.style("note: this is a base model; it continues text rather than answering.", fg="yellow"))
+    if kw.get("cloud"):
+        _cloud_switch(conv, True, "chat --cloud")
     while True:
         try:
             line = input(">>> ") if interactive else sys.stdin.readline()
@@ -361,7 +511,10 @@ def chat(ctx: click.Context, resume: int | None, **kw: Any) -> None:
             if line.startswith("/docs"):
                 _docs_command(conv, line)
                 continue
-            _run_turn(conv, line, kw["as_json"])
+            if line.strip().split(" ")[0] == "/cloud":
+                _cloud_command(conv, line.strip().removeprefix("/cloud").strip())
+                continue
+            _turn(conv, line, kw, interactive)
         except EnclaveError as exc:
             _err(click.style("error: ", fg="red", bold=True) + exc.message)
             if exc.hint:
@@ -663,6 +816,78 @@ def audit_export(ctx: click.Context, output: Path | None) -> None:
     _write_or_print(text, output)
 
 
+# --------------------------------------------------------------------------- cloud
+@main.group()
+def cloud() -> None:
+    """Cloud fallback (off by default): its configuration and API key."""
+
+
+@cloud.command("status")
+@click.pass_context
+def cloud_status(ctx: click.Context) -> None:
+    """Show the cloud configuration and key source (never the key), and whether egress is on."""
+    from assistant import cloud as policy
+    from assistant.privacy import GUARD
+
+    settings = _settings(ctx)
+    if not policy.configured(settings):
+        click.echo("cloud fallback: not configured — nothing can leave this device")
+        click.echo("  set cloud_base_url (and cloud_model) in config.toml to offer it")
+        click.echo(f"keyring: {policy.keyring_state()}")
+        return
+    ep = policy.endpoint(settings)
+    _, source = policy.api_key(ep.host)
+    patterns = len(settings.cloud_redact_patterns)
+    click.echo(f"endpoint:  {ep.url}")
+    click.echo(f"host:      {ep.label}")
+    click.echo(f"model:     {settings.cloud_model or '(server default)'}")
+    click.echo(f"timeout:   {settings.cloud_timeout:g} s · retries {settings.cloud_retries}")
+    click.echo(f"redaction: {'on' if settings.cloud_redact else 'off'} (e-mail, phone, {patterns} own pattern(s))")
+    click.echo(f"key:       {source}")
+    click.echo(f"keyring:   {policy.keyring_state()}")
+    opened = sorted(GUARD.opened)
+    click.echo(f"egress:    {'open to ' + ', '.join(opened) if opened else 'off'} in this process; cloud is enabled")
+    click.echo("           per conversation only (`/cloud on`, `enclave ask --cloud`), each request after consent")
+    store = _store(ctx)
+    sent = [row for row in _audit(store).entries() if row["kind"] == "cloud_egress"]
+    last = f", last {sent[-1]['at']}" if sent else ""
+    click.echo(f"history:   {len(sent)} request(s) sent so far{last} (`enclave audit list`)")
+
+
+@cloud.group("key")
+def cloud_key() -> None:
+    """Store or delete the API key in the system keyring."""
+
+
+@cloud_key.command("set")
+@click.pass_context
+def cloud_key_set(ctx: click.Context) -> None:
+    """Prompt for the API key (hidden) and store it in the system keyring."""
+    from assistant import cloud as policy
+
+    ep = policy.endpoint(_settings(ctx))
+    key = click.prompt(f"API key for {ep.host}", hide_input=True, err=True).strip()
+    if not key:
+        raise EnclaveError("The key is empty; nothing was stored.", "Paste the key at the prompt.")
+    policy.store_key(ep.host, key)
+    _audit(_store(ctx)).record("cloud_key_set", host=ep.host, where="system keyring")
+    click.echo(f"Stored the key for {ep.host} in the system keyring.")
+
+
+@cloud_key.command("delete")
+@click.pass_context
+def cloud_key_delete(ctx: click.Context) -> None:
+    """Delete the stored API key from the system keyring."""
+    from assistant import cloud as policy
+
+    ep = policy.endpoint(_settings(ctx))
+    if policy.delete_key(ep.host):
+        _audit(_store(ctx)).record("cloud_key_deleted", host=ep.host)
+        click.echo(f"Deleted the key for {ep.host}.")
+    else:
+        click.echo(f"No key for {ep.host} was stored in the keyring.")
+
+
 # --------------------------------------------------------------------------- doctor
 @main.command()
 @click.option("--privacy", is_flag=True, help="Only the privacy checks.")
@@ -673,7 +898,7 @@ def doctor(ctx: click.Context, privacy: bool) -> None:
 
     ok = True
     click.echo("Privacy")
-    click.echo("  allowed: loopback only (127.0.0.0/8, ::1); cloud fallback: off")
+    click.echo(f"  allowed: loopback only (127.0.0.0/8, ::1); cloud fallback: {_cloud_line(_settings(ctx))}")
     for name, passed, detail in guard.self_test():
         ok &= passed
         click.echo(f"  {'ok  ' if passed else 'FAIL'} {name} — {detail}")

@@ -8,6 +8,7 @@ environment variables, then command-line flags (applied by the CLI).
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -59,6 +60,20 @@ class Locations:
         return Path(override) if override else self.config / "config.toml"
 
 
+def _string_list(value: Any) -> tuple[str, ...]:
+    """A list setting from TOML (an array of strings) or the environment (a JSON
+    array, or one item per line: regular expressions often contain commas)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            value = json.loads(text)
+        else:
+            value = [line for line in text.splitlines() if line.strip()]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of strings")
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every user-facing setting, with its default."""
@@ -98,6 +113,21 @@ class Settings:
     docs_parse_timeout: float = 60.0
     #: Terminal UI theme, e.g. textual-dark, textual-light, nord, gruvbox (Ctrl+P lists them).
     theme: str = "textual-dark"
+    #: Cloud fallback, off unless configured here AND enabled per conversation: an
+    #: OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1. Empty: no cloud.
+    #: The API key is never a setting (keyring or ENCLAVE_CLOUD_API_KEY).
+    cloud_base_url: str = ""
+    #: Model name sent to the endpoint; empty leaves it to the server.
+    cloud_model: str = ""
+    #: Seconds to wait for the connection, and for each piece of the answer.
+    cloud_timeout: float = 60.0
+    #: Retries (exponential backoff) on connection errors, 5xx and 429, before the answer starts.
+    cloud_retries: int = 3
+    #: Mask e-mail addresses, phone numbers and cloud_redact_patterns in what is sent.
+    cloud_redact: bool = True
+    #: Extra regular expressions to mask: a TOML array of strings; in the
+    #: environment a JSON array, or one pattern per line.
+    cloud_redact_patterns: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:
@@ -136,6 +166,8 @@ class Settings:
                     converted[name] = int(value)
                 elif isinstance(default, float):
                     converted[name] = float(value)
+                elif isinstance(default, tuple):
+                    converted[name] = _string_list(value)
                 elif name == "seed":
                     converted[name] = None if value in (None, "") else int(value)
                 else:

@@ -45,7 +45,21 @@ class NetworkGuard:
     allowed_hosts: set[str] = field(default_factory=set)
     attempts: list[Attempt] = field(default_factory=list)
     installed: bool = False
+    #: Hosts opened by cloud fallback, with how many conversations hold each open,
+    #: and the addresses each one resolved to (a connect goes to the address).
+    opened: dict[str, int] = field(default_factory=dict)
+    resolved: dict[str, set[str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def allows(self, host: Any) -> bool:
+        """Whether a connection to ``host`` may leave this process now."""
+        if _is_loopback(host):
+            return True
+        name = str(host)
+        with self._lock:
+            if name in self.allowed_hosts or name in self.opened:
+                return True
+            return any(name in addresses for addresses in self.resolved.values())
 
 
 GUARD = NetworkGuard()
@@ -75,7 +89,7 @@ def _caller() -> str:
 
 
 def _check(host: Any, port: Any) -> None:
-    if _is_loopback(host) or str(host) in GUARD.allowed_hosts:
+    if GUARD.allows(host):
         return
     caller = _caller()
     with GUARD._lock:
@@ -118,7 +132,9 @@ def install_network_guard(allowed_hosts: set[str] | None = None) -> NetworkGuard
 
     def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
         _check(host, port)
-        return _original["getaddrinfo"](host, port, *args, **kwargs)
+        infos = _original["getaddrinfo"](host, port, *args, **kwargs)
+        _remember_addresses(host, infos)
+        return infos
 
     socket.socket.connect = connect  # type: ignore[method-assign,assignment]
     socket.socket.connect_ex = connect_ex  # type: ignore[method-assign,assignment]
@@ -126,6 +142,35 @@ def install_network_guard(allowed_hosts: set[str] | None = None) -> NetworkGuard
     socket.getaddrinfo = getaddrinfo
     GUARD.installed = True
     return GUARD
+
+
+def _remember_addresses(host: Any, infos: Any) -> None:
+    """An opened host name resolves to addresses; the connect that follows names the
+    address, so it is allowed for as long as the host stays open."""
+    name = host.decode() if isinstance(host, bytes) else str(host)
+    with GUARD._lock:
+        if name in GUARD.opened:
+            GUARD.resolved.setdefault(name, set()).update(str(info[4][0]) for info in infos)
+
+
+def open_host(host: str) -> None:
+    """Allow egress to ``host`` (cloud fallback was enabled for a conversation).
+
+    Counted: each conversation that enables cloud opens the host once and closes
+    it once, so turning cloud off in one leaves another's consent intact."""
+    with GUARD._lock:
+        GUARD.opened[host] = GUARD.opened.get(host, 0) + 1
+
+
+def close_host(host: str) -> None:
+    """Withdraw one :func:`open_host`; at zero the host is blocked again."""
+    with GUARD._lock:
+        left = GUARD.opened.get(host, 0) - 1
+        if left > 0:
+            GUARD.opened[host] = left
+        else:
+            GUARD.opened.pop(host, None)
+            GUARD.resolved.pop(host, None)
 
 
 def uninstall_network_guard() -> None:

@@ -26,9 +26,11 @@ from textual.widgets import Footer, Input, Label, ListItem, ListView, Markdown, 
 from textual.widgets.option_list import Option
 
 from assistant.chat import Assistant, Conversation, TurnCollector, astream, list_personas
+from assistant.cloud import CloudRequest
 from assistant.config import Settings
+from assistant.context import ContextOverflow
 from assistant.engines.base import Done, TextDelta, Usage
-from assistant.errors import EnclaveError, ModelNotInstalled
+from assistant.errors import ContextExhausted, EnclaveError, EngineError, ModelNotInstalled
 from tui.safety import displayable
 
 #: Seconds between Markdown re-renders while an answer streams (10 per second).
@@ -64,10 +66,12 @@ HELP = """\
 | `/rename TITLE` | rename this conversation |
 | `/docs [COLLECTION or off]` | answer from your indexed documents (all, or one collection), with sources; `off` stops |
 | `/clear` | clear the screen (the conversation is kept in the history) |
+| `/cloud on`, `/cloud off` | cloud fallback for this conversation (needs `cloud_base_url`); each request is shown first |
 | `/help` | this help |
 
 Everything runs on this computer. The badge in the status bar says **offline**
-while nothing can leave it.
+while nothing can leave it, and names the host, in a warning colour, while cloud
+fallback is on for this conversation.
 """
 
 
@@ -130,6 +134,17 @@ class StatusBar(Horizontal):
             self.query_one("#status-speed", Static).update(
                 Text(f"{usage.decode_tokens_per_s:.0f} tok/s · TTFT {usage.ttft_ms:.0f} ms")
             )
+        self.show_privacy(conv)
+
+    def show_privacy(self, conv: Conversation | None) -> None:
+        """The badge: "offline", or the cloud host in a warning colour while cloud is on."""
+        badge = self.query_one("#privacy-badge", Static)
+        if conv is not None and conv.cloud_enabled:
+            badge.update(Text(f"cloud: {conv.cloud.endpoint.label}"))
+            badge.add_class("cloud")
+        else:
+            badge.update("offline")
+            badge.remove_class("cloud")
 
 
 def _meter(used: int, reserve: int, window: int, width: int = 10) -> str:
@@ -215,6 +230,35 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def action_no(self) -> None:
         self.dismiss(False)
+
+
+class CloudConsentScreen(ModalScreen[str | None]):
+    """Exactly what a cloud request would send; y sends, n/Esc does not, r toggles redaction."""
+
+    BINDINGS = [
+        Binding("y", "send", "Send"),
+        Binding("n,escape", "dismiss(None)", "Don't send"),
+        Binding("r", "toggle_redaction", "Redaction on/off"),
+    ]
+
+    def __init__(self, request: CloudRequest, question: str) -> None:
+        super().__init__()
+        self.request = request
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="cloud-box"):
+            yield Static(Text(self.question, style="bold"), id="cloud-question")
+            with VerticalScroll(id="cloud-preview"):
+                yield Static(Text(displayable(self.request.preview())), id="cloud-body")
+            toggle = "off" if self.request.redacted else "on"
+            yield Static(f"y = send · n / Esc = don't send (nothing leaves) · r = redaction {toggle}", classes="dim")
+
+    def action_send(self) -> None:
+        self.dismiss("send")
+
+    def action_toggle_redaction(self) -> None:
+        self.dismiss("toggle")
 
 
 class PickerScreen(ModalScreen[str | None]):
@@ -465,8 +509,61 @@ class EnclaveApp(App[None]):
 
     @work(exclusive=True, group="turn")
     async def run_turn(self, text: str) -> None:
+        """One turn: in the cloud when it is on and the user consents, else locally;
+        a local failure offers the cloud when one is configured (never silently)."""
         conv = self.conv
         assert conv is not None
+        self._busy = True
+        try:
+            cloud = None
+            if conv.cloud_enabled:
+                cloud = await self._cloud_consent(conv, text, f"Send this turn to {conv.cloud.endpoint.label}?")
+                if cloud is None:
+                    self.say("Not sent; answering on this device instead.")
+            failure = await self._show_turn(conv, text, cloud)
+            local_failure = isinstance(failure, ContextOverflow | ContextExhausted | EngineError)
+            if cloud is None and local_failure and conv.cloud_configured:
+                host = conv.cloud.endpoint.label
+                question = f"The local model could not answer: {failure.message}\nSend this turn to {host} instead?"  # type: ignore[union-attr]
+                cloud = await self._cloud_consent(conv, text, question)
+                if cloud is not None:
+                    prompt = self.query_one("#prompt", Input)
+                    if prompt.value == text:
+                        prompt.value = ""
+                    await self._show_turn(conv, text, cloud)
+            elif cloud is not None and not conv.cloud_enabled and failure is not None:
+                self.say(
+                    "Cloud is now off for this conversation; the next turn runs on this device.", severity="warning"
+                )
+        finally:
+            self._busy = False
+            self.query_one(StatusBar).show_privacy(conv)
+
+    async def _cloud_consent(self, conv: Conversation, text: str, question: str) -> tuple[CloudRequest, str] | None:
+        """Show the request and ask; the request to send and how consent was given, or None."""
+        try:
+            request = conv.cloud_request(text)
+        except EnclaveError as exc:
+            self.say(f"{exc.message} {exc.hint}", severity="error", timeout=15)
+            return None
+        while True:
+            choice = await self.push_screen_wait(CloudConsentScreen(request, question))
+            if choice == "toggle":
+                request = conv.cloud_request(text, redact=not request.redacted)
+            elif choice == "send":
+                return request, "TUI consent dialog (y)"
+            else:
+                conv.refuse_cloud(request, "declined in the TUI consent dialog")
+                return None
+
+    async def _show_turn(
+        self, conv: Conversation, text: str, cloud: tuple[CloudRequest, str] | None = None
+    ) -> EnclaveError | None:
+        """Stream one turn into the chat log; the error, if it failed."""
+        make = None
+        if cloud is not None:
+            request, how = cloud
+            make = lambda: conv.stream_cloud(request, text, how)  # noqa: E731
         self._busy = True
         self._pending_text = text
         log = self.query_one("#chat-log", VerticalScroll)
@@ -493,7 +590,7 @@ class EnclaveApp(App[None]):
             last_flush = time.monotonic()
 
         try:
-            async for event in astream(conv, text):
+            async for event in astream(conv, text, make):
                 collector.feed(event)
                 match event:
                     case TextDelta(text=piece):
@@ -514,7 +611,7 @@ class EnclaveApp(App[None]):
             self.query_one("#prompt", Input).value = text
             self.say(f"{exc.message} {exc.hint}", severity="error", timeout=15)
             self._busy = False
-            return
+            return exc
         await stream.stop()
         result = collector.result()
         self.last_result = result
@@ -525,18 +622,18 @@ class EnclaveApp(App[None]):
             prompt = self.query_one("#prompt", Input)
             if not prompt.value:
                 prompt.value = text
-            return
+            return None
         if result.error:
             answer.set_footer(f"error: {result.error.message}")
             self.say(f"{result.error.message} {result.error.hint}", severity="error")
-            return
+            return result.error
         try:
             conv.save_turn(result, text)
         except EnclaveError as exc:
             self.say(f"Not saved: {exc.message} {exc.hint}", severity="error", timeout=15)
         self._last_answer = result.text
         usage = result.usage
-        footer = f"{conv.model.name} · {conv.engine.name} · local"
+        footer = f"{result.model} · {result.engine} · {result.where}"
         if usage:
             footer += f" · {usage.decode_tokens_per_s:.1f} tok/s · TTFT {usage.ttft_ms:.0f} ms"
         if result.finish_reason == "no-evidence":
@@ -558,6 +655,7 @@ class EnclaveApp(App[None]):
                 severity="warning",
             )
         self.refresh_sidebar()
+        return None
 
     def say(self, message: str, *, severity: Any = "information", timeout: float | None = None) -> None:
         """A notification whose text is shown as text: engine errors, paths and user
@@ -603,6 +701,8 @@ class EnclaveApp(App[None]):
                 await self.set_documents(arg)
             case "clear":
                 await self.query_one("#chat-log", VerticalScroll).remove_children()
+            case "cloud":
+                self.set_cloud(arg)
             case "help":
                 self.action_help()
             case _:
@@ -639,6 +739,30 @@ class EnclaveApp(App[None]):
 
     async def action_toggle_docs(self) -> None:
         await self.set_documents("off" if self.conv is not None and self.conv.documents_on else "")
+
+    def set_cloud(self, arg: str = "") -> None:
+        """`/cloud on|off` (no argument toggles): cloud fallback for this conversation only."""
+        conv = self.conv
+        if conv is None:
+            self.say("No conversation is open.")
+            return
+        on = {"on": True, "off": False, "": not conv.cloud_enabled}.get(arg)
+        if on is None:
+            self.say("Usage: /cloud on, /cloud off, or /cloud to toggle.", severity="warning")
+            return
+        try:
+            if on:
+                ep = conv.cloud.enable("TUI /cloud on", conv.id)
+                self.say(f"Cloud is on for this conversation: {ep.label}. Each request is shown before it is sent.")
+            else:
+                conv.cloud.disable("TUI /cloud off", conv.id)
+                self.say("Cloud is off: offline, answers run on this device.")
+        except EnclaveError as exc:
+            self.say(f"{exc.message} {exc.hint}", severity="error", timeout=15)
+        self.query_one(StatusBar).show_privacy(conv)
+
+    def action_toggle_cloud(self) -> None:
+        self.set_cloud("")
 
     async def action_new(self) -> None:
         await self.open_conversation(None, model=self.conv.model.name if self.conv else None)
@@ -745,10 +869,17 @@ class EnclaveApp(App[None]):
         yield SystemCommand(
             "Documents on/off", "Answer from your indexed documents, with sources", self.action_toggle_docs
         )
+        yield SystemCommand(
+            "Cloud fallback on/off",
+            "This conversation only; every request is previewed and needs your consent",
+            self.action_toggle_cloud,
+        )
         yield SystemCommand("Help", "Keys and commands", self.action_help)
 
     def on_unmount(self) -> None:
         sys.setswitchinterval(getattr(self, "_switch_interval", 0.005))
+        if self.conv is not None:
+            self.conv.close()  # withdraws a cloud consent still on, with an audit entry
         self.assistant.close()
 
 

@@ -109,7 +109,9 @@ def test_indexing_killed_at_any_moment_resumes_without_duplicates(enclave_home: 
     docs = tmp_path / "many"
     docs.mkdir()
     for i in range(300):
-        (docs / f"doc{i:03}.md").write_text(f"# Unit {i}\n\n" + f"Unit {i} uses filter F{i} and oil grade {i % 7}.\n" * 3)
+        (docs / f"doc{i:03}.md").write_text(
+            f"# Unit {i}\n\n" + f"Unit {i} uses filter F{i} and oil grade {i % 7}.\n" * 3
+        )
     env = dict(os.environ, ENCLAVE_HOME=str(enclave_home))
     database = enclave_home / "data" / "enclave.db"
     for delay in (0.8, 1.5, 2.5):

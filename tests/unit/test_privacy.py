@@ -57,3 +57,38 @@ def test_loopback_stays_open() -> None:
             assert reply.startswith(b"HTTP/1.0 200") and reply.endswith(b"local")
     finally:
         server.shutdown()
+
+
+def test_cloud_opens_exactly_its_host_and_closing_blocks_it_again() -> None:
+    from assistant.privacy import close_host, open_host
+
+    open_host("192.0.2.10")
+    try:
+        assert GUARD.allows("192.0.2.10")
+        # Another host stays blocked while cloud is on.
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock, pytest.raises(EgressBlocked):
+            sock.connect(("192.0.2.11", 443))
+        with pytest.raises(EgressBlocked):
+            socket.getaddrinfo("example.com", 443)
+        open_host("192.0.2.10")  # a second conversation enables the same host
+        close_host("192.0.2.10")
+        assert GUARD.allows("192.0.2.10")  # the first one's consent still holds
+    finally:
+        close_host("192.0.2.10")
+    assert not GUARD.allows("192.0.2.10")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock, pytest.raises(EgressBlocked):
+        sock.connect(("192.0.2.10", 443))
+
+
+def test_an_opened_host_name_allows_the_addresses_it_resolves_to() -> None:
+    from assistant.privacy import close_host, open_host
+
+    # "localhost" resolves without any network; its addresses are loopback anyway,
+    # so this checks the bookkeeping: the resolved set exists while open, not after.
+    open_host("localhost")
+    try:
+        socket.getaddrinfo("localhost", 80)
+        assert GUARD.resolved["localhost"] & {"127.0.0.1", "::1"}
+    finally:
+        close_host("localhost")
+    assert "localhost" not in GUARD.resolved
