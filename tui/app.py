@@ -29,6 +29,7 @@ from assistant.chat import Assistant, Conversation, TurnCollector, astream, list
 from assistant.config import Settings
 from assistant.engines.base import Done, TextDelta, Usage
 from assistant.errors import EnclaveError, ModelNotInstalled
+from assistant.store import Store
 from tui.safety import displayable
 
 #: Seconds between Markdown re-renders while an answer streams (10 per second).
@@ -684,5 +685,6 @@ def _code_blocks(markdown: str) -> list[str]:
     return blocks
 
 
-def run(settings: Settings, resume: int | None = None) -> None:
-    EnclaveApp(settings, resume=resume).run()
+def run(settings: Settings, resume: int | None = None, store: Store | None = None) -> None:
+    """Run the app; ``store`` is the database already opened (and unlocked) by the caller."""
+    EnclaveApp(settings, assistant_factory=lambda s: Assistant(s, store), resume=resume).run()
