@@ -618,7 +618,7 @@ def init(ctx: click.Context, mode: str | None, key_from_env: bool, store_key: bo
     if mode == "encrypt":
         key = _new_key(path, key_from_env)
         outcome = encryption.enable(settings, key)
-        verb = {"missing": "Created", "plain": "Encrypted", "encrypted": "Already encrypted:"}[outcome.before]
+        verb = {"missing": "Created", "plain": "Encrypted"}.get(outcome.before, "Already encrypted:")
         _err(f"{verb} {path} (SQLCipher, AES-256); encrypt = true in {settings.locations.config_file}")
         _offer_keyring(path, key, store_key)
     elif mode == "decrypt":

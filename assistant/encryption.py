@@ -11,22 +11,19 @@ finishes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from assistant import crypt
 from assistant.audit import AuditLog
 from assistant.config import Settings, write_setting
 from assistant.store import Store
 
-#: What the database was before: not there yet, plaintext, or already in the target form.
-Before = Literal["missing", "plain", "encrypted"]
-
 
 @dataclass(frozen=True)
 class Outcome:
     """What a change did, for the command to report."""
 
-    before: Before
+    #: What the database was before: missing, plain or encrypted (see crypt.file_state).
+    before: crypt.FileState
     changed: bool
 
 
