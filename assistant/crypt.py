@@ -4,7 +4,7 @@ When the setting ``encrypt`` is on, Enclave's one database is a SQLCipher 4
 file: every page — the conversations, the full-text index, the audit log, and
 the WAL frames — is AES-256 encrypted with an HMAC per page, under a key
 derived from the user's passphrase (PBKDF2-HMAC-SHA512, 256 000 iterations,
-SQLCipher's defaults; about 0.19 s per open here). The key comes from
+SQLCipher's defaults; 0.2–0.4 s per open on 2 busy cores, scripts/bench_crypt.py). The key comes from
 ``ENCLAVE_DB_KEY``, then the system keyring (service ``enclave-db``, user = the
 database path), then a hidden prompt on a terminal. It is never logged or
 printed.
