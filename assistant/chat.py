@@ -113,7 +113,7 @@ class Assistant:
     def store(self) -> Store:
         """The database, opened (and migrated) on first use."""
         if self._store is None:
-            self._store = Store(self.settings.locations.database)
+            self._store = Store.open(self.settings)
         return self._store
 
     def load(self, name: str | None = None, engine: str | None = None) -> tuple[InstalledModel, Engine]:

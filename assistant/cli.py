@@ -429,14 +429,15 @@ def tui(
     ctx: click.Context, model: str | None, persona: str | None, context_window: int | None, resume: int | None
 ) -> None:
     """The terminal UI (what `enclave` opens with no command)."""
+    from assistant.store import Store
     from tui.app import run
 
     settings = _settings(ctx, model=model, persona=persona, context_window=context_window)
+    # Opened here, before the screen is taken over: an encrypted database may ask for its key.
+    store = Store.open(settings)
     if resume == 0:
-        from assistant.store import Store
-
-        resume = _latest(Store(settings.locations.database))
-    run(settings, resume)
+        resume = _latest(store)
+    run(settings, resume, store=store)
 
 
 @main.command()
@@ -536,7 +537,7 @@ def _docs_command(conv: Any, line: str) -> None:
     if not arg and conv.documents_on:
         _err(f"Documents on: {', '.join(conv.collections or []) or 'all collections'}. `/docs off` turns them off.")
         return
-    store = conv.store or Store(conv.settings.locations.database)
+    store = conv.store or Store.open(conv.settings)
     library = open_library(conv.settings, store)
     conv.use_documents(library, None if arg in ("", "all", "on") else [arg])
     _err(f"Documents on: answers cite {', '.join(conv.collections or []) or 'all collections'}.")
@@ -675,7 +676,7 @@ def history() -> None:
 def _store(ctx: click.Context) -> Any:
     from assistant.store import Store
 
-    return Store(_settings(ctx).locations.database)
+    return Store.open(_settings(ctx))
 
 
 def _audit(store: Any) -> Any:
@@ -888,6 +889,163 @@ def cloud_key_delete(ctx: click.Context) -> None:
         click.echo(f"No key for {ep.host} was stored in the keyring.")
 
 
+# --------------------------------------------------------------------------- init / encryption
+@main.command()
+@click.option(
+    "--encrypt",
+    "mode",
+    flag_value="encrypt",
+    help="Encrypt the database (SQLCipher): create it encrypted, or convert it in place.",
+)
+@click.option("--decrypt", "mode", flag_value="decrypt", help="Store an encrypted database in plaintext again.")
+@click.option("--key-from-env", is_flag=True, help="Take the passphrase from ENCLAVE_DB_KEY instead of asking.")
+@click.option(
+    "--store-key/--no-store-key", default=None, help="Keep the passphrase in the system keyring (asked on a terminal)."
+)
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def init(ctx: click.Context, mode: str | None, key_from_env: bool, store_key: bool | None, yes: bool) -> None:
+    """Create the database; with --encrypt, encrypt it at rest (or --decrypt, the reverse).
+
+    Converting keeps every conversation: the database is copied into a new
+    encrypted file, checked (it opens, every row is there), and renamed over the
+    old one, whose plaintext is then overwritten. `encrypt = true` is written to
+    config.toml. Close other Enclave windows first.
+    """
+    from assistant import encryption
+
+    settings = _settings(ctx)
+    path = settings.locations.database
+    if mode == "encrypt":
+        key = _new_key(path, key_from_env)
+        outcome = encryption.enable(settings, key)
+        verb = {"missing": "Created", "plain": "Encrypted"}.get(outcome.before, "Already encrypted:")
+        _err(f"{verb} {path} (SQLCipher, AES-256); encrypt = true in {settings.locations.config_file}")
+        _offer_keyring(path, key, store_key)
+    elif mode == "decrypt":
+        _err(
+            click.style("warning: ", fg="yellow", bold=True)
+            + "this writes every stored conversation back to disk in plaintext."
+        )
+        if not yes and sys.stdin.isatty():
+            click.confirm("Decrypt the database?", abort=True, err=True)
+        from assistant import crypt
+
+        key = None
+        if crypt.file_state(path) == "encrypted":
+            key = crypt.key_from_env() if key_from_env else crypt.find_key(path, interactive=sys.stdin.isatty())
+        outcome = encryption.disable(settings, key)
+        done = "Decrypted" if outcome.changed else "Not encrypted:"
+        _err(f"{done} {path}; encrypt = false in {settings.locations.config_file}")
+    else:
+        outcome = encryption.initialise(settings)
+        state = "encrypted" if settings.encrypt else "plaintext"
+        _err(f"{'Created' if outcome.changed else 'Ready:'} {path} ({state})")
+    _warn_if_env_overrides(ctx, mode)
+
+
+def _new_key(path: Path, key_from_env: bool) -> Any:
+    """The passphrase for `init --encrypt`: the existing one, ENCLAVE_DB_KEY, or typed twice."""
+    import getpass
+
+    from assistant import crypt
+
+    if crypt.file_state(path) == "encrypted":
+        key = crypt.key_from_env() if key_from_env else crypt.find_key(path, interactive=sys.stdin.isatty())
+        if key is None:
+            raise crypt.missing_key(path)
+        return key
+    if key_from_env or not sys.stdin.isatty():
+        key = crypt.key_from_env()
+        if key is None:
+            raise EnclaveError(
+                f"No passphrase: {crypt.KEY_ENV} is not set"
+                + ("." if key_from_env else " and this is not a terminal."),
+                f"Set {crypt.KEY_ENV} to the passphrase and run `enclave init --encrypt --key-from-env`.",
+            )
+        return key
+    first = getpass.getpass("New passphrase for the database: ")
+    if not first:
+        raise EnclaveError("The passphrase is empty.", "Run `enclave init --encrypt` again and type one.")
+    if getpass.getpass("Type it again: ") != first:
+        raise EnclaveError("The two passphrases differ; nothing was changed.", "Run `enclave init --encrypt` again.")
+    if len(first) < 12:
+        _err(click.style("note: ", fg="yellow") + "a passphrase under 12 characters can be guessed by brute force.")
+    return crypt.DatabaseKey(first, "the terminal")
+
+
+def _offer_keyring(path: Path, key: Any, store_key: bool | None) -> None:
+    """Keep the passphrase in the system keyring when asked to (or when the user agrees on a terminal)."""
+    from assistant import crypt
+
+    if store_key is False or key.source == "the system keyring":
+        return
+    if store_key is None and not (sys.stdin.isatty() and key.source == "the terminal"):
+        return
+    if crypt.keyring_backend() is None:
+        _err(
+            click.style("note: ", fg="yellow")
+            + f"there is no system keyring on this machine; set {crypt.KEY_ENV} in the environment of each "
+            "Enclave command, or type the passphrase when Enclave asks."
+        )
+        return
+    if store_key is None and not click.confirm(
+        "Store the passphrase in the system keyring, so Enclave opens without asking?", default=True, err=True
+    ):
+        return
+    backend = crypt.store_in_keyring(path, key)
+    _err(f"Passphrase stored in the system keyring ({backend}).")
+
+
+def _warn_if_env_overrides(ctx: click.Context, mode: str | None) -> None:
+    if mode is None:
+        return
+    if _settings(ctx).encrypt != (mode == "encrypt"):
+        _err(
+            click.style("note: ", fg="yellow")
+            + "ENCLAVE_ENCRYPT in the environment overrides config.toml; unset it or change it to match."
+        )
+
+
+def _doctor_database(settings: Any) -> bool:
+    """The database section of `enclave doctor`: encrypted or not, and where the key comes from."""
+    from assistant import crypt
+    from assistant.store import Store
+
+    path = settings.locations.database
+    state = crypt.file_state(path)
+    click.echo("Database")
+    click.echo(f"  path   {path}")
+    backend = crypt.keyring_backend()
+    click.echo(f"  keyring {backend or f'none on this machine (use {crypt.KEY_ENV})'}")
+    if state == "missing":
+        click.echo(f"  not created yet (encrypt is {'on' if settings.encrypt else 'off'})")
+        return True
+    if state == "plain" and not settings.encrypt:
+        click.echo("  ok   plaintext (encrypt is off; `enclave init --encrypt` turns it on)")
+        return True
+    try:
+        key = crypt.key_for(path, settings.encrypt, interactive=False)
+    except crypt.EncryptionError as exc:
+        if state == "encrypted" and settings.encrypt and sys.stdin.isatty():
+            click.echo(
+                f"  ok   encrypted; the key is asked on the terminal (no {crypt.KEY_ENV}, nothing in the keyring)"
+            )
+            return True
+        click.echo(f"  FAIL {exc.message} {exc.hint}")
+        return False
+    try:
+        Store(path, key).close()
+    except EnclaveError as exc:
+        click.echo(f"  FAIL {exc.message} {exc.hint}")
+        return False
+    source = key.source if key else "?"
+    click.echo(
+        f"  ok   encrypted with SQLCipher {crypt.sqlcipher_version()}; key from {source} (it opens the database)"
+    )
+    return True
+
+
 # --------------------------------------------------------------------------- doctor
 @main.command()
 @click.option("--privacy", is_flag=True, help="Only the privacy checks.")
@@ -919,6 +1077,7 @@ def doctor(ctx: click.Context, privacy: bool) -> None:
             click.echo(f"  {'ok  ' if not problems else 'FAIL'} {model.name} ({model.engine}) {'; '.join(problems)}")
         if not installed:
             click.echo(f"  none installed — run `enclave models build {settings.model}`")
+        ok &= _doctor_database(settings)
         click.echo("Locations")
         for label, path in (("config", settings.locations.config), ("data", settings.locations.data),
                             ("cache", settings.locations.cache)):  # fmt: skip
@@ -1088,6 +1247,8 @@ class BuildProgress:
             self._progress.__exit__(*exc)
 
 
-from assistant.cli_docs import docs  # noqa: E402 - registered after the core commands
+from assistant.cli_config import config  # noqa: E402 - registered after the core commands
+from assistant.cli_docs import docs  # noqa: E402
 
 main.add_command(docs)
+main.add_command(config)

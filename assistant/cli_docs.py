@@ -24,7 +24,7 @@ def _open(ctx: click.Context) -> tuple[Any, Any]:
     from assistant.store import Store
 
     settings = Settings.load()
-    store = Store(settings.locations.database)
+    store = Store.open(settings)
     ctx.call_on_close(store.close)
     return settings, open_library(settings, store)
 

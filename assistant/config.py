@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -128,6 +129,8 @@ class Settings:
     #: Extra regular expressions to mask: a TOML array of strings; in the
     #: environment a JSON array, or one pattern per line.
     cloud_redact_patterns: tuple[str, ...] = ()
+    #: Keep the database encrypted with SQLCipher (`enclave init --encrypt` turns it on).
+    encrypt: bool = False
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:
@@ -178,3 +181,34 @@ class Settings:
                     f"Use a value like {default!r}.",
                 ) from exc
         return replace(settings, **converted)
+
+
+def write_setting(path: Path, name: str, value: bool | int | float | str) -> None:
+    """Set ``name = value`` in the TOML file at ``path``, keeping every other line as it is.
+
+    The file is flat (no tables), so the first top-level ``name = …`` line is
+    replaced, or the setting is appended. Written to a temporary file and renamed,
+    so a crash leaves the old file or the new one.
+    """
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, int | float):
+        text = repr(value)
+    else:
+        text = json.dumps(value, ensure_ascii=False)  # JSON string escapes are valid TOML
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    line = f"{name} = {text}"
+    pattern = re.compile(rf"^\s*{re.escape(name)}\s*=")
+    for i, existing in enumerate(lines):
+        if existing.lstrip().startswith("["):
+            lines.insert(i, line)  # before the first table, where top-level keys belong
+            break
+        if pattern.match(existing):
+            lines[i] = line
+            break
+    else:
+        lines.append(line)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

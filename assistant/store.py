@@ -10,18 +10,21 @@ instant leaves either both or neither.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
+from assistant import crypt
 from assistant.errors import EnclaveError
+
+if TYPE_CHECKING:
+    from assistant.config import Settings
 
 
 class StoreError(EnclaveError):
@@ -167,14 +170,23 @@ class StoredMessage:
 
 
 class Store:
-    """The database. Safe to share between threads (one lock around each operation)."""
+    """The database. Safe to share between threads (one lock around each operation).
 
-    def __init__(self, path: Path) -> None:
+    ``key`` opens (or creates) it encrypted with SQLCipher; None is plaintext.
+    Front ends call :meth:`open`, which checks the file against the settings and
+    finds the key.
+    """
+
+    def __init__(self, path: Path, key: crypt.DatabaseKey | None = None) -> None:
         self.path = path
+        self.encrypted = key is not None
         self._lock = threading.RLock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Shared while open: `enclave init --encrypt` converts only when no one holds it.
+        self._file_lock = crypt.open_lock(path, exclusive=False)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+            crypt.remove_leftovers(path)
+            conn = crypt.connect(path, key)
             self.db = sqlite_utils.Database(conn)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
@@ -182,12 +194,30 @@ class Store:
             # Deleted text is overwritten, not left in free pages.
             self.db.execute("PRAGMA secure_delete=ON")
             self._migrate()
-        except sqlite3.DatabaseError as exc:
+        except crypt.EncryptionError:
+            crypt.release(self._file_lock)
+            raise
+        except crypt.DATABASE_ERRORS as exc:
+            crypt.release(self._file_lock)
+            if "not a database" in str(exc) and key is None and crypt.file_state(path) == "encrypted":
+                raise crypt.missing_key(path) from None
             raise StoreError(
                 f"The database {path} cannot be opened: {exc}.",
                 "If the disk is full, free space and retry; if the file is damaged, move it aside "
                 "(Enclave starts a new one) and keep the old copy for recovery.",
             ) from exc
+
+    @classmethod
+    def open(cls, settings: Settings, *, interactive: bool | None = None) -> Store:
+        """The database the settings name, encrypted or not as ``settings.encrypt`` says.
+
+        The key comes from ``ENCLAVE_DB_KEY``, the system keyring, or (``interactive``,
+        default: stdin is a terminal) a hidden prompt. Raises
+        :class:`~assistant.crypt.EncryptionError` when the file and the setting disagree
+        or the key is missing or wrong.
+        """
+        path = settings.locations.database
+        return cls(path, crypt.key_for(path, settings.encrypt, interactive=interactive))
 
     # -- schema
     @property
@@ -209,12 +239,12 @@ class Store:
             try:
                 with self.db.atomic():
                     yield self.db
-            except sqlite3.IntegrityError as exc:
+            except crypt.INTEGRITY_ERRORS as exc:
                 raise StoreError(
                     f"Could not save: {exc} (the conversation may have been deleted meanwhile).",
                     "Start a new conversation; nothing else was changed.",
                 ) from exc
-            except sqlite3.OperationalError as exc:
+            except crypt.OPERATIONAL_ERRORS as exc:
                 if "disk" in str(exc).lower() or "full" in str(exc).lower():
                     raise StoreError(
                         f"Could not save to {self.path}: {exc}.",
@@ -225,6 +255,8 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self.db.close()
+            crypt.release(self._file_lock)
+            self._file_lock = None
 
     # -- conversations
     def create_conversation(

@@ -31,6 +31,7 @@ from assistant.config import Settings
 from assistant.context import ContextOverflow
 from assistant.engines.base import Done, TextDelta, Usage
 from assistant.errors import ContextExhausted, EnclaveError, EngineError, ModelNotInstalled
+from assistant.store import Store
 from tui.safety import displayable
 
 #: Seconds between Markdown re-renders while an answer streams (10 per second).
@@ -899,5 +900,6 @@ def _code_blocks(markdown: str) -> list[str]:
     return blocks
 
 
-def run(settings: Settings, resume: int | None = None) -> None:
-    EnclaveApp(settings, resume=resume).run()
+def run(settings: Settings, resume: int | None = None, store: Store | None = None) -> None:
+    """Run the app; ``store`` is the database already opened (and unlocked) by the caller."""
+    EnclaveApp(settings, assistant_factory=lambda s: Assistant(s, store), resume=resume).run()

@@ -8,8 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from assistant import crypt
 from assistant.errors import EnclaveError
 from assistant.store import MIGRATIONS, Store
+
+#: Every store test runs on a plaintext and on a SQLCipher-encrypted database.
+KEY = crypt.DatabaseKey("correct horse battery staple", "the test")
 
 
 def _turn(store: Store, cid: int, user: str, answer: str, **extra: object) -> tuple[int, int]:
@@ -26,9 +30,14 @@ def _turn(store: Store, cid: int, user: str, answer: str, **extra: object) -> tu
     return store.add_turn(cid, user, answer, **fields)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "enclave.db")
+@pytest.fixture(params=["plaintext", "encrypted"])
+def store(tmp_path: Path, request: pytest.FixtureRequest) -> Store:
+    return Store(tmp_path / "enclave.db", KEY if request.param == "encrypted" else None)
+
+
+def _connect(store: Store) -> sqlite3.Connection:
+    """A second, independent connection to the store's file (with its key when encrypted)."""
+    return crypt.connect(store.path, KEY if store.encrypted else None)  # type: ignore[no-any-return]
 
 
 def _new(store: Store) -> int:
@@ -45,7 +54,7 @@ def test_database_settings_and_schema_version(store: Store) -> None:
     cid = _new(store)
     _turn(store, cid, "hello", "hi")
     store.close()
-    again = Store(store.path)
+    again = Store(store.path, KEY if store.encrypted else None)
     assert again.version == len(MIGRATIONS)
     assert [m.content for m in again.messages(cid)] == ["hello", "hi"]
 
@@ -149,7 +158,7 @@ def test_integrity_after_many_turns(store: Store) -> None:
         _turn(store, cid, f"q{i}", f"a{i}")
     assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert len(store.messages(cid)) == 100
-    assert sqlite3.connect(store.path).execute("select count(*) from messages").fetchone()[0] == 100
+    assert _connect(store).execute("select count(*) from messages").fetchone()[0] == 100
 
 
 def test_deleted_text_is_gone_from_the_file(store: Store) -> None:
