@@ -41,6 +41,7 @@ lint: $(STAMP)
 
 tiny-model: $(STAMP)  ## rebuild the committed tiny test model
 	$(PY) scripts/build_tiny_model.py tests/assets/tiny-llama
+	$(PY) scripts/build_tiny_embedder.py tests/assets/tiny-embedder
 
 bench: $(STAMP)
 	$(VENV)/bin/enclave bench

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.config import REPO_ROOT, Settings
-from assistant.errors import EnclaveError, ModelCorrupt, ModelNotInstalled, ModelUnknown
+from assistant.errors import EnclaveError, ModelCorrupt, ModelNotInstalled, ModelUnknown, NotALanguageModel
 
 MANIFEST_NAME = "enclave-manifest.json"
 RECIPES_DIR = REPO_ROOT / "models"
@@ -42,6 +42,8 @@ class Recipe:
     description: str
     source: dict[str, str]
     build: dict[str, dict[str, Any]]
+    #: ``chat`` for language models; ``embedding`` for sentence encoders (document search).
+    kind: str = "chat"
 
     @classmethod
     def from_file(cls, path: Path) -> Recipe:
@@ -55,6 +57,7 @@ class Recipe:
             description=data.get("description", ""),
             source=dict(data.get("source", {})),
             build={k: dict(v) for k, v in data.get("build", {}).items()},
+            kind=str(data.get("kind", "chat")),
         )
 
 
@@ -89,6 +92,11 @@ class InstalledModel:
     def chat(self) -> bool:
         return bool(self.manifest.get("chat", True))
 
+    @property
+    def kind(self) -> str:
+        """``chat`` (a language model, instruction-tuned or base) or ``embedding`` (document search)."""
+        return str(self.manifest.get("kind", "chat"))
+
     def summary(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -97,6 +105,7 @@ class InstalledModel:
             "size_bytes": self.size,
             "sha256": self.sha256,
             "chat": self.chat,
+            "kind": self.kind,
             "licence": self.manifest.get("licence", "unknown"),
             "context_length": self.manifest.get("context_length"),
             "source": self.manifest.get("source", {}).get("package", "user"),
@@ -201,6 +210,16 @@ class Catalog:
             f"No model is called {name!r}.",
             f"Known models: {', '.join(known) or 'none'}. Add your own with `enclave models add PATH`.",
         )
+
+    def find_language_model(self, name: str, engine: str | None = None) -> InstalledModel:
+        """Like :meth:`find`, but refuses embedding models by name, built or not."""
+        recipe = self.recipes.get(name)
+        if recipe is not None and recipe.kind == "embedding":
+            raise NotALanguageModel(name)
+        model = self.find(name, engine)
+        if model.kind == "embedding":
+            raise NotALanguageModel(name)
+        return model
 
     # -- verification
     def verify(self, model: InstalledModel, full: bool = True) -> list[str]:

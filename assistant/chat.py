@@ -118,7 +118,7 @@ class Assistant:
 
     def load(self, name: str | None = None, engine: str | None = None) -> tuple[InstalledModel, Engine]:
         name = name or self.settings.model
-        model = self.catalog.find(name, engine)
+        model = self.catalog.find_language_model(name, engine)
         key = (model.name, model.engine)
         if key not in self._loaded:
             self.catalog.check_before_load(model)

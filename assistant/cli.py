@@ -561,7 +561,7 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         rows = [m.summary() for m in installed]
         buildable = [
-            {"name": r.name, "engines": sorted(r.build), "chat": r.chat, "licence": r.licence}
+            {"name": r.name, "engines": sorted(r.build), "chat": r.chat, "kind": r.kind, "licence": r.licence}
             for r in catalog.recipes.values()
         ]
         click.echo(json.dumps({"installed": rows, "buildable": buildable}))
@@ -571,7 +571,7 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
         lic_w = max(7, *(len(str(m.manifest.get("licence"))) for m in installed)) + 2
         click.echo(f"{'NAME':{name_w}} {'ENGINE':7} {'SIZE':>10}  {'LICENCE':{lic_w}} KIND")
         for m in installed:
-            kind = "chat" if m.chat else "base (not for chat)"
+            kind = _kind_label(m.kind, m.chat)
             licence = str(m.manifest.get("licence"))
             click.echo(f"{m.name:{name_w}} {m.engine:7} {human_size(m.size):>10}  {licence:{lic_w}} {kind}")
     else:
@@ -580,7 +580,14 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
     if missing:
         click.echo("\nCan be built offline (`enclave models build NAME`):")
         for r in missing:
-            click.echo(f"  {r.name:26} {r.licence:12} {'chat' if r.chat else 'base'} — {r.description}")
+            label = "embedding" if r.kind == "embedding" else "chat" if r.chat else "base"
+            click.echo(f"  {r.name:26} {r.licence:12} {label} — {r.description}")
+
+
+def _kind_label(kind: str, chat: bool) -> str:
+    if kind == "embedding":
+        return "embedding (for document search)"
+    return "chat" if chat else "base (not for chat)"
 
 
 @models.command("build")

@@ -17,16 +17,34 @@ def _err(text: str = "") -> None:
     click.echo(text, err=True)
 
 
-def _open(ctx: click.Context) -> tuple[Any, Any]:
-    """(settings, library) for this command; the database and embedder open lazily."""
+def _open(ctx: click.Context, build: bool = False) -> tuple[Any, Any]:
+    """(settings, library) for this command. With ``build``, the embedding model is
+    built first if it is missing and the build tools are installed (once, ~30 s);
+    without them, search stays keyword-only and the report says so."""
     from assistant.config import Settings
     from assistant.retrieval import open_library
+    from assistant.retrieval.embed import build_embedder, load_embedder
     from assistant.store import Store
 
     settings = Settings.load()
     store = Store.open(settings)
     ctx.call_on_close(store.close)
+    if build and settings.docs_build_embedder and load_embedder(settings) is None and _build_tools_installed():
+        from assistant.cli import BuildProgress
+
+        _err("Building the embedding model for document search (once; about 30 s)…")
+        try:
+            with BuildProgress() as progress:
+                build_embedder(settings, progress=progress)
+        except EnclaveError as exc:
+            _err(click.style("note: ", fg="yellow") + f"{exc.message} Indexing continues with keyword search.")
     return settings, open_library(settings, store)
+
+
+def _build_tools_installed() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers", "onnx"))
 
 
 def _size(n: float) -> str:
@@ -131,7 +149,7 @@ def docs_add(ctx: click.Context, paths: tuple[Path, ...], collection: str, as_js
     Incremental and resumable: unchanged files cost nothing, changed files are
     re-read, deleted ones are removed; stop it at any moment and run it again.
     """
-    _, library = _open(ctx)
+    _, library = _open(ctx, build=True)
     with IndexProgress() as progress:
         report = library.add(list(paths), collection, progress)
     _audit(
@@ -152,7 +170,7 @@ def docs_add(ctx: click.Context, paths: tuple[Path, ...], collection: str, as_js
 @click.pass_context
 def docs_sync(ctx: click.Context, collection: str | None, as_json: bool) -> None:
     """Bring collections up to date with their folders (all when none is named)."""
-    _, library = _open(ctx)
+    _, library = _open(ctx, build=True)
     names = [collection] if collection else [c["name"] for c in library.collections()]
     if not names:
         raise EnclaveError("There are no document collections yet.", "Add documents with `enclave docs add PATH`.")

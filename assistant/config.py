@@ -108,6 +108,9 @@ class Settings:
     #: evidence; below it Enclave says it found nothing relevant. Calibrated with
     #: scripts/measure_retrieval.py.
     docs_min_similarity: float = 0.35
+    #: Build the embedding model (vector search) on the first `enclave docs add` when it is
+    #: missing and the build tools are installed (about 30 s, once).
+    docs_build_embedder: bool = True
     #: Files larger than this are skipped when indexing documents.
     docs_max_file_mb: int = 200
     #: Seconds one document may take to parse before it is skipped.

@@ -30,6 +30,16 @@ class ModelUnknown(EnclaveError):
     """No manifest and no installed model has this name."""
 
 
+class NotALanguageModel(EnclaveError):
+    """The model named to answer is an embedding model (document search), not a language model."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"{name} is an embedding model for document search, not a chat model.",
+            "Choose a chat model with --model (see `enclave models list`).",
+        )
+
+
 class ModelCorrupt(EnclaveError):
     """An installed model's files do not match its manifest, or cannot be loaded."""
 

@@ -14,6 +14,7 @@ from assistant.privacy import install_network_guard
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_MODEL = ROOT / "tests" / "assets" / "tiny-llama"
+TINY_EMBEDDER = ROOT / "tests" / "assets" / "tiny-embedder"
 
 # The whole suite runs with outbound sockets blocked; loopback stays open for the
 # tests' own servers. tests/unit/test_privacy.py proves the block works.
@@ -26,6 +27,9 @@ def enclave_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ENCLAVE_HOME", str(home))
     for var in ("ENCLAVE_MODEL", "ENCLAVE_CONFIG", "ENCLAVE_CONTEXT_WINDOW", "ENCLAVE_DEBUG"):
         monkeypatch.delenv(var, raising=False)
+    # `docs add` would build the real embedding model (30 s) in every fresh home; tests
+    # install the tiny one where they need vectors, and the slow tests the real one.
+    monkeypatch.setenv("ENCLAVE_DOCS_BUILD_EMBEDDER", "false")
     return home
 
 
@@ -71,6 +75,31 @@ def slow_decoding(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-d
 
 
 @pytest.fixture
+def tiny_embedder(tmp_path: Path) -> Path:
+    """A private copy of the committed tiny sentence encoder (32-dim vectors; tests may damage it)."""
+    target = tmp_path / "tiny-embedder"
+    shutil.copytree(TINY_EMBEDDER, target)
+    return target
+
+
+@pytest.fixture
+def tiny_embedder_installed(settings, tiny_embedder: Path) -> Path:  # type: ignore[no-untyped-def]
+    """The tiny encoder installed where `enclave models build all-minilm-l6-v2` puts the real one."""
+    import json
+
+    from assistant.catalog import MANIFEST_NAME, Catalog
+    from assistant.retrieval.embed import EMBEDDER_NAME, embedder_folder
+
+    folder = embedder_folder(settings)
+    shutil.copytree(tiny_embedder, folder)
+    info = json.loads((folder / MANIFEST_NAME).read_text())
+    for key in ("name", "engine", "files", "sha256"):
+        info.pop(key)
+    Catalog(settings).write_manifest(EMBEDDER_NAME, "onnx", folder, info)
+    return folder
+
+
+@pytest.fixture
 def tiny_engine(tiny_dir: Path) -> Iterator[object]:
     from assistant.engines.onnx_genai import OnnxGenaiEngine
 
@@ -108,6 +137,13 @@ def _built(name: str, engine: str) -> Path:
 def smollm2_home() -> Path:
     """SmolLM2-135M-Instruct for onnxruntime-genai, built from PyPI by the recipe."""
     return _built("smollm2-135m-instruct", "onnx")
+
+
+@pytest.fixture(scope="session")
+def embedder_home() -> Path:
+    """all-MiniLM-L6-v2 as an ONNX sentence encoder, built from PyPI by the recipe (~30 s once);
+    the folder is ``embedder_folder(settings)`` with ``ENCLAVE_HOME`` set to this home."""
+    return _built("all-minilm-l6-v2", "onnx")
 
 
 @pytest.fixture(scope="session")

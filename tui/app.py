@@ -781,6 +781,8 @@ class EnclaveApp(App[None]):
 
         options = []
         for m in self.assistant.catalog.installed():
+            if m.kind == "embedding":
+                continue  # document search's encoder, not a model to chat with
             note = "" if m.chat else " — base model, not for chat"
             options.append(
                 (m.name, f"{m.name} · {m.engine} · {human_size(m.size)} · {m.manifest.get('licence', '?')}{note}")

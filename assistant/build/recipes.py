@@ -427,6 +427,12 @@ def _build(catalog: Catalog, name: str, engine: str, progress: Progress, force: 
             f"Models it can build: {', '.join(sorted(catalog.recipes))}. "
             "Register a model you already have with `enclave models add PATH`.",
         )
+    if recipe.kind == "embedding":
+        if engine != "onnx":
+            raise BuildError(f"{name} is an embedding model; it is built for onnxruntime only.", "Use --engine onnx.")
+        from assistant.build.embedder import build_embedding
+
+        return build_embedding(catalog, recipe, progress, force)
     if engine == "onnx":
         return build_onnx(catalog, recipe, progress, force)
     if engine == "litert":

@@ -16,12 +16,9 @@ def open_library(settings: Settings, store: Store, embedder: object | None = Non
     from assistant.retrieval.index import Library
 
     if embedder is None:
-        try:
-            from assistant.retrieval.embed import load_embedder
-        except ImportError:
-            embedder = None
-        else:
-            embedder = load_embedder(settings)
+        from assistant.retrieval.embed import load_embedder
+
+        embedder = load_embedder(settings)
     return Library(
         store,
         embedder,  # type: ignore[arg-type]

@@ -239,3 +239,31 @@ def test_reindex_is_incremental(library: Library, tmp_path: Path) -> None:
     assert (docs / "f4.txt").exists()
     assert library.remove("inc") == 3
     assert library.collections() == []
+
+
+def test_vectors_are_stored_searched_and_refreshed(settings, tiny_embedder_installed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from assistant.retrieval import open_library
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text(
+        "# Pump\n\nHold the red RESET button for five seconds.\n\n# Lease\n\nRent is due monthly.\n"
+    )
+    store = Store(settings.locations.database)
+    plain = Library(store, None)
+    plain.add([docs], "v")  # indexed before the embedding model existed
+    assert store.db.execute("select count(*) from chunk_vectors").fetchone()[0] == 0
+    library = open_library(settings, store)
+    assert library.embedder is not None
+    report = library.sync("v")  # fills the missing vectors
+    assert report.vectors == 2 == store.db.execute("select count(*) from chunk_vectors").fetchone()[0]
+    hits = library.search("red reset button", k=2, mode="vector")
+    assert len(hits) == 2 and all(h.similarity is not None for h in hits)
+    assert hits[0].similarity >= hits[1].similarity
+    fused = library.search("red reset button", k=2)
+    assert fused[0].bm25_rank == 1 and fused[0].vector_rank is not None
+    # A different embedding model (another sha256) gets its own vectors; the old ones go.
+    library.embedder.sha256 = "other-model"  # type: ignore[union-attr]
+    assert library.fill_vectors() == 2
+    assert store.db.execute("select count(distinct embedder) from chunk_vectors").fetchone()[0] == 1
+    store.close()

@@ -13,6 +13,8 @@ RUNTIME_MODULES = [
     "assistant.engines.litert_lm",
     "assistant.build.recipes",
     "assistant.bench",
+    "assistant.retrieval.embed",
+    "assistant.build.embedder",
 ]
 BUILD_TOOLS = ["torch", "transformers", "gguf", "onnx", "onnx_ir", "accelerate", "safetensors", "litert_torch", "jax"]
 
@@ -42,6 +44,8 @@ def test_the_runtime_never_imports_the_build_tools() -> None:
         "\nl = LitertEngine(Path('tests/assets/tiny-gemma.litertlm'), 't', Path(tempfile.mkdtemp()), max_tokens=128)"
         "\nm = [{'role': 'user', 'content': 'hi'}]"
         "\nlist(l.open_session(128).generate(l.tokenizer.encode(l.tokenizer.render(m)), GenerationOptions(max_tokens=4), messages=m))"
+        "\nfrom assistant.retrieval.embed import Embedder"
+        "\nEmbedder(Path('tests/assets/tiny-embedder')).embed(['document search'])"
     )
     loaded = _loaded_after(code)
     assert not loaded & set(BUILD_TOOLS), sorted(loaded & set(BUILD_TOOLS))
