@@ -131,6 +131,7 @@ def text_blocks(text: str, kind: str) -> list[Block]:
     para: list[str] = []
     start = 0
     in_fence = False
+    underlines: dict[str, int] = {}
 
     def flush(end: int) -> None:
         nonlocal para
@@ -152,14 +153,19 @@ def text_blocks(text: str, kind: str) -> list[Block]:
             i += 1
             continue
         if (
-            kind == "rst"
+            not in_fence
             and stripped
+            and not para
             and i + 1 < len(lines)
             and _RST_UNDERLINE.match(lines[i + 1])
-            and len(lines[i + 1].rstrip()) >= len(stripped)
+            and len(lines[i + 1].rstrip()) >= min(len(stripped), 3 if kind != "rst" else len(stripped))
         ):
+            # An underlined title (reStructuredText, Markdown "setext", plain-text
+            # manuals): levels follow the order in which underline characters appear.
+            char = lines[i + 1].strip()[0]
+            level = underlines.setdefault(char, len(underlines) + 1)
             flush(number - 1)
-            blocks.append(Block(stripped, number, number + 1, level=1))
+            blocks.append(Block(stripped, number, number + 1, level=level))
             i += 2
             continue
         if kind == "rst" and _RST_UNDERLINE.match(line) and not para:
