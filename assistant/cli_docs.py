@@ -116,8 +116,15 @@ def _print_report(report: Any, library: Any, as_json: bool) -> None:
         f"{report.files_removed} removed, {len(report.skipped)} skipped · {report.chunks} passages · "
         f"{_size(report.bytes)} in {report.seconds:.1f} s ({rate:.2f} MB/s)"
     )
-    for path, reason in report.skipped:
+    shown = report.skipped if len(report.skipped) <= 20 else report.skipped[:10]
+    for path, reason in shown:
         click.echo(f"  skipped {path}: {reason}")
+    if len(shown) < len(report.skipped):
+        from collections import Counter
+
+        kinds = Counter(reason.split(" (")[0] for _, reason in report.skipped[len(shown) :])
+        summary = ", ".join(f"{n} × {why}" for why, n in kinds.most_common(5))
+        click.echo(f"  … and {len(report.skipped) - len(shown)} more skipped ({summary}); `enclave docs status` lists all")
     for path, note in report.notes:
         click.echo(f"  note {path}: {note}")
     if library.embedder is None:

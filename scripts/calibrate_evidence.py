@@ -11,10 +11,8 @@ questions would still be answered, how many unanswerable ones refused.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import tempfile
-from contextlib import redirect_stdout
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -23,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def main() -> int:
     from measure_retrieval import COLLECTION, load_questions
-    from retrieval_harness import corpus_files, find_embedder, open_library
+    from retrieval_harness import corpus_files, find_embedder, generated_corpus, open_library
 
     from assistant.retrieval.answer import evidence
 
@@ -32,7 +30,7 @@ def main() -> int:
     parser.add_argument("--embedder", type=Path)
     parser.add_argument("--k", type=int, default=5)
     args = parser.parse_args()
-    root = args.corpus or _corpus()
+    root = args.corpus or generated_corpus()
     questions = load_questions(root)
     choice = find_embedder(args.embedder)
     if choice.embedder is None:
@@ -53,15 +51,6 @@ def main() -> int:
         refused = sum(not evidence(q["q"], h, t)[0] for q, h in unanswerable) / len(unanswerable)
         print(f"{t:>9.2f}  {kept:>22.2f}  {refused:>23.2f}  {(kept + refused) / 2:>8.2f}")
     return 0
-
-
-def _corpus() -> Path:
-    import retrieval_corpus
-
-    root = Path(tempfile.mkdtemp(prefix="enclave-evidence-")) / "corpus"
-    with redirect_stdout(io.StringIO()):
-        retrieval_corpus.main([str(root)])
-    return root
 
 
 if __name__ == "__main__":

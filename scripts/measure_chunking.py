@@ -8,10 +8,8 @@ table. The sizes are the chunker's defaults, set for this run only.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import tempfile
-from contextlib import redirect_stdout
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -20,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def main() -> int:
     import measure_retrieval
+    from retrieval_harness import generated_corpus
 
     from assistant.retrieval import chunker
 
@@ -35,7 +34,7 @@ def main() -> int:
         assert original is not None
         chunker.chunk_blocks.__defaults__ = (original[0], target, limit)
         with tempfile.TemporaryDirectory() as home:
-            report = measure_retrieval.measure(args.corpus or _corpus(), Path(home), args.embedder, k=5)
+            report = measure_retrieval.measure(args.corpus or generated_corpus(), Path(home), args.embedder, k=5)
         for mode in report["modes"]:
             rows.append((size, mode["mode"], mode["recall"], mode["mrr"], report["index"]["chunks"]))
     chunker.chunk_blocks.__defaults__ = original
@@ -43,15 +42,6 @@ def main() -> int:
     for size, mode, recall, mrr, chunks in rows:
         print(f"{size:<9}{mode:<8}{recall:>9.2f}{mrr:>8.2f}{chunks:>8}")
     return 0
-
-
-def _corpus() -> Path:
-    import retrieval_corpus
-
-    root = Path(tempfile.mkdtemp(prefix="enclave-chunking-")) / "corpus"
-    with redirect_stdout(io.StringIO()):
-        retrieval_corpus.main([str(root)])
-    return root
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -133,3 +134,12 @@ def timed() -> Iterator[list[float]]:
         yield box
     finally:
         box.append(time.perf_counter() - start)
+
+
+def generated_corpus() -> Path:
+    """The seeded corpus written to a new temporary folder (left for the caller to inspect)."""
+    from retrieval_corpus import write_corpus
+
+    root = Path(tempfile.mkdtemp(prefix="enclave-corpus-")) / "corpus"
+    write_corpus(root)
+    return root

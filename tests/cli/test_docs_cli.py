@@ -136,3 +136,15 @@ def test_indexing_killed_at_any_moment_resumes_without_duplicates(enclave_home: 
     db.execute("insert into chunks_fts(chunks_fts) values('integrity-check')")
     hits = json.loads(enclave("docs", "search", "filter F123", "--json", home=enclave_home).stdout)
     assert Path(hits[0]["path"]).name == "doc123.md"
+
+
+def test_a_long_skip_list_is_summarised(enclave_home: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("The photos of the site visit.")
+    for i in range(25):
+        (folder / f"img{i:02}.png").write_bytes(b"\x89PNG")
+    out = enclave("docs", "add", str(folder), home=enclave_home).stdout
+    assert out.count("  skipped ") == 10
+    assert "… and 15 more skipped (15 × unsupported file type .png); `enclave docs status` lists all" in out
+    assert enclave("docs", "status", home=enclave_home).stdout.count("unsupported file type .png") == 25

@@ -267,3 +267,17 @@ def test_vectors_are_stored_searched_and_refreshed(settings, tiny_embedder_insta
     assert library.fill_vectors() == 2
     assert store.db.execute("select count(distinct embedder) from chunk_vectors").fetchone()[0] == 1
     store.close()
+
+
+def test_a_small_collection_is_searched_even_when_a_big_one_matches_better(library: Library, tmp_path: Path) -> None:
+    big, small = tmp_path / "big", tmp_path / "small"
+    big.mkdir()
+    small.mkdir()
+    for i in range(260):  # more strong matches than FTS5's first ranked page
+        (big / f"b{i}.txt").write_text(f"Pump pump pump seal number {i}.")
+    (small / "s.txt").write_text("A long passage that mentions the pump only once, among many other words here.")
+    library.add([big], "big")
+    library.add([small], "small")
+    hits = library.search("pump", k=3, collections=["small"], mode="bm25")
+    assert [Path(h.path).name for h in hits] == ["s.txt"]
+    assert len(library.search("pump", k=60, mode="bm25")) == 50  # CANDIDATES across all collections
