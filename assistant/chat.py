@@ -534,6 +534,13 @@ class TurnCollector:
         conv = self.conv
         text = "".join(self.parts)
         retrieval = conv.last_retrieval
+        citations = None if retrieval is None else retrieval.citations(text)
+        notices = [] if retrieval is None else list(retrieval.notices)
+        if citations and text.strip() and not any(c["supports"] for c in citations):
+            # Checked, not trusted: a small model can mix facts from two passages.
+            notices.append(
+                "No sentence of this answer matches a source in its words and figures; check it against them."
+            )
         route = conv.route
         return TurnResult(
             text=text,
@@ -545,8 +552,8 @@ class TurnCollector:
             error=self.error,
             context=conv.last_plan,
             conversation_id=conv.id,
-            citations=None if retrieval is None else retrieval.citations(text),
-            notices=[] if retrieval is None else retrieval.notices,
+            citations=citations,
+            notices=notices,
             where=route.where,
         )
 

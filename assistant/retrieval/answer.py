@@ -90,17 +90,24 @@ def cited_numbers(answer: str) -> set[int]:
     return found
 
 
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
 def supporting(answer: str, passages: Sequence[Passage], share: float = 0.6) -> dict[int, int]:
     """For each passage number, how many answer sentences it supports: sentences with
-    at least three content words, ``share`` of which occur in the passage."""
+    at least three content words, ``share`` of which occur in the passage, and every
+    number of which does (a torque, a date, a notice period is the fact that matters:
+    "4 mm" is not supported by a passage that says "10 mm")."""
     words = {p.n: content_words(p.text) for p in passages}
+    numbers = {p.n: set(_NUMBER.findall(p.text)) for p in passages}
     counts: dict[int, int] = {}
     for sentence in re.split(r"(?<=[.!?])\s+|\n+", answer):
         mine = content_words(sentence)
         if len(mine) < 3:
             continue
+        figures = set(_NUMBER.findall(sentence))
         for n, theirs in words.items():
-            if len(mine & theirs) >= share * len(mine):
+            if len(mine & theirs) >= share * len(mine) and figures <= numbers[n]:
                 counts[n] = counts.get(n, 0) + 1
     return counts
 

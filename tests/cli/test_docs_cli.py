@@ -148,3 +148,20 @@ def test_a_long_skip_list_is_summarised(enclave_home: Path, tmp_path: Path) -> N
     assert out.count("  skipped ") == 10
     assert "… and 15 more skipped (15 × unsupported file type .png); `enclave docs status` lists all" in out
     assert enclave("docs", "status", home=enclave_home).stdout.count("unsupported file type .png") == 25
+
+
+@pytest.mark.slow
+def test_first_docs_add_builds_the_embedding_model(enclave_home: Path, folder: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("ENCLAVE_DOCS_BUILD_EMBEDDER", "true")
+    out = enclave("docs", "add", str(folder), "--json", home=enclave_home, timeout=600)
+    assert "Building the embedding model for document search" in out.stderr
+    report = json.loads(out.stdout)
+    assert report["vector_search"] is True and report["vectors"] == 0  # embedded while indexing
+    status = json.loads(enclave("docs", "status", "--json", home=enclave_home).stdout)
+    assert status["vector_search"] is True
+    hits = json.loads(
+        enclave("docs", "search", "how to zero the gauge", "--mode", "vector", "--json", home=enclave_home).stdout
+    )
+    assert Path(hits[0]["path"]).name == "pump.md" and hits[0]["similarity"] > 0.3
+    again = enclave("docs", "add", str(folder), home=enclave_home)
+    assert "Building" not in again.stderr  # once

@@ -109,6 +109,12 @@ def test_citation_numbers_and_support() -> None:
     passages = [Passage(1, hit, hit.text)]
     assert supporting("You hold the red RESET button for five seconds.", passages) == {1: 1}
     assert supporting("The sky is blue and wide today.", passages) == {}
+    # Numbers must match: the right words with the wrong figure support nothing.
+    assert supporting("You hold the red RESET button for 5 seconds.", passages) == {}
+    figures = Hit(2, "/n.md", None, 1, 1, "", "Deflection of the AR-110 belt should be 10 mm.", 0.1)
+    other = Hit(3, "/o.md", None, 1, 1, "", "Deflection of the AR-220 belt should be 4 mm.", 0.1)
+    both = [Passage(1, figures, figures.text), Passage(2, other, other.text)]
+    assert supporting("The deflection of the belt should be 4 mm.", both) == {2: 1}
     assert "[1] m.md, lines 1–2" in render("q?", passages)
 
 
@@ -133,3 +139,11 @@ def test_fts_query_never_breaks_on_user_text(settings, text: str, manuals: Path)
     library.search(text, k=3)  # must not raise
     assert fts_query("") is None
     assert fts_query("the pump") == '"pump"'
+
+
+def test_an_answer_no_source_supports_gets_a_notice(settings, tiny_installed, manuals: Path) -> None:  # type: ignore[no-untyped-def]
+    assistant, conv = open_conversation(settings, manuals)
+    result = conv.ask("How do I reset the pressure on the pump?")  # the tiny model answers noise
+    assert result.citations and not any(c["supports"] for c in result.citations)
+    assert any("check it against them" in n for n in result.notices)
+    assistant.close()
