@@ -170,20 +170,17 @@ def _print_sources(result: Any) -> None:
     if not result.citations:
         return
     click.echo(click.style("\nSources:", bold=True))
+    from assistant.retrieval.location import describe
+
     for c in result.citations:
-        where = [c["path"]]
-        if c["page"] is not None:
-            where.append(f"page {c['page']}")
-        span = str(c["line_start"]) if c["line_start"] == c["line_end"] else f"{c['line_start']}–{c['line_end']}"
-        unit = c["unit"] if c["line_start"] != c["line_end"] else c["unit"][:-1]
-        where.append(f"{unit} {span}")
+        where = describe(c["path"], c["page"], c["line_start"], c["line_end"], c["unit"])
         if c["cited"]:
             mark = ""
         elif c.get("supports"):
             mark = click.style("  (not cited, but the answer matches it)", dim=True)
         else:
             mark = click.style("  (given, not used)", dim=True)
-        click.echo(f"[{c['n']}] {', '.join(where)}{mark}")
+        click.echo(f"[{c['n']}] {where}{mark}")
 
 
 def _summary(result: Any) -> str:

@@ -90,10 +90,7 @@ def config_set(name: str, value: str) -> None:
     after = Settings.load(**{name: parsed})  # raises a clear error for a bad value
     new = getattr(after, name)
     path = before.locations.config_file
-    if isinstance(new, tuple):
-        _write_list(path, name, list(new))
-    else:
-        write_setting(path, name, new)
+    write_setting(path, name, new)
     old = getattr(before, name)
     store = Store.open(before)
     try:
@@ -108,13 +105,3 @@ def config_set(name: str, value: str) -> None:
     click.echo(f"{name} = {json.dumps(list(new) if isinstance(new, tuple) else new, ensure_ascii=False)}  ({path})")
     if f"ENCLAVE_{name.upper()}" in os.environ:
         click.echo(f"note: ENCLAVE_{name.upper()} is set in the environment and overrides the file.", err=True)
-
-
-def _write_list(path: Any, name: str, values: list[str]) -> None:
-    """A TOML array line, written through the same keep-every-other-line path."""
-    from assistant.config import write_setting
-
-    write_setting(path, name, "\0")  # reserve the line, then put the array literal in it
-    text = path.read_text(encoding="utf-8")
-    literal = "[" + ", ".join(json.dumps(v, ensure_ascii=False) for v in values) + "]"
-    path.write_text(text.replace(f'{name} = "\\u0000"', f"{name} = {literal}"), encoding="utf-8")

@@ -124,7 +124,9 @@ def _print_report(report: Any, library: Any, as_json: bool) -> None:
 
         kinds = Counter(reason.split(" (")[0] for _, reason in report.skipped[len(shown) :])
         summary = ", ".join(f"{n} × {why}" for why, n in kinds.most_common(5))
-        click.echo(f"  … and {len(report.skipped) - len(shown)} more skipped ({summary}); `enclave docs status` lists all")
+        click.echo(
+            f"  … and {len(report.skipped) - len(shown)} more skipped ({summary}); `enclave docs status` lists all"
+        )
     for path, note in report.notes:
         click.echo(f"  note {path}: {note}")
     if library.embedder is None:

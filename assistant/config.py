@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -187,7 +188,7 @@ class Settings:
         return replace(settings, **converted)
 
 
-def write_setting(path: Path, name: str, value: bool | int | float | str) -> None:
+def write_setting(path: Path, name: str, value: bool | int | float | str | Sequence[str]) -> None:
     """Set ``name = value`` in the TOML file at ``path``, keeping every other line as it is.
 
     The file is flat (no tables), so the first top-level ``name = …`` line is
@@ -198,6 +199,8 @@ def write_setting(path: Path, name: str, value: bool | int | float | str) -> Non
         text = "true" if value else "false"
     elif isinstance(value, int | float):
         text = repr(value)
+    elif not isinstance(value, str):  # a list of strings: a TOML array
+        text = "[" + ", ".join(json.dumps(v, ensure_ascii=False) for v in value) + "]"
     else:
         text = json.dumps(value, ensure_ascii=False)  # JSON string escapes are valid TOML
     lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []

@@ -22,6 +22,7 @@ import sqlite_utils
 
 from assistant import crypt
 from assistant.errors import EnclaveError
+from assistant.retrieval.location import describe
 
 if TYPE_CHECKING:
     from assistant.config import Settings
@@ -433,10 +434,8 @@ class Store:
                 lines.append(f"*{m.model} · {m.engine} · {where} · sha256 {sha}… · {m.created_at}*")
                 lines.append("")
                 for c in m.citations or []:
-                    page = f", page {c['page']}" if c.get("page") is not None else ""
-                    lines.append(
-                        f"- [{c['n']}] {c['path']}{page}, {c.get('unit', 'lines')} {c['line_start']}–{c['line_end']}"
-                    )
+                    where = describe(c["path"], c.get("page"), c["line_start"], c["line_end"], c.get("unit", "lines"))
+                    lines.append(f"- [{c['n']}] {where}")
                 if m.citations:
                     lines.append("")
         return "\n".join(lines)

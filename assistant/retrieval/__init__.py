@@ -6,11 +6,12 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from assistant.config import Settings
+    from assistant.retrieval.embed import Embedder
     from assistant.retrieval.index import Library
     from assistant.store import Store
 
 
-def open_library(settings: Settings, store: Store, embedder: object | None = None) -> Library:
+def open_library(settings: Settings, store: Store, embedder: Embedder | None = None) -> Library:
     """The document library over ``store``, with the embedding model when it is built
     (without it, search is BM25 only and says so)."""
     from assistant.retrieval.index import Library
@@ -21,7 +22,7 @@ def open_library(settings: Settings, store: Store, embedder: object | None = Non
         embedder = load_embedder(settings)
     return Library(
         store,
-        embedder,  # type: ignore[arg-type]
+        embedder,
         max_file_mb=settings.docs_max_file_mb,
         parse_timeout=settings.docs_parse_timeout,
     )

@@ -27,6 +27,7 @@ import numpy as np
 
 from assistant.errors import EnclaveError
 from assistant.retrieval.chunker import Chunk, chunk_blocks, estimate_tokens
+from assistant.retrieval.location import describe
 from assistant.retrieval.parsers import FORMATS
 from assistant.retrieval.worker import ParseFailed, ParserPool
 from assistant.store import Store, _now
@@ -72,13 +73,8 @@ class Hit:
         return "paragraphs" if self.kind == "docx" else "lines"
 
     def location(self) -> str:
-        """``manual.pdf, page 3, lines 10-18`` (paragraphs for .docx)."""
-        where = [self.path]
-        if self.page is not None:
-            where.append(f"page {self.page}")
-        span = f"{self.line_start}" if self.line_start == self.line_end else f"{self.line_start}–{self.line_end}"
-        where.append(f"{self.unit} {span}" if self.line_start != self.line_end else f"{self.unit[:-1]} {span}")
-        return ", ".join(where)
+        """``manual.pdf, page 3, lines 10–18`` (paragraphs for .docx)."""
+        return describe(self.path, self.page, self.line_start, self.line_end, self.unit)
 
     def as_dict(self) -> dict[str, Any]:
         return {
