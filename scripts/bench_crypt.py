@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from assistant import crypt  # noqa: E402
-from assistant.store import Store  # noqa: E402
+from assistant.storage import crypt  # noqa: E402
+from assistant.storage.database import Store  # noqa: E402
 
 KEYS = {
     "plaintext": None,

@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from assistant.bench import run_bench
-from assistant.cli import report_text
-from assistant.config import Settings
-from assistant.privacy import install_network_guard
+from assistant.app.bench import run_bench
+from assistant.cli.bench import report_text
+from assistant.core.settings import Settings
+from assistant.privacy.guard import install_network_guard
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ sys.path.insert(0, str(SCRIPTS))
 from retrieval_corpus import DEFAULT_SEED, question_pool, write_bulk  # noqa: E402
 from retrieval_harness import MODES, corpus_files, find_embedder, open_library, percentile, say, timed  # noqa: E402
 
-from assistant.privacy import install_network_guard  # noqa: E402
+from assistant.privacy.guard import install_network_guard  # noqa: E402
 
 COLLECTION = "bench"
 

@@ -16,9 +16,9 @@ import asyncio
 import statistics
 from dataclasses import replace
 
-from assistant.chat import Assistant
-from assistant.config import Settings
-from assistant.privacy import install_network_guard
+from assistant.app.turns import Assistant
+from assistant.core.settings import Settings
+from assistant.privacy.guard import install_network_guard
 from tui.app import EnclaveApp
 
 PROMPT = "Explain step by step how to service a centrifugal pump, with safety checks."

@@ -3,7 +3,7 @@
 
 A 2-layer BERT (hidden 32) with a WordPiece vocabulary trained here on a fixed
 text, saved as a sentence-transformers folder and converted by the same code as
-the real model (:func:`assistant.build.embedder.export`), so the output has the
+the real model (:func:`assistant.catalog.convert.embedder.export`), so the output has the
 real layout: model.onnx, tokenizer.json, embedder.json, enclave-manifest.json.
 Weights come from a fixed seed and the manifest carries no times, so two runs are
 byte-identical (about 170 KB; committed under ``tests/assets/tiny-embedder``).
@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from assistant.build.embedder import export  # noqa: E402
-from assistant.catalog import MANIFEST_NAME, combined_sha256, sha256_file  # noqa: E402
+from assistant.catalog.convert.embedder import export  # noqa: E402
+from assistant.catalog.manifests import MANIFEST_NAME, combined_sha256, sha256_file  # noqa: E402
 
 CORPUS = [
     "To reset the pressure of the pump, hold the red button for five seconds.",

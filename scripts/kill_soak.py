@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from assistant import crypt  # noqa: E402
+from assistant.storage import crypt  # noqa: E402
 from tests.reliability.test_kill import RAW_KEY, WRITER  # noqa: E402 - one writer for the test and the soak
 
 

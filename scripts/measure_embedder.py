@@ -32,8 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from assistant.build.embedder import export, find_weights  # noqa: E402
-from assistant.catalog import recipes  # noqa: E402
+from assistant.catalog.convert.embedder import export, find_weights  # noqa: E402
+from assistant.catalog.manifests import recipes  # noqa: E402
 from assistant.retrieval.embed import EMBEDDER_NAME, Embedder  # noqa: E402
 
 SENTENCES = [

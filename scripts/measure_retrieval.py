@@ -47,7 +47,7 @@ from retrieval_harness import (  # noqa: E402
     timed,
 )
 
-from assistant.privacy import install_network_guard  # noqa: E402
+from assistant.privacy.guard import install_network_guard  # noqa: E402
 
 MRR_DEPTH = 10
 COLLECTION = "eval"

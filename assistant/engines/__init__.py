@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from assistant.errors import EngineUnavailable
+from assistant.core.errors import EngineUnavailable
 
 if TYPE_CHECKING:
-    from assistant.catalog import InstalledModel
-    from assistant.config import Settings
+    from assistant.catalog.manifests import InstalledModel
+    from assistant.core.settings import Settings
     from assistant.engines.base import Engine
 
 ENGINE_NAMES = ("onnx", "litert")

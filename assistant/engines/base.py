@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from assistant.errors import ContextExhausted, EngineError
+from assistant.core.errors import ContextExhausted, EngineError
 
 
 # --------------------------------------------------------------------------- events
@@ -81,7 +81,7 @@ class Done:
 
 @dataclass(frozen=True)
 class Error:
-    """The turn failed; ``error`` is an :class:`~assistant.errors.EnclaveError`."""
+    """The turn failed; ``error`` is an :class:`~assistant.core.errors.EnclaveError`."""
 
     error: Exception
 

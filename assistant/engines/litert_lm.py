@@ -32,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from assistant.core.errors import ContextExhausted, EngineError, EngineUnavailable, ModelCorrupt
 from assistant.engines.base import (
     Capabilities,
     Done,
@@ -45,7 +46,6 @@ from assistant.engines.base import (
     Tokenizer,
     Usage,
 )
-from assistant.errors import ContextExhausted, EngineError, EngineUnavailable, ModelCorrupt
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from assistant.core.errors import ContextExhausted, EngineUnavailable, ModelCorrupt
 from assistant.engines.base import (
     Capabilities,
     Engine,
@@ -24,7 +25,6 @@ from assistant.engines.base import (
     Session,
     Tokenizer,
 )
-from assistant.errors import ContextExhausted, EngineUnavailable, ModelCorrupt
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """A stand-in engine for when the local model cannot be loaded.
 
 With cloud fallback configured, a conversation can still be opened: every local
-turn fails with the load error (as an :class:`~assistant.errors.EngineError`), which
+turn fails with the load error (as an :class:`~assistant.core.errors.EngineError`), which
 is exactly the failure front ends answer by offering the cloud (with preview and
 consent). Nothing here runs a model; the tokenizer counts UTF-8 bytes, an upper
 bound on tokens, so context fitting stays on the safe side.
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from assistant.core.errors import EnclaveError, EngineError
 from assistant.engines.base import Capabilities, Engine, GenerationOptions, ModelInfo, Session, Tokenizer
-from assistant.errors import EnclaveError, EngineError
 
 
 class _ByteTokenizer(Tokenizer):

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from assistant.config import Settings
+    from assistant.core.settings import Settings
     from assistant.retrieval.embed import Embedder
     from assistant.retrieval.index import Library
-    from assistant.store import Store
+    from assistant.storage.database import Store
 
 
 def open_library(settings: Settings, store: Store, embedder: Embedder | None = None) -> Library:

@@ -1,6 +1,6 @@
 """Dense sentence vectors for document search: an ONNX sentence encoder, run on the CPU.
 
-The model folder is built by :mod:`assistant.build.embedder` (``enclave models build
+The model folder is built by :mod:`assistant.catalog.convert.embedder` (``enclave models build
 all-minilm-l6-v2``); its graph already mean-pools and L2-normalises, so this module
 needs only onnxruntime, tokenizers and numpy. Vectors are float32 rows of unit
 length, so a dot product is the cosine similarity.
@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from assistant.errors import EnclaveError, ModelCorrupt
+from assistant.core.errors import EnclaveError, ModelCorrupt
 
 if TYPE_CHECKING:
-    from assistant.build.recipes import Progress
-    from assistant.config import Settings
+    from assistant.catalog.convert.recipes import Progress
+    from assistant.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class Embedder:
     ``sha256`` is the model's identity (its manifest's combined hash): vectors stored
     with one sha256 must be recomputed when the installed model has another.
 
-    Raises :class:`~assistant.errors.ModelCorrupt` (naming the file and the rebuild
+    Raises :class:`~assistant.core.errors.ModelCorrupt` (naming the file and the rebuild
     command) when a file is missing or onnxruntime cannot load the graph.
     """
 
@@ -69,7 +69,7 @@ class Embedder:
             return str(_read_json(manifest, self._fix).get("sha256", ""))
         # A folder that was never installed (a build in progress, a test asset without
         # a manifest) is named by the hash of its files, as the catalog would name it.
-        from assistant.catalog import hash_model
+        from assistant.catalog.manifests import hash_model
 
         return str(hash_model(self.folder)["sha256"])
 
@@ -180,7 +180,7 @@ def load_embedder(settings: Settings) -> Embedder | None:
 
     ``None`` lets document search fall back to BM25 alone (and say so) instead of failing.
     """
-    from assistant.catalog import Catalog
+    from assistant.catalog.manifests import Catalog
 
     folder = embedder_folder(settings)
     if not (folder / MANIFEST_NAME).is_file():
@@ -193,8 +193,8 @@ def load_embedder(settings: Settings) -> Embedder | None:
 
 def build_embedder(settings: Settings, progress: Progress | None = None, force: bool = False) -> Path:
     """Build and install the embedder (needs the ``build`` extra); returns its folder."""
-    from assistant.build.recipes import build
-    from assistant.catalog import Catalog
+    from assistant.catalog.convert.recipes import build
+    from assistant.catalog.manifests import Catalog
 
     if progress is None:
         return build(Catalog(settings), EMBEDDER_NAME, "onnx", force=force).path

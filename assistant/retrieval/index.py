@@ -25,12 +25,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from assistant.errors import EnclaveError
+from assistant.core.errors import EnclaveError
 from assistant.retrieval.chunker import Chunk, chunk_blocks, estimate_tokens
 from assistant.retrieval.location import describe
 from assistant.retrieval.parsers import FORMATS
 from assistant.retrieval.worker import ParseFailed, ParserPool
-from assistant.store import Store, _now
+from assistant.storage.database import Store, _now
 
 #: Reciprocal rank fusion constant (the value from Cormack et al. 2009, used by most hybrid search).
 RRF_K = 60

@@ -142,7 +142,7 @@ def test_remove_unregisters_but_keeps_user_files(home: Path, tiny_dir: Path) -> 
 def test_every_command_has_help_and_is_in_the_readme() -> None:
     from click import Group
 
-    from assistant.cli import main
+    from assistant.cli.root import main
 
     readme = (ROOT / "README.md").read_text()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.store import Store
+from assistant.storage.database import Store
 from tests.cli.test_cli import enclave
 from tests.fake_openai import FakeOpenAI
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant import crypt
+from assistant.storage import crypt
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "river 'otter' lamp 42"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from assistant.core.errors import ContextExhausted
 from assistant.engines.base import Done, Engine, GenerationOptions, StreamDecoder, TextDelta, Usage
-from assistant.errors import ContextExhausted
 
 ROOT = Path(__file__).resolve().parents[2]
 GREEDY = GenerationOptions(max_tokens=24)

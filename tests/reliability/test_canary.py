@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant import crypt
+from assistant.storage import crypt
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "canary test passphrase"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from assistant import crypt
-from assistant.store import Store
+from assistant.storage import crypt
+from assistant.storage.database import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = crypt.DatabaseKey("conversion kill test", "the test")
@@ -28,8 +28,8 @@ CANARY = "ibexcanary9031"
 # so that the random kills land inside the conversion.
 CONVERTER = """
 import sys
-from assistant import crypt, encryption
-from assistant.config import Settings
+from assistant.storage import crypt, encryption
+from assistant.core.settings import Settings
 settings = Settings.load()
 print("go", flush=True)
 if sys.argv[1] == "encrypt":

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from assistant import crypt
+from assistant.storage import crypt
 
 ROOT = Path(__file__).resolve().parents[2]
 
 WRITER = """
 import sys
 from pathlib import Path
-from assistant.crypt import key_from_env
-from assistant.store import Store
+from assistant.storage.crypt import key_from_env
+from assistant.storage.database import Store
 store = Store(Path(sys.argv[1]), key_from_env())
 cid = store.latest_conversation() or store.create_conversation(
     model="tiny", engine="onnx", persona="general", system_prompt="s", context_policy="drop-oldest")

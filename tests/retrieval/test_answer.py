@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from assistant.audit import AuditLog
-from assistant.chat import Assistant
-from assistant.errors import EnclaveError
+from assistant.app.turns import Assistant
+from assistant.core.errors import EnclaveError
 from assistant.retrieval.answer import Passage, cited_numbers, evidence, render, supporting
 from assistant.retrieval.index import Hit, Library, fts_query
+from assistant.storage.audit import AuditLog
 
 
 @pytest.fixture
@@ -132,7 +132,7 @@ def test_evidence_thresholds() -> None:
     "text", ['pump "pressure', "NEAR(a b)", "a AND OR NOT", "*", "col:umn", "ünïcode wörds", "'; drop table"]
 )
 def test_fts_query_never_breaks_on_user_text(settings, text: str, manuals: Path) -> None:  # type: ignore[no-untyped-def]
-    from assistant.store import Store
+    from assistant.storage.database import Store
 
     library = Library(Store(settings.locations.database))
     library.add([manuals], "m")

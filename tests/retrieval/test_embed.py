@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assistant.errors import BuildError, EnclaveError, ModelCorrupt
+from assistant.core.errors import BuildError, EnclaveError, ModelCorrupt
 from assistant.retrieval.embed import EMBEDDER_NAME, Embedder, embedder_folder, load_embedder
 from tests.cli.test_cli import enclave
 
@@ -132,8 +132,8 @@ def test_load_embedder_checks_the_installed_folder(settings, tiny_embedder_insta
 
 
 def test_missing_weights_package_names_the_pip_command() -> None:
-    from assistant.build.embedder import find_weights
-    from assistant.catalog import recipes
+    from assistant.catalog.convert.embedder import find_weights
+    from assistant.catalog.manifests import recipes
 
     recipe = recipes()[EMBEDDER_NAME]
     assert recipe.kind == "embedding" and not recipe.chat
@@ -146,9 +146,9 @@ def test_missing_weights_package_names_the_pip_command() -> None:
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs the build extra")
 def test_build_converts_installs_and_reports_steps(settings, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The whole build pipeline (child process, check, manifest, one rename) on tiny weights."""
-    from assistant.build import embedder as build_module
-    from assistant.build.recipes import Step
-    from assistant.catalog import Catalog, Recipe
+    from assistant.catalog.convert import embedder as build_module
+    from assistant.catalog.convert.recipes import Step
+    from assistant.catalog.manifests import Catalog, Recipe
 
     spec = importlib.util.spec_from_file_location("build_tiny_embedder", ROOT / "scripts" / "build_tiny_embedder.py")
     assert spec and spec.loader
@@ -205,9 +205,9 @@ def test_ask_refuses_the_embedder(enclave_home: Path) -> None:
 
 
 def test_chat_refuses_an_installed_embedder_by_its_manifest(settings, tiny_embedder_installed: Path) -> None:  # type: ignore[no-untyped-def]
-    from assistant.catalog import Catalog
-    from assistant.chat import Assistant
-    from assistant.errors import NotALanguageModel
+    from assistant.app.turns import Assistant
+    from assistant.catalog.manifests import Catalog
+    from assistant.core.errors import NotALanguageModel
 
     catalog = Catalog(settings)
     catalog.recipes.pop(EMBEDDER_NAME)  # as for a user-registered encoder: only the manifest says what it is
@@ -241,8 +241,8 @@ def test_the_embedder_has_no_litert_build(enclave_home: Path) -> None:
 # --------------------------------------------------------------------------- real model
 @pytest.mark.slow
 def test_real_embedder_ranks_by_meaning_and_matches_pytorch(embedder_home: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from assistant.catalog import Catalog
-    from assistant.config import Settings
+    from assistant.catalog.manifests import Catalog
+    from assistant.core.settings import Settings
 
     monkeypatch.setenv("ENCLAVE_HOME", str(embedder_home))
     settings = Settings.load(threads=2)
@@ -263,8 +263,8 @@ def test_real_embedder_ranks_by_meaning_and_matches_pytorch(embedder_home: Path,
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from assistant.build.embedder import find_weights
-    from assistant.catalog import recipes
+    from assistant.catalog.convert.embedder import find_weights
+    from assistant.catalog.manifests import recipes
 
     source, _ = find_weights(recipes()[EMBEDDER_NAME])
     tokenizer = AutoTokenizer.from_pretrained(str(source))

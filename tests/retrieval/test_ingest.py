@@ -12,7 +12,7 @@ import pytest
 from assistant.retrieval.index import Library
 from assistant.retrieval.parsers import clean
 from assistant.retrieval.worker import ParseFailed, ParserPool
-from assistant.store import Store
+from assistant.storage.database import Store
 
 W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 

@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _conversation(home: Path, monkeypatch: pytest.MonkeyPatch, **overrides: object):  # type: ignore[no-untyped-def]
-    from assistant.chat import Assistant
-    from assistant.config import Settings
+    from assistant.app.turns import Assistant
+    from assistant.core.settings import Settings
 
     monkeypatch.setenv("ENCLAVE_HOME", str(home))
     settings = Settings.load(**overrides)
@@ -24,8 +24,8 @@ def _conversation(home: Path, monkeypatch: pytest.MonkeyPatch, **overrides: obje
 
 
 def test_build_wrote_a_verified_manifest(smollm2_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from assistant.catalog import Catalog
-    from assistant.config import Settings
+    from assistant.catalog.manifests import Catalog
+    from assistant.core.settings import Settings
 
     monkeypatch.setenv("ENCLAVE_HOME", str(smollm2_home))
     catalog = Catalog(Settings.load())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.config import Settings
+from assistant.core.settings import Settings
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from textual.widgets import Input, ListView, Markdown, Static
 
-from assistant.config import Settings
-from assistant.store import Store
+from assistant.core.settings import Settings
+from assistant.storage.database import Store
 from tui.app import AnswerMessage, EnclaveApp, UserMessage
 
 
@@ -156,8 +156,8 @@ async def test_export_and_slash_commands(tui_settings: Settings, tmp_path: Path)
 async def test_a_missing_model_offers_to_build_instead_of_crashing(fresh_home_settings: Settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from dataclasses import replace
 
-    from assistant.build import recipes
-    from assistant.errors import BuildError
+    from assistant.catalog.convert import recipes
+    from assistant.core.errors import BuildError
     from tui import app as app_module
 
     seen = []

@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 from textual.widgets import Input, Static
 
-from assistant.config import Settings
-from assistant.store import Store
+from assistant.core.settings import Settings
+from assistant.storage.database import Store
 from tests.fake_openai import FakeOpenAI
 from tui.app import AnswerMessage, CloudConsentScreen, EnclaveApp
 

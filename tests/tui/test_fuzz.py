@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.config import Settings
-from assistant.store import Store
+from assistant.core.settings import Settings
+from assistant.storage.database import Store
 from tui.app import AnswerMessage, EnclaveApp, UserMessage
 from tui.safety import displayable
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Input
 
-from assistant.config import Settings
-from assistant.store import Store
+from assistant.core.settings import Settings
+from assistant.storage.database import Store
 from tui.app import AnswerMessage, EnclaveApp
 
 SIZES = [(80, 24), (120, 40)]

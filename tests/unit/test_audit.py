@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from assistant.audit import AuditLog
-from assistant.store import Store
+from assistant.storage.audit import AuditLog
+from assistant.storage.database import Store
 from tests.cli.test_cli import enclave
 
 

@@ -6,9 +6,9 @@ import io
 
 from rich.console import Console
 
-from assistant.build.recipes import Step
-from assistant.catalog import Catalog
-from assistant.cli import BuildProgress
+from assistant.catalog.convert.recipes import Step
+from assistant.catalog.manifests import Catalog
+from assistant.cli.progress import BuildProgress
 
 
 def test_markup_like_converter_output_does_not_break_the_progress_bar(settings) -> None:  # type: ignore[no-untyped-def]
@@ -34,8 +34,8 @@ def test_repair_hint_names_the_engine(settings, tiny_installed) -> None:  # type
 def test_a_second_build_of_the_same_model_is_refused(settings) -> None:  # type: ignore[no-untyped-def]
     import pytest
 
-    from assistant.build.recipes import _build_lock
-    from assistant.errors import BuildError
+    from assistant.catalog.convert.recipes import _build_lock
+    from assistant.core.errors import BuildError
 
     catalog = Catalog(settings)
     with _build_lock(catalog, "smollm2-135m-instruct", "litert"):

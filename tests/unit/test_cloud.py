@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from assistant.audit import AuditLog
-from assistant.chat import Assistant, Conversation, collect
-from assistant.cloud import CloudNotConfigured, api_key
-from assistant.config import Settings
-from assistant.engines.cloud import CloudError
-from assistant.errors import EnclaveError
-from assistant.privacy import GUARD
+from assistant.app.turns import Assistant, Conversation, collect
+from assistant.cloud.client import CloudError
+from assistant.cloud.policy import CloudNotConfigured, api_key
+from assistant.core.errors import EnclaveError
+from assistant.core.settings import Settings
+from assistant.privacy.guard import GUARD
+from assistant.storage.audit import AuditLog
 from tests.fake_openai import FakeOpenAI
 
 
@@ -153,7 +153,7 @@ def test_without_a_keyring_backend_the_key_source_says_so(monkeypatch: pytest.Mo
     import keyring
     from keyring.backends import fail
 
-    from assistant.cloud import store_key
+    from assistant.cloud.policy import store_key
 
     monkeypatch.delenv("ENCLAVE_CLOUD_API_KEY", raising=False)
     previous = keyring.core._keyring_backend  # type: ignore[attr-defined]

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from assistant.cloud.client import CloudClient, CloudError, Endpoint, request_body
+from assistant.core.errors import EnclaveError
 from assistant.engines.base import Done, Error, GenerationOptions, TextDelta, Usage
-from assistant.engines.cloud import CloudClient, CloudError, Endpoint, request_body
-from assistant.errors import EnclaveError
 from tests.fake_openai import FakeOpenAI
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}]

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from assistant.chat import Assistant, Conversation
-from assistant.context import ContextOverflow
+from assistant.app.context import ContextOverflow
+from assistant.app.turns import Assistant, Conversation
 
 WINDOW = 512
 RESERVE = 64

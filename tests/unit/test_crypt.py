@@ -15,10 +15,10 @@ from pathlib import Path
 import keyring
 import pytest
 
-from assistant import crypt
-from assistant.audit import AuditLog
-from assistant.config import Settings, write_setting
-from assistant.store import Store
+from assistant.core.settings import Settings, write_setting
+from assistant.storage import crypt
+from assistant.storage.audit import AuditLog
+from assistant.storage.database import Store
 from tests.keyring_backend import FileKeyring
 
 KEY = crypt.DatabaseKey('it\'s a "quoted" pass; phrase -- ünïcode', "the test")
@@ -204,7 +204,7 @@ def test_encrypt_in_place_keeps_every_row_and_leaves_no_plaintext(db: Path) -> N
 def test_plaintext_left_in_the_wal_is_overwritten(db: Path) -> None:
     """A killed Enclave leaves turns in the -wal; converting zeroes those frames before unlinking."""
     writer = (
-        "import sys, time; from pathlib import Path; from assistant.store import Store; "
+        "import sys, time; from pathlib import Path; from assistant.storage.database import Store; "
         "from tests.unit.test_crypt import _fill; s = Store(Path(sys.argv[1])); "
         "s.db.execute('PRAGMA wal_autocheckpoint = 0'); _fill(s); print('ok', flush=True); time.sleep(60)"
     )

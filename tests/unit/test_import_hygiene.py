@@ -6,15 +6,15 @@ import subprocess
 import sys
 
 RUNTIME_MODULES = [
-    "assistant.cli",
-    "assistant.chat",
-    "assistant.catalog",
+    "assistant.cli.root",
+    "assistant.app.turns",
+    "assistant.catalog.manifests",
     "assistant.engines.onnx_genai",
     "assistant.engines.litert_lm",
-    "assistant.build.recipes",
-    "assistant.bench",
+    "assistant.catalog.convert.recipes",
+    "assistant.app.bench",
     "assistant.retrieval.embed",
-    "assistant.build.embedder",
+    "assistant.catalog.convert.embedder",
 ]
 BUILD_TOOLS = ["torch", "transformers", "gguf", "onnx", "onnx_ir", "accelerate", "safetensors", "litert_torch", "jax"]
 

@@ -6,7 +6,7 @@ import queue
 import time
 from dataclasses import replace
 
-from assistant.chat import Assistant, collect, stream_in_thread
+from assistant.app.turns import Assistant, collect, stream_in_thread
 
 
 def test_keyboard_interrupt_cancels_the_turn(settings, tiny_installed, monkeypatch, slow_decoding) -> None:  # type: ignore[no-untyped-def]
@@ -38,8 +38,8 @@ def test_ctrl_c_outside_the_wait_never_aborts_the_cli(settings, tiny_installed, 
     import os
     import signal
 
-    from assistant import chat
-    from assistant.cli import _run_turn
+    from assistant.app import turns as chat
+    from assistant.cli.chat import _run_turn
 
     conv = Assistant(replace(settings, max_tokens=40)).conversation("tiny", save=False)
     original_feed = chat.TurnCollector.feed

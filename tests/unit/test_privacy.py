@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from assistant.privacy import GUARD, EgressBlocked
+from assistant.privacy.guard import GUARD, EgressBlocked
 
 
 def test_guard_is_installed_for_the_whole_suite() -> None:
@@ -60,7 +60,7 @@ def test_loopback_stays_open() -> None:
 
 
 def test_cloud_opens_exactly_its_host_and_closing_blocks_it_again() -> None:
-    from assistant.privacy import close_host, open_host
+    from assistant.privacy.guard import close_host, open_host
 
     open_host("192.0.2.10")
     try:
@@ -81,7 +81,7 @@ def test_cloud_opens_exactly_its_host_and_closing_blocks_it_again() -> None:
 
 
 def test_an_opened_host_name_allows_the_addresses_it_resolves_to() -> None:
-    from assistant.privacy import close_host, open_host
+    from assistant.privacy.guard import close_host, open_host
 
     # "localhost" resolves without any network; its addresses are loopback anyway,
     # so this checks the bookkeeping: the resolved set exists while open, not after.

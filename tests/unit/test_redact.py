@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.errors import EnclaveError
-from assistant.redact import Redactor
+from assistant.core.errors import EnclaveError
+from assistant.privacy.redact import Redactor
 
 
 @pytest.mark.parametrize(

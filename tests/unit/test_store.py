@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from assistant import crypt
-from assistant.errors import EnclaveError
-from assistant.store import MIGRATIONS, Store
+from assistant.core.errors import EnclaveError
+from assistant.storage import crypt
+from assistant.storage.database import MIGRATIONS, Store
 
 #: Every store test runs on a plaintext and on a SQLCipher-encrypted database.
 KEY = crypt.DatabaseKey("correct horse battery staple", "the test")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assistant.build import transcode as tc
+from assistant.catalog.convert import transcode as tc
 
 RNG = np.random.default_rng(1234)
 

@@ -1,0 +1,158 @@
+"""Engine benchmark: load time, TTFT, prefill and decode speed, peak RSS, multi-turn TTFT.
+
+Used by ``enclave bench`` and ``scripts/bench_engine.py``. Figures are for
+reports and comparisons in one run, never for assertions in tests.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from typing import Any
+
+from assistant.app.turns import Assistant, collect
+from assistant.core.settings import Settings
+from assistant.engines.base import GenerationOptions, Usage
+
+_FILLER = (
+    "The maintenance log records each inspection of the cooling pump: the date, the technician, "
+    "the pressure at the inlet and outlet, vibration readings, and any parts replaced. "
+)
+
+PROMPTS: list[tuple[str, str]] = [
+    ("short question", "What is the capital of France?"),
+    ("medium prompt", _FILLER * 5 + "Summarise what the log records."),
+    ("long prompt", _FILLER * 28 + "Summarise what the log records."),
+]
+
+CHAT_SCRIPT = [
+    "Hello! I am servicing a centrifugal pump.",
+    "What should I check first?",
+    "The pump is making a grinding noise.",
+    "Could it be the bearings?",
+    "How do I check the bearings?",
+    "What tools will I need?",
+    "How long does that usually take?",
+    "What if the shaft is misaligned?",
+    "How do I align it?",
+    "Thanks. Any safety advice?",
+    "What about lock-out procedures?",
+    "Should I log anything?",
+    "What format is best for the log?",
+    "Can you give me a short checklist?",
+    "What if the noise continues after the repair?",
+    "When should I call the manufacturer?",
+    "What information will they ask for?",
+    "Where do I find the serial number?",
+    "How often should this pump be serviced?",
+    "Thanks, that is all.",
+]
+
+
+def peak_rss_mib() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class BackgroundLoad:
+    """``n`` CPU-bound child processes for the duration of a measurement: a laptop is
+    rarely idle, and Enclave itself may be indexing while it answers."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> BackgroundLoad:
+        for _ in range(self.n):
+            self.procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+
+
+def run_bench(
+    settings: Settings,
+    model: str,
+    engine: str | None = None,
+    runs: int = 1,
+    turns: int = 10,
+    max_tokens: int = 64,
+    background: int = 0,
+) -> dict[str, Any]:
+    with BackgroundLoad(background):
+        report = _run_bench(settings, model, engine, runs, turns, max_tokens)
+    report["background_processes"] = background
+    report["threads"] = settings.threads or "auto"
+    return report
+
+
+def _run_bench(
+    settings: Settings, model: str, engine: str | None, runs: int, turns: int, max_tokens: int
+) -> dict[str, Any]:
+    settings = replace(settings, max_tokens=max_tokens, temperature=0.0)
+    assistant = Assistant(settings)
+    started = time.perf_counter()
+    installed, loaded = assistant.load(model, engine)
+    load_s = time.perf_counter() - started
+    tok = loaded.tokenizer
+    window = min(settings.context_window, loaded.info.context_length)
+
+    rows = []
+    for name, text in PROMPTS:
+        messages = [{"role": "user", "content": text}]
+        ids = tok.encode(tok.render(messages, add_generation_prompt=True))
+        if len(ids) + max_tokens >= window:
+            continue
+        samples: list[Usage] = []
+        for _ in range(runs):
+            session = loaded.open_session(window)
+            for event in session.generate(ids, GenerationOptions(max_tokens=max_tokens), messages=messages):
+                if isinstance(event, Usage):
+                    samples.append(event)
+            session.close()
+        rows.append(
+            {
+                "name": name,
+                "prompt_tokens": len(ids),
+                "ttft_ms": statistics.median(u.ttft_ms for u in samples),
+                "prefill_tokens_per_s": statistics.median(u.prefill_tokens_per_s for u in samples),
+                "decode_tokens_per_s": statistics.median(u.decode_tokens_per_s for u in samples),
+                "completion_tokens": samples[-1].completion_tokens,
+            }
+        )
+
+    conv = assistant.conversation(model, engine, save=False)  # a benchmark is not a conversation to keep
+    chat_rows = []
+    for i, text in enumerate(CHAT_SCRIPT[:turns], start=1):
+        result = collect(conv, conv.stream(text))
+        if result.usage is None:
+            break
+        chat_rows.append(
+            {
+                "turn": i,
+                "prompt_tokens": result.usage.prompt_tokens,
+                "prefilled_tokens": result.usage.prefilled_tokens,
+                "ttft_ms": result.usage.ttft_ms,
+                "decode_tokens_per_s": result.usage.decode_tokens_per_s,
+            }
+        )
+    shown = [r for r in chat_rows if r["turn"] in (1, 2, 10, 20) or r["turn"] == len(chat_rows)]
+    assistant.close()
+    return {
+        "model": installed.name,
+        "model_sha256": installed.sha256,
+        "engine": installed.engine,
+        "window": window,
+        "load_s": load_s,
+        "peak_rss_mib": peak_rss_mib(),
+        "prompts": rows,
+        "turns": shown,
+        "all_turns": chat_rows,
+    }

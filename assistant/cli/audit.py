@@ -1,0 +1,52 @@
+"""`enclave audit`: the hash-chained audit log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from assistant.cli.common import (
+    _audit,
+    _store,
+    _write_or_print,
+)
+
+
+@click.group()
+def audit() -> None:
+    """The append-only, hash-chained audit log (model loads, exports, deletions)."""
+
+
+@audit.command("verify")
+@click.pass_context
+def audit_verify(ctx: click.Context) -> None:
+    """Check the chain: reports every edited, removed or reordered entry."""
+    log = _audit(_store(ctx))
+    problems = log.verify()
+    count = len(log.entries())
+    if problems:
+        for problem in problems:
+            click.echo(f"FAIL {problem}")
+        ctx.exit(1)
+    click.echo(f"ok   {count} entries, chain intact")
+
+
+@audit.command("list")
+@click.option("-n", "--limit", type=int, default=50, show_default=True)
+@click.pass_context
+def audit_list(ctx: click.Context, limit: int) -> None:
+    """The most recent audit entries."""
+    for row in _audit(_store(ctx)).entries()[-limit:]:
+        click.echo(f"{row['seq']:>6}  {row['at']}  {row['kind']:<12} {row['detail']}")
+
+
+@audit.command("export")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to this file instead of stdout.")
+@click.pass_context
+def audit_export(ctx: click.Context, output: Path | None) -> None:
+    """Write the whole log as JSON Lines, hashes included, for a compliance review."""
+    log = _audit(_store(ctx))
+    text = log.export()
+    log.record("audit_export", to=str(output) if output else "stdout")
+    _write_or_print(text, output)

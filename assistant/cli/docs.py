@@ -1,0 +1,300 @@
+"""`enclave docs`: index the user's files and search them, all on this machine."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from assistant.core.errors import EnclaveError
+
+
+def _err(text: str = "") -> None:
+    click.echo(text, err=True)
+
+
+def _open(ctx: click.Context, build: bool = False) -> tuple[Any, Any]:
+    """(settings, library) for this command. With ``build``, the embedding model is
+    built first if it is missing and the build tools are installed (once, ~30 s);
+    without them, search stays keyword-only and the report says so."""
+    from assistant.core.settings import Settings
+    from assistant.retrieval import open_library
+    from assistant.retrieval.embed import build_embedder, load_embedder
+    from assistant.storage.database import Store
+
+    settings = Settings.load()
+    store = Store.open(settings)
+    ctx.call_on_close(store.close)
+    if build and settings.docs_build_embedder and load_embedder(settings) is None and _build_tools_installed():
+        from assistant.cli.progress import BuildProgress
+
+        _err("Building the embedding model for document search (once; about 30 s)…")
+        try:
+            with BuildProgress() as progress:
+                build_embedder(settings, progress=progress)
+        except EnclaveError as exc:
+            _err(click.style("note: ", fg="yellow") + f"{exc.message} Indexing continues with keyword search.")
+    return settings, open_library(settings, store)
+
+
+def _build_tools_installed() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers", "onnx"))
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+class IndexProgress:
+    """Files, MB and an ETA on stderr while indexing (a live bar on a terminal)."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._task: Any = None
+        self._last_line = 0.0
+
+    def __enter__(self) -> IndexProgress:
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("indexing"),
+                BarColumn(),
+                TextColumn("{task.fields[files]}"),
+                TextColumn("{task.fields[mb]}"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[current]}", style="dim", markup=False),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task("indexing", total=None, files="", mb="", current="")
+        return self
+
+    def __call__(self, p: Any) -> None:
+        files = f"{p.files_done}/{p.files_total} files"
+        mb = f"{p.bytes_done / 2**20:.1f}/{p.bytes_total / 2**20:.1f} MB"
+        if self._bar is not None:
+            self._bar.update(
+                self._task,
+                total=max(p.bytes_total, 1),
+                completed=p.bytes_done,
+                files=files,
+                mb=mb,
+                current=Path(p.current).name[-40:],
+            )
+        elif time.monotonic() - self._last_line > 2 or p.files_done == p.files_total:
+            self._last_line = time.monotonic()
+            eta = f", about {p.eta:.0f} s left" if p.eta is not None and p.files_done < p.files_total else ""
+            _err(f"indexing: {files}, {mb}{eta}")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
+def _print_report(report: Any, library: Any, as_json: bool) -> None:
+    if as_json:
+        data = report.as_dict()
+        data["vector_search"] = library.embedder is not None
+        click.echo(json.dumps(data, ensure_ascii=False))
+        return
+    rate = report.bytes / 2**20 / report.seconds if report.seconds > 0 else 0.0
+    click.echo(
+        f"{report.collection}: {report.files_indexed} indexed, {report.files_unchanged} unchanged, "
+        f"{report.files_removed} removed, {len(report.skipped)} skipped · {report.chunks} passages · "
+        f"{_size(report.bytes)} in {report.seconds:.1f} s ({rate:.2f} MB/s)"
+    )
+    shown = report.skipped if len(report.skipped) <= 20 else report.skipped[:10]
+    for path, reason in shown:
+        click.echo(f"  skipped {path}: {reason}")
+    if len(shown) < len(report.skipped):
+        from collections import Counter
+
+        kinds = Counter(reason.split(" (")[0] for _, reason in report.skipped[len(shown) :])
+        summary = ", ".join(f"{n} × {why}" for why, n in kinds.most_common(5))
+        click.echo(
+            f"  … and {len(report.skipped) - len(shown)} more skipped ({summary}); `enclave docs status` lists all"
+        )
+    for path, note in report.notes:
+        click.echo(f"  note {path}: {note}")
+    if library.embedder is None:
+        _err(
+            click.style("note: ", fg="yellow") + "keyword search only: the embedding model is not built. "
+            "Build it with `enclave models build all-minilm-l6-v2`, then run `enclave docs sync`."
+        )
+
+
+def _audit(library: Any, kind: str, **detail: Any) -> None:
+    from assistant.storage.audit import AuditLog
+
+    AuditLog(library.store).record(kind, **detail)
+
+
+@click.group()
+def docs() -> None:
+    """Index your documents and search them (nothing leaves this machine)."""
+
+
+@docs.command("add")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-c", "--collection", default="default", show_default=True, help="Collection to add them to.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def docs_add(ctx: click.Context, paths: tuple[Path, ...], collection: str, as_json: bool) -> None:
+    """Index files and folders (.txt .md .rst .html .pdf .docx).
+
+    Incremental and resumable: unchanged files cost nothing, changed files are
+    re-read, deleted ones are removed; stop it at any moment and run it again.
+    """
+    _, library = _open(ctx, build=True)
+    with IndexProgress() as progress:
+        report = library.add(list(paths), collection, progress)
+    _audit(
+        library,
+        "documents_indexed",
+        collection=collection,
+        paths=[str(p) for p in paths],
+        indexed=report.files_indexed,
+        removed=report.files_removed,
+        skipped=len(report.skipped),
+    )
+    _print_report(report, library, as_json)
+
+
+@docs.command("sync")
+@click.argument("collection", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
+@click.pass_context
+def docs_sync(ctx: click.Context, collection: str | None, as_json: bool) -> None:
+    """Bring collections up to date with their folders (all when none is named)."""
+    _, library = _open(ctx, build=True)
+    names = [collection] if collection else [c["name"] for c in library.collections()]
+    if not names:
+        raise EnclaveError("There are no document collections yet.", "Add documents with `enclave docs add PATH`.")
+    for name in names:
+        with IndexProgress() as progress:
+            report = library.sync(name, progress)
+        _audit(library, "documents_synced", collection=name, indexed=report.files_indexed, removed=report.files_removed)
+        _print_report(report, library, as_json)
+
+
+@docs.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def docs_list(ctx: click.Context, as_json: bool) -> None:
+    """Collections with their files, passages and size."""
+    _, library = _open(ctx)
+    rows = library.collections()
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo("No documents yet. Add some with `enclave docs add PATH`.")
+        return
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        skipped = f", {r['skipped']} skipped" if r["skipped"] else ""
+        click.echo(
+            f"{r['name']:<{width}}  {r['files']} files, {r['chunks']} passages, {_size(r['bytes'])}{skipped}"
+            f"  ·  {', '.join(r['roots'])}"
+        )
+
+
+@docs.command("status")
+@click.argument("collection", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def docs_status(ctx: click.Context, collection: str | None, as_json: bool) -> None:
+    """Files in a collection, what was skipped and why, and the search set-up."""
+    _, library = _open(ctx)
+    names = [collection] if collection else [c["name"] for c in library.collections()]
+    embedder = library.embedder
+    data: dict[str, Any] = {
+        "vector_search": embedder is not None,
+        "embedder_sha256": getattr(embedder, "sha256", None),
+        "collections": [],
+    }
+    for name in names:
+        data["collections"].append(
+            {"name": name, "documents": library.documents(name), "skipped": library.skipped(name)}
+        )
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False))
+        return
+    mode = "keyword (BM25) + vectors, fused" if embedder is not None else "keyword (BM25) only"
+    click.echo(f"search: {mode}")
+    if not names:
+        click.echo("No documents yet. Add some with `enclave docs add PATH`.")
+    for entry in data["collections"]:
+        click.echo(f"\n{entry['name']}: {len(entry['documents'])} files")
+        for doc in entry["documents"]:
+            note = f"  ({doc['note']})" if doc["note"] else ""
+            click.echo(f"  {doc['path']}  {doc['kind']}, {doc['chunks']} passages, {_size(doc['size'])}{note}")
+        for skip in entry["skipped"]:
+            click.echo(f"  skipped {skip['path']}: {skip['reason']}")
+
+
+@docs.command("remove")
+@click.argument("collection")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def docs_remove(ctx: click.Context, collection: str, path: Path | None, yes: bool) -> None:
+    """Forget a collection (or one file or folder in it). Your files are not touched."""
+    _, library = _open(ctx)
+    library.collection_id(collection)
+    what = f"{path} from {collection}" if path else f"the whole collection {collection}"
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Remove {what} from the index?", abort=True)
+    count = library.remove(collection, path)
+    _audit(library, "documents_removed", collection=collection, path=str(path) if path else None, documents=count)
+    click.echo(f"Removed {count} document{'s' if count != 1 else ''} ({what}). The files on disk are unchanged.")
+
+
+@docs.command("search")
+@click.argument("query", nargs=-1, required=True)
+@click.option("-c", "--collection", "collections", multiple=True, help="Collection(s) to search (default: all).")
+@click.option("-k", "--limit", "k", type=int, default=5, show_default=True, help="How many passages.")
+@click.option(
+    "--mode",
+    type=click.Choice(["fused", "bm25", "vector"]),
+    default="fused",
+    show_default=True,
+    help="Ranking: keyword (bm25), meaning (vector), or both fused.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def docs_search(
+    ctx: click.Context, query: tuple[str, ...], collections: tuple[str, ...], k: int, mode: str, as_json: bool
+) -> None:
+    """Ranked passages for a query, with file, page, lines and score."""
+    _, library = _open(ctx)
+    text = " ".join(query)
+    hits = library.search(text, k=k, collections=list(collections) or None, mode=mode)
+    if as_json:
+        click.echo(json.dumps([{"n": i + 1, **h.as_dict()} for i, h in enumerate(hits)], ensure_ascii=False))
+        return
+    if not hits:
+        click.echo("No passage matched.")
+    for i, hit in enumerate(hits, start=1):
+        sim = f", similarity {hit.similarity:.2f}" if hit.similarity is not None else ""
+        click.echo(
+            click.style(f"[{i}] {hit.location()}", bold=True) + click.style(f"  score {hit.score:.4f}{sim}", dim=True)
+        )
+        if hit.heading:
+            click.echo(click.style(f"    {hit.heading}", dim=True))
+        body = hit.text if len(hit.text) <= 400 else hit.text[:400] + " …"
+        for line in body.splitlines():
+            click.echo(f"    {line}")
