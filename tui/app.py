@@ -23,13 +23,22 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Input, ListView, Markdown
 
-from assistant.app.context import ContextOverflow
+from assistant.app.notices import answer_footer
 from assistant.app.personas import list_personas, load_persona
-from assistant.app.turns import Assistant, Conversation, TurnCollector, astream
-from assistant.cloud.policy import CloudRequest
-from assistant.core.errors import ContextExhausted, EnclaveError, EngineError, ModelNotInstalled
+from assistant.app.turns import (
+    Assistant,
+    AttemptFailed,
+    ConsentNeeded,
+    Conversation,
+    Decision,
+    Notice,
+    TurnFinished,
+    astream,
+)
+from assistant.core.errors import EnclaveError, ModelNotInstalled
+from assistant.core.events import Done, TextDelta, Usage
+from assistant.core.records import TurnResult
 from assistant.core.settings import Settings
-from assistant.engines.base import Done, TextDelta, Usage
 from assistant.storage.database import Store
 from tui.safety import displayable
 from tui.screens.build import BuildScreen
@@ -39,6 +48,9 @@ from tui.widgets.messages import AnswerMessage, UserMessage
 from tui.widgets.sidebar import Sidebar
 from tui.widgets.sources import SourcesPanel
 from tui.widgets.status import StatusBar
+
+#: How a notice's level shows as a notification.
+_SEVERITY = {"info": "information", "warning": "warning", "error": "error"}
 
 #: Seconds between Markdown re-renders while an answer streams (10 per second).
 RENDER_INTERVAL = 0.1
@@ -224,62 +236,28 @@ class EnclaveApp(App[None]):
 
     @work(exclusive=True, group="turn")
     async def run_turn(self, text: str) -> None:
-        """One turn: in the cloud when it is on and the user consents, else locally;
-        a local failure offers the cloud when one is configured (never silently)."""
+        """One turn; where it runs, the consent and the fallback are decided by
+        :meth:`Conversation.turn` — the app only shows, asks and forwards."""
         conv = self.conv
         assert conv is not None
         self._busy = True
         try:
-            cloud = None
-            if conv.cloud_enabled:
-                cloud = await self._cloud_consent(conv, text, f"Send this turn to {conv.cloud.endpoint.label}?")
-                if cloud is None:
-                    self.say("Not sent; answering on this device instead.")
-            failure = await self._show_turn(conv, text, cloud)
-            local_failure = isinstance(failure, ContextOverflow | ContextExhausted | EngineError)
-            if cloud is None and local_failure and conv.cloud_configured:
-                host = conv.cloud.endpoint.label
-                question = f"The local model could not answer: {failure.message}\nSend this turn to {host} instead?"  # type: ignore[union-attr]
-                cloud = await self._cloud_consent(conv, text, question)
-                if cloud is not None:
-                    prompt = self.query_one("#prompt", Input)
-                    if prompt.value == text:
-                        prompt.value = ""
-                    await self._show_turn(conv, text, cloud)
-            elif cloud is not None and not conv.cloud_enabled and failure is not None:
-                self.say(
-                    "Cloud is now off for this conversation; the next turn runs on this device.", severity="warning"
-                )
+            await self._show_turn(conv, text)
         finally:
             self._busy = False
             self.query_one(StatusBar).show_privacy(conv)
 
-    async def _cloud_consent(self, conv: Conversation, text: str, question: str) -> tuple[CloudRequest, str] | None:
-        """Show the request and ask; the request to send and how consent was given, or None."""
-        try:
-            request = conv.cloud_request(text)
-        except EnclaveError as exc:
-            self.say(f"{exc.message} {exc.hint}", severity="error", timeout=15)
-            return None
-        while True:
-            choice = await self.push_screen_wait(CloudConsentScreen(request, question))
-            if choice == "toggle":
-                request = conv.cloud_request(text, redact=not request.redacted)
-            elif choice == "send":
-                return request, "TUI consent dialog (y)"
-            else:
-                conv.refuse_cloud(request, "declined in the TUI consent dialog")
-                return None
+    async def _consent(self, ask: ConsentNeeded) -> Decision:
+        """The consent dialog for one cloud request."""
+        choice = await self.push_screen_wait(CloudConsentScreen(ask.request, ask.question))
+        if choice == "toggle":
+            return Decision("toggle-redaction", "TUI consent dialog (r)")
+        if choice == "send":
+            return Decision("send", "TUI consent dialog (y)")
+        return Decision("refuse", "declined in the TUI consent dialog")
 
-    async def _show_turn(
-        self, conv: Conversation, text: str, cloud: tuple[CloudRequest, str] | None = None
-    ) -> EnclaveError | None:
-        """Stream one turn into the chat log; the error, if it failed."""
-        make = None
-        if cloud is not None:
-            request, how = cloud
-            make = lambda: conv.stream_cloud(request, text, how)  # noqa: E731
-        self._busy = True
+    async def _show_turn(self, conv: Conversation, text: str) -> None:
+        """Stream one turn into the chat log."""
         self._pending_text = text
         log = self.query_one("#chat-log", VerticalScroll)
         follow = log.is_vertical_scroll_end
@@ -289,10 +267,10 @@ class EnclaveApp(App[None]):
         if follow:
             log.scroll_end(animate=False)
         stream = Markdown.get_stream(answer.body)
-        collector = TurnCollector(conv)
         status = self.query_one(StatusBar)
         pending: list[str] = []
         last_flush = 0.0
+        result: TurnResult | None = None
 
         async def flush() -> None:
             nonlocal last_flush
@@ -304,73 +282,63 @@ class EnclaveApp(App[None]):
                     log.scroll_end(animate=False)
             last_flush = time.monotonic()
 
-        try:
-            async for event in astream(conv, text, make):
-                collector.feed(event)
-                match event:
-                    case TextDelta(text=piece):
-                        # Render at most every RENDER_INTERVAL: re-rendering Markdown per
-                        # token took a third of the decode speed on 2 cores.
-                        pending.append(piece)
-                        if time.monotonic() - last_flush >= RENDER_INTERVAL:
-                            await flush()
-                    case Usage():
+        async for event in astream(conv, lambda: conv.turn(text)):
+            match event:
+                case TextDelta(text=piece):
+                    # Render at most every RENDER_INTERVAL: re-rendering Markdown per
+                    # token took a third of the decode speed on 2 cores.
+                    pending.append(piece)
+                    if time.monotonic() - last_flush >= RENDER_INTERVAL:
                         await flush()
-                        status.show(conv, event, used=event.prompt_tokens + event.completion_tokens)
-                    case Done():
-                        await flush()
-        except EnclaveError as exc:
-            await stream.stop()
-            await user.remove()
-            await answer.remove()
-            self.query_one("#prompt", Input).value = text
-            self.say(f"{exc.message} {exc.hint}", severity="error", timeout=15)
-            self._busy = False
-            return exc
+                case Usage():
+                    await flush()
+                    status.show(conv, event, used=event.prompt_tokens + event.completion_tokens)
+                case Done():
+                    await flush()
+                case Notice(text=note, level=level):
+                    self.say(note, severity=_SEVERITY[level])
+                case AttemptFailed(error=exc):
+                    # The local attempt is over; what it showed is not the answer.
+                    pending.clear()
+                    await stream.stop()
+                    await answer.remove()
+                    answer = AnswerMessage(footer="…")
+                    await log.mount(answer)
+                    stream = Markdown.get_stream(answer.body)
+                    self.say(f"{exc.message} {exc.hint}", severity="error", timeout=15)
+                case ConsentNeeded():
+                    event.answer(await self._consent(event))
+                case TurnFinished(result=finished):
+                    result = finished
         await stream.stop()
-        result = collector.result()
+        assert result is not None
         self.last_result = result
-        self._busy = False
         if result.finish_reason == "cancelled":
-            answer.set_footer("cancelled — not saved")
+            answer.set_footer(answer_footer(result))
             answer.add_class("cancelled")
             prompt = self.query_one("#prompt", Input)
             if not prompt.value:
                 prompt.value = text
-            return None
-        if result.error:
-            answer.set_footer(f"error: {result.error.message}")
-            self.say(f"{result.error.message} {result.error.hint}", severity="error")
-            return result.error
-        try:
-            conv.save_turn(result, text)
-        except EnclaveError as exc:
-            self.say(f"Not saved: {exc.message} {exc.hint}", severity="error", timeout=15)
+            return
+        if result.error is not None:
+            if not result.text:
+                # Nothing was said: the message goes back to the input to edit or resend.
+                await user.remove()
+                await answer.remove()
+                self.query_one("#prompt", Input).value = text
+            else:
+                answer.set_footer(f"error: {result.error.message}")
+            self.say(f"{result.error.message} {result.error.hint}", severity="error", timeout=15)
+            return
         self._last_answer = result.text
-        usage = result.usage
-        footer = f"{result.model} · {result.engine} · {result.where}"
-        if usage:
-            footer += f" · {usage.decode_tokens_per_s:.1f} tok/s · TTFT {usage.ttft_ms:.0f} ms"
         if result.finish_reason == "no-evidence":
-            footer = "documents · nothing relevant found, so the model was not asked"
             self.query_one(SourcesPanel).show_citations([], note="Nothing relevant was found for the last question.")
         elif result.citations is not None:
-            footer += f" · {len(result.citations)} source{'s' if len(result.citations) != 1 else ''}"
             self.query_one(SourcesPanel).show_citations(result.citations)
         for notice in result.notices:
             self.say(notice, severity="warning")
-        if result.finish_reason == "length":
-            footer += " · stopped at the answer limit"
-        answer.set_footer(footer)
-        plan = result.context
-        if plan and plan.drops:
-            self.say(
-                f"{plan.dropped_turns} older turn(s) left out and {len(plan.drops) - plan.dropped_turns} "
-                f"message(s) shortened to fit the {plan.window}-token window; the history keeps everything.",
-                severity="warning",
-            )
+        answer.set_footer(answer_footer(result))
         self.refresh_sidebar()
-        return None
 
     def say(self, message: str, *, severity: Any = "information", timeout: float | None = None) -> None:
         """A notification whose text is shown as text: engine errors, paths and user

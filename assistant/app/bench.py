@@ -14,9 +14,9 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from assistant.app.turns import Assistant, collect
+from assistant.app.turns import Assistant
+from assistant.core.events import GenerationOptions, Usage
 from assistant.core.settings import Settings
-from assistant.engines.base import GenerationOptions, Usage
 
 _FILLER = (
     "The maintenance log records each inspection of the cooling pump: the date, the technician, "
@@ -131,7 +131,7 @@ def _run_bench(
     conv = assistant.conversation(model, engine, save=False)  # a benchmark is not a conversation to keep
     chat_rows = []
     for i, text in enumerate(CHAT_SCRIPT[:turns], start=1):
-        result = collect(conv, conv.stream(text))
+        result = conv.ask(text)
         if result.usage is None:
             break
         chat_rows.append(

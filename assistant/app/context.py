@@ -19,62 +19,12 @@ message that cannot fit even alone is an error under every policy.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
-from assistant.core.errors import EnclaveError
+from assistant.core.errors import ContextExhausted, EnclaveError
+from assistant.core.records import Drop, Message, Plan
 
 POLICIES = ("stop", "drop-oldest", "truncate-middle")
 TRUNCATION_MARKER = "\n[… {n} tokens left out to fit the context window …]\n"
-
-Message = dict[str, str]
-
-
-class ContextOverflow(EnclaveError):
-    """The prompt does not fit the window under the chosen policy."""
-
-    def __init__(self, message: str, hint: str, needed: int, window: int, reserve: int) -> None:
-        super().__init__(message, hint)
-        self.needed = needed
-        self.window = window
-        self.reserve = reserve
-
-
-@dataclass(frozen=True)
-class Drop:
-    """One thing left out of a turn's prompt."""
-
-    kind: str  # "turn" (a user/assistant exchange dropped) or "truncated" (a message shortened)
-    index: int  # position of the (first) message in the history
-    tokens: int  # tokens saved
-    preview: str  # first words of what was left out, for the user
-
-    def as_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "index": self.index, "tokens": self.tokens, "preview": self.preview}
-
-
-@dataclass
-class Plan:
-    """The messages to send this turn and the accounting behind them."""
-
-    messages: list[Message]
-    used: int  # prompt tokens, as the engine will count them
-    window: int
-    reserve: int
-    drops: list[Drop] = field(default_factory=list)
-
-    @property
-    def dropped_turns(self) -> int:
-        return sum(1 for d in self.drops if d.kind == "turn")
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "window": self.window,
-            "used": self.used,
-            "reserved_for_answer": self.reserve,
-            "dropped_turns": self.dropped_turns,
-            "drops": [d.as_dict() for d in self.drops],
-        }
-
 
 Counter = Callable[[Sequence[Message]], int]
 
@@ -113,19 +63,19 @@ def fit(
 
     alone = count([*system, new])
     if alone > budget:
-        raise ContextOverflow(
-            f"This message needs {alone} tokens with the system prompt, but the window holds {window} "
+        raise ContextExhausted(
+            message=f"This message needs {alone} tokens with the system prompt, but the window holds {window} "
             f"with {reserve} kept for the answer ({alone - budget} too many).",
-            "Shorten the message, or raise --ctx if the model's window allows it.",
+            hint="Shorten the message, or raise --ctx if the model's window allows it.",
             needed=alone,
             window=window,
             reserve=reserve,
         )
     if policy == "stop":
-        raise ContextOverflow(
-            f"The conversation needs {used} tokens, but the window holds {window} with {reserve} kept for "
+        raise ContextExhausted(
+            message=f"The conversation needs {used} tokens, but the window holds {window} with {reserve} kept for "
             f"the answer ({used - budget} too many).",
-            "Start a new conversation (/new), or use --context-policy drop-oldest or truncate-middle.",
+            hint="Start a new conversation (/new), or use --context-policy drop-oldest or truncate-middle.",
             needed=used,
             window=window,
             reserve=reserve,

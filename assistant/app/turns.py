@@ -14,18 +14,22 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from assistant.app.context import Plan, fit
+from assistant.app.context import fit
+from assistant.app.notices import drops_notice
 from assistant.app.personas import load_persona
 from assistant.catalog.manifests import Catalog, InstalledModel
-from assistant.core.errors import ContextExhausted, EnclaveError
+from assistant.core.errors import ContextExhausted, EnclaveError, EngineError
+from assistant.core.events import Done, Error, Event, FinishReason, GenerationOptions, TextDelta, Usage
+from assistant.core.records import Plan, TurnResult
 from assistant.core.settings import Settings
 from assistant.engines import load_engine
-from assistant.engines.base import Done, Engine, Error, Event, GenerationOptions, Session, TextDelta, Usage
+from assistant.engines.base import Engine, Session
 from assistant.retrieval.answer import MIN_PASSAGE_TOKENS, Retrieval, evidence, nothing_found, render, select
 from assistant.storage.audit import AuditLog
 from assistant.storage.database import Store
@@ -35,45 +39,58 @@ if TYPE_CHECKING:
     from assistant.retrieval.index import Library
 
 
-@dataclass
-class TurnResult:
-    """One finished turn, as reported by ``--json`` and stored."""
+# --------------------------------------------------------------------------- turn events
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should read during a turn (never part of the answer)."""
 
     text: str
-    model: str
-    model_sha256: str
-    engine: str
-    usage: Usage | None
-    finish_reason: str
-    error: EnclaveError | None = None
-    context: Plan | None = None
-    conversation_id: int | None = None
-    #: Passages given to the model (with ``cited`` marking those the answer names);
-    #: ``None`` when documents were off for this turn.
-    citations: list[dict[str, Any]] | None = None
-    #: Things the user should know about this turn (passages left out or shortened).
-    notices: list[str] = field(default_factory=list)
-    where: str = "local"  # or the cloud host, e.g. cloud:127.0.0.1:8000
+    level: Literal["info", "warning", "error"] = "info"
 
-    def as_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "text": self.text,
-            "model": self.model,
-            "model_sha256": self.model_sha256,
-            "engine": self.engine,
-            "where": self.where,
-            "finish_reason": self.finish_reason,
-            "usage": self.usage.as_dict() if self.usage else None,
-            "context": self.context.as_dict() if self.context else None,
-            "conversation_id": self.conversation_id,
-        }
-        if self.citations is not None:
-            data["citations"] = self.citations
-        if self.notices:
-            data["notices"] = self.notices
-        if self.error:
-            data["error"] = {"message": self.error.message, "hint": self.error.hint}
-        return data
+
+@dataclass(frozen=True)
+class AttemptFailed:
+    """The local attempt failed (``error``) and the cloud will be offered: a front end
+    drops whatever it showed of this attempt and says why."""
+
+    error: EnclaveError
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A front end's answer to :class:`ConsentNeeded`; ``how`` is recorded in the audit log
+    in the user's words (e.g. "interactive prompt (y)", "--yes-cloud flag")."""
+
+    choice: Literal["send", "refuse", "toggle-redaction"]
+    how: str
+
+
+@dataclass(frozen=True, eq=False)
+class ConsentNeeded:
+    """The turn may go to the cloud: show ``request.preview()`` with ``question`` and call
+    :meth:`answer`. The turn waits (in its worker thread) until it is answered."""
+
+    question: str
+    request: CloudRequest
+    _reply: Future[Decision] = field(default_factory=Future, repr=False)
+
+    def answer(self, decision: Decision) -> None:
+        if not self._reply.done():
+            self._reply.set_result(decision)
+
+    def wait(self) -> Decision:
+        return self._reply.result()
+
+
+@dataclass(frozen=True)
+class TurnFinished:
+    """The turn is over and, unless cancelled or failed, saved and audited."""
+
+    result: TurnResult
+
+
+#: Everything a front end receives during a turn.
+TurnEvent = Event | Notice | AttemptFailed | ConsentNeeded | TurnFinished
 
 
 class Assistant:
@@ -188,6 +205,7 @@ class Conversation:
         self.audit: AuditLog | None = None
         self._cloud: CloudLink | None = None
         self.route = Route.local(self)  # who answers the current turn
+        self._pending_consent: ConsentNeeded | None = None
 
     def use_documents(self, library: Library | None, collections: list[str] | None = None) -> None:
         """Answer from documents (``collections``; empty or None: all of them), or stop
@@ -305,7 +323,7 @@ class Conversation:
     def stream(self, user_text: str) -> Iterator[Event]:
         """Run one turn, yielding engine events; history and store are updated at ``Done``.
 
-        Raises :class:`~assistant.app.context.ContextOverflow` (with the numbers) before
+        Raises :class:`~assistant.core.errors.ContextExhausted` (with the numbers) before
         anything runs when the turn cannot fit under the policy.
         """
         self.route = Route.local(self)
@@ -336,7 +354,7 @@ class Conversation:
         room = self.window - len(tokens)
         if room < 1:  # only reachable with answer_reserve misconfigured
             keep = self.session.common_prefix(tokens)
-            raise ContextExhausted(held=keep, requested=len(tokens) - keep, capacity=self.window)
+            raise ContextExhausted(needed=len(tokens), window=self.window, held=keep)
         for event in self.session.generate(tokens, self.options(room), messages=plan.messages):
             if isinstance(event, Done):
                 if event.reason == "cancelled":
@@ -391,13 +409,127 @@ class Conversation:
                 ],
             )
 
-    def ask(self, user_text: str, on_text: Any = None) -> TurnResult:
-        """Run one turn to completion in this thread; ``on_text(str)`` sees each delta."""
-        result = collect(self, self.stream(user_text), on_text)
-        self.save_turn(result, user_text)
+    def turn(self, user_text: str) -> Iterator[TurnEvent]:
+        """One turn, decided here for every front end: in the cloud when cloud is on for
+        this conversation and the user consents, else on this device; a local failure
+        offers the cloud when one is configured (never silently). The turn is saved and
+        audited before :class:`TurnFinished` is yielded; failures end up in its result.
+        """
+        if self.cloud_enabled:
+            consent = yield from self._consent(user_text, f"Send this turn to {self.cloud.endpoint.label}?")
+            if consent is not None:
+                yield from self._attempt(user_text, self._cloud_stream(user_text, *consent))
+                return
+            yield Notice("Not sent. Answering on this device instead.")
+        failed: EnclaveError | None = None
+        events: list[TurnEvent] = []
+        try:
+            for event in self._attempt(user_text, lambda: self.stream(user_text), hold_failure=True):
+                events.append(event)
+                if isinstance(event, TurnFinished) and event.result.error is not None:
+                    failed = event.result.error
+                    break
+                yield event
+        except (ContextExhausted, EngineError) as exc:
+            failed = exc
+        except EnclaveError as exc:  # not a local-engine failure: no fallback
+            yield TurnFinished(self._failure(exc))
+            return
+        if failed is None:
+            return
+        if not isinstance(failed, ContextExhausted | EngineError) or not self.cloud_configured:
+            yield TurnFinished(self._failure(failed, events))
+            return
+        yield AttemptFailed(failed)
+        host = self.cloud.endpoint.label
+        consent = yield from self._consent(
+            user_text, f"The local model could not answer. Send this turn to {host} instead?"
+        )
+        if consent is None:
+            yield TurnFinished(self._failure(failed, events))
+            return
+        yield from self._attempt(user_text, self._cloud_stream(user_text, *consent))
+
+    def _cloud_stream(self, user_text: str, request: CloudRequest, how: str) -> Callable[[], Iterator[Event]]:
+        return lambda: self.stream_cloud(request, user_text, how)
+
+    def _attempt(
+        self, user_text: str, make: Callable[[], Iterator[Event]], *, hold_failure: bool = False
+    ) -> Iterator[TurnEvent]:
+        """Stream one attempt and finish it: result, save, audit. With ``hold_failure`` a
+        failed result is yielded unsaved for :meth:`turn` to decide on."""
+        collector = TurnCollector(self)
+        was_cloud = self.cloud_enabled
+        for event in make():
+            collector.feed(event)
+            yield event
+        result = collector.result()
+        if result.error is not None and hold_failure:
+            yield TurnFinished(result)
+            return
+        if result.engine == "cloud" and was_cloud and not self.cloud_enabled:
+            yield Notice("Cloud is now off for this conversation; the next turn runs on this device.", "warning")
+        try:
+            self.save_turn(result, user_text)
+        except EnclaveError as exc:
+            result.notices.append(f"Not saved: {exc.message} {exc.hint}")
+        yield TurnFinished(result)
+
+    def _failure(self, error: EnclaveError, events: Sequence[TurnEvent] = ()) -> TurnResult:
+        """The result of a turn that failed (nothing is saved)."""
+        for event in events:
+            if isinstance(event, TurnFinished):
+                return event.result
+        route = self.route
+        return TurnResult(
+            text="",
+            model=route.model,
+            model_sha256=route.model_sha256,
+            engine=route.engine,
+            usage=None,
+            finish_reason="error",
+            error=error,
+            context=self.last_plan,
+            conversation_id=self.id,
+            where=route.where,
+        )
+
+    def _consent(self, user_text: str, question: str) -> Generator[TurnEvent, None, tuple[CloudRequest, str] | None]:
+        """Show the request a cloud turn would send and wait for the front end's decision;
+        the request and how consent was given, or None (refused and recorded)."""
+        try:
+            request = self.cloud_request(user_text)
+        except EnclaveError as exc:
+            yield Notice(f"{exc.message} {exc.hint}", "error")
+            return None
+        while True:
+            ask = ConsentNeeded(question, request)
+            self._pending_consent = ask
+            yield ask
+            decision = ask.wait()
+            self._pending_consent = None
+            if decision.choice == "toggle-redaction":
+                request = self.cloud_request(user_text, redact=not request.redacted)
+            elif decision.choice == "send":
+                return request, decision.how
+            else:
+                self.refuse_cloud(request, decision.how)
+                return None
+
+    def ask(self, user_text: str, on_text: Callable[[str], object] | None = None) -> TurnResult:
+        """Run one turn to completion in this thread (a consent request is refused: there
+        is no one to ask); ``on_text(str)`` sees each delta. A failed turn raises its
+        :class:`~assistant.core.errors.EnclaveError`."""
+        result = result_of(self.turn(user_text), on_text)
+        if result.error is not None:
+            raise result.error
         return result
 
     def cancel(self) -> None:
+        """Stop the turn: the answer being written, or a consent question still open."""
+        pending = self._pending_consent
+        if pending is not None:
+            pending.answer(Decision("refuse", "the turn was cancelled"))
         self.session.cancel()
         if self._cloud is not None:
             self._cloud.cancel()
@@ -492,7 +624,7 @@ class TurnCollector:
         self.conv = conv
         self.parts: list[str] = []
         self.usage: Usage | None = None
-        self.reason = "error"
+        self.reason: FinishReason = "error"
         self.error: EnclaveError | None = None
 
     def feed(self, event: Event) -> None:
@@ -517,6 +649,9 @@ class TurnCollector:
             notices.append(
                 "No sentence of this answer matches a source in its words and figures; check it against them."
             )
+        drops = drops_notice(conv.last_plan)
+        if drops:
+            notices.append(drops)
         route = conv.route
         return TurnResult(
             text=text,
@@ -534,46 +669,57 @@ class TurnCollector:
         )
 
 
-def collect(conv: Conversation, events: Iterator[Event], on_text: Any = None) -> TurnResult:
-    """Consume a turn's events; ``on_text(str)`` sees each text delta."""
+def result_of(events: Iterable[TurnEvent], on_text: Callable[[str], object] | None = None) -> TurnResult:
+    """Drive a turn's events to its result without a front end: text goes to ``on_text``,
+    a consent request is refused."""
+    for event in events:
+        match event:
+            case TextDelta(text=piece) if on_text is not None:
+                on_text(piece)
+            case ConsentNeeded():
+                event.answer(Decision("refuse", "no one to ask (no front end)"))
+            case TurnFinished(result=result):
+                return result
+    raise AssertionError("a turn always ends with TurnFinished")
+
+
+def collect(conv: Conversation, events: Iterable[Event]) -> TurnResult:
+    """The result of a stream of engine events (no save, no routing): for benchmarks and tests."""
     collector = TurnCollector(conv)
     for event in events:
         collector.feed(event)
-        if on_text and isinstance(event, TextDelta):
-            on_text(event.text)
     return collector.result()
 
 
-def stream_in_thread(
-    conv: Conversation, user_text: str, make: Callable[[], Iterator[Event]] | None = None
-) -> Iterator[Event]:
-    """Run the turn's blocking decode loop in a worker thread, yielding its events here.
+def stream_in_thread(conv: Conversation, events: Callable[[], Iterator[TurnEvent]]) -> Iterator[TurnEvent]:
+    """Run a turn (``events``, e.g. ``lambda: conv.turn(text)``) in a worker thread and
+    yield its events here.
 
-    The caller's thread stays free to react to Ctrl-C (call ``conv.cancel()`` and
-    keep iterating: the stream ends with ``Done(reason="cancelled")``). Exceptions
-    raised in the worker are re-raised in the caller. ``make`` runs another stream
-    of the turn instead (a consented cloud turn: ``conv.stream_cloud``).
+    The caller's thread stays free to react to Ctrl-C (call ``conv.cancel()`` and keep
+    iterating: the stream ends with a cancelled result) and to answer
+    :class:`ConsentNeeded` (the worker waits for it). Exceptions raised in the worker
+    are re-raised in the caller.
     """
-    events: queue.Queue[Any] = queue.Queue()
+    items: queue.Queue[Any] = queue.Queue()
     sentinel = object()
 
     def work() -> None:
         try:
-            for event in make() if make else conv.stream(user_text):
-                events.put(event)
+            for event in events():
+                items.put(event)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            events.put(exc)
+            items.put(exc)
         finally:
-            events.put(sentinel)
+            items.put(sentinel)
 
     worker = threading.Thread(target=work, name="enclave-decode", daemon=True)
     worker.start()
     while True:
         try:
-            item = events.get()
+            item = items.get()
         except KeyboardInterrupt:
             # Ctrl-C cancels the answer; the worker stops within a token and the
-            # stream still ends with Done(reason="cancelled").
+            # turn still ends with a cancelled result.
             conv.cancel()
             continue
         if item is sentinel:
@@ -584,30 +730,27 @@ def stream_in_thread(
     worker.join()
 
 
-async def astream(
-    conv: Conversation, user_text: str, make: Callable[[], Iterator[Event]] | None = None
-) -> AsyncIterator[Event]:
-    """The turn's events in an asyncio program: decoding runs in a worker thread and
-    each event crosses to the event loop with ``call_soon_threadsafe``; exceptions
-    raised in the worker (such as a context overflow) are re-raised here. ``make``
-    runs another stream of the turn instead (``conv.stream_cloud``)."""
+async def astream(conv: Conversation, events: Callable[[], Iterator[TurnEvent]]) -> AsyncIterator[TurnEvent]:
+    """A turn's events in an asyncio program: the turn runs in a worker thread and each
+    event crosses to the event loop with ``call_soon_threadsafe``; exceptions raised in
+    the worker are re-raised here. A :class:`ConsentNeeded` waits until answered."""
     loop = asyncio.get_running_loop()
-    events: asyncio.Queue[Any] = asyncio.Queue()
+    items: asyncio.Queue[Any] = asyncio.Queue()
     sentinel = object()
 
     def work() -> None:
         try:
-            for event in make() if make else conv.stream(user_text):
-                loop.call_soon_threadsafe(events.put_nowait, event)
+            for event in events():
+                loop.call_soon_threadsafe(items.put_nowait, event)
         except BaseException as exc:  # noqa: BLE001 - handed to the loop
-            loop.call_soon_threadsafe(events.put_nowait, exc)
+            loop.call_soon_threadsafe(items.put_nowait, exc)
         finally:
-            loop.call_soon_threadsafe(events.put_nowait, sentinel)
+            loop.call_soon_threadsafe(items.put_nowait, sentinel)
 
     worker = threading.Thread(target=work, name="enclave-decode", daemon=True)
     worker.start()
     while True:
-        item = await events.get()
+        item = await items.get()
         if item is sentinel:
             break
         if isinstance(item, BaseException):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
@@ -65,83 +64,101 @@ def _use_documents(conv: Any, assistant: Any, docs: str) -> None:
 
 
 def _print_sources(result: Any) -> None:
-    """The passages behind an answer: number, file, page, lines; cited ones marked."""
+    """The passages behind an answer: number, file, page, lines, and what each did."""
     if not result.citations:
         return
     click.echo(click.style("\nSources:", bold=True))
+    from assistant.app.notices import source_status
     from assistant.retrieval.location import describe
 
     for c in result.citations:
         where = describe(c["path"], c["page"], c["line_start"], c["line_end"], c["unit"])
-        if c["cited"]:
-            mark = ""
-        elif c.get("supports"):
-            mark = click.style("  (not cited, but the answer matches it)", dim=True)
-        else:
-            mark = click.style("  (given, not used)", dim=True)
+        status = source_status(c)
+        mark = "" if status == "cited" else click.style(f"  ({status})", dim=True)
         click.echo(f"[{c['n']}] {where}{mark}")
 
 
-def _summary(result: Any) -> str:
-    u = result.usage
-    if u is None:
-        return f"{result.model} · {result.engine}"
-    parts = [
-        result.model,
-        result.engine,
-        f"{u.prompt_tokens} prompt tokens ({u.prefilled_tokens} prefilled)",
-        f"TTFT {u.ttft_ms:.0f} ms",
-        f"{u.decode_tokens_per_s:.1f} tok/s",
-        f"{u.completion_tokens} tokens",
-    ]
-    if result.finish_reason not in ("stop",):
-        parts.append(
-            {"length": "stopped at --max-tokens", "context": "context window full", "cancelled": "cancelled"}.get(
-                result.finish_reason, result.finish_reason
-            )
+def _ask_consent(event: Any, kw: dict[str, Any], interactive: bool) -> Any:
+    """Show exactly what would be sent and ask; the front end's :class:`Decision`."""
+    from assistant.app.turns import Decision
+
+    request = event.request
+    _err(click.style("── cloud request preview " + "─" * 30, fg="yellow"))
+    _err(request.preview())
+    _err(click.style("─" * 55, fg="yellow"))
+    if kw.get("yes_cloud"):
+        _err(f"{event.question} yes (--yes-cloud)")
+        return Decision("send", "--yes-cloud flag")
+    if not interactive:
+        _err(event.question)
+        _err(
+            click.style("not sent: ", fg="yellow")
+            + f"nothing goes to {request.endpoint.label} without consent, and there is no terminal to ask on. "
+            "Pass --yes-cloud to consent in advance."
         )
-    return " · ".join(parts)
+        return Decision("refuse", "stdin is not a terminal and --yes-cloud was not given")
+    toggle = "off" if request.redacted else "on"
+    # The prompt waits for a person: Ctrl-C here means "no", as Esc does in the TUI.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        answer = click.prompt(
+            f"{event.question} [y]es / [N]o / [r] redaction {toggle}", default="n", show_default=False, err=True
+        )
+    except (KeyboardInterrupt, click.Abort):
+        answer = "interrupted"
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    match answer.strip().lower():
+        case "r":
+            return Decision("toggle-redaction", "interactive prompt (r)")
+        case "y" | "yes":
+            return Decision("send", "interactive prompt (y)")
+        case "interrupted":
+            _err(click.style("not sent.", fg="yellow"))
+            return Decision("refuse", "interrupted at the prompt (Ctrl-C)")
+        case _:
+            _err(click.style("not sent.", fg="yellow"))
+            return Decision("refuse", "declined at the prompt")
 
 
-def _report_drops(result: Any) -> None:
-    plan = result.context
-    if plan is None or not plan.drops:
-        return
-    turns = plan.dropped_turns
-    cut = [d for d in plan.drops if d.kind == "truncated"]
-    saved = sum(d.tokens for d in plan.drops)
-    what = []
-    if turns:
-        what.append(f"{turns} older turn{'s' if turns > 1 else ''} left out")
-    if cut:
-        what.append(f"{len(cut)} message{'s' if len(cut) > 1 else ''} shortened")
-    _err(
-        click.style("note: ", fg="yellow")
-        + f"{' and '.join(what)} to fit the {plan.window}-token window ({saved} tokens); "
-        "the full conversation stays in the history."
-    )
+def _run_turn(conv: Any, text: str, as_json: bool, kw: dict[str, Any] | None = None, interactive: bool = False) -> Any:
+    """Run one turn (routing, consent, saving: :meth:`Conversation.turn`) and show it:
+    the answer streams to stdout (or one JSON object), notes go to stderr; Ctrl-C
+    cancels the answer, wherever the main thread happens to be."""
+    from assistant.app.notices import answer_footer
+    from assistant.app.turns import AttemptFailed, ConsentNeeded, Notice, TurnFinished, stream_in_thread
+    from assistant.core.events import TextDelta
 
-
-def _run_turn(conv: Any, text: str, as_json: bool, make: Callable[[], Any] | None = None) -> Any:
-    """Stream one turn to stdout (or collect it for JSON); Ctrl-C cancels it.
-
-    ``make`` streams the turn from elsewhere (a consented cloud request)."""
-    from assistant.app.turns import collect, stream_in_thread
-
-    printer = None if as_json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
-    # Ctrl-C during the answer cancels the turn (the worker stops within a token and
-    # the stream ends with "cancelled"), wherever the main thread happens to be.
+    kw = kw or {}
+    result: Any = None
+    shown = False  # text of the current attempt written to stdout
     previous = signal.signal(signal.SIGINT, lambda *_: conv.cancel())
     try:
-        result = collect(conv, stream_in_thread(conv, text, make), printer)
+        for event in stream_in_thread(conv, lambda: conv.turn(text)):
+            match event:
+                case TextDelta(text=piece) if not as_json:
+                    sys.stdout.write(piece)
+                    sys.stdout.flush()
+                    shown = True
+                case Notice(text=note, level=level):
+                    colour = {"info": "green", "warning": "yellow", "error": "red"}[level]
+                    _err(click.style("note: ", fg=colour) + note)
+                case AttemptFailed(error=exc):
+                    if shown:
+                        sys.stdout.write("\n")
+                        shown = False
+                    _err(click.style("error: ", fg="red", bold=True) + exc.message)
+                case ConsentNeeded():
+                    event.answer(_ask_consent(event, kw, interactive))
+                case TurnFinished(result=finished):
+                    result = finished
     finally:
         signal.signal(signal.SIGINT, previous)
         conv.session.reset_cancel()
-    conv.save_turn(result, text)
     if as_json:
         click.echo(json.dumps(result.as_dict(), ensure_ascii=False))
     else:
-        if result.text and not result.text.endswith("\n"):
+        if shown and not result.text.endswith("\n"):
             sys.stdout.write("\n")
         sys.stdout.flush()
         if result.finish_reason == "cancelled":
@@ -149,14 +166,14 @@ def _run_turn(conv: Any, text: str, as_json: bool, make: Callable[[], Any] | Non
         _print_sources(result)
         for notice in result.notices:
             _err(click.style("note: ", fg="yellow") + notice)
-        _report_drops(result)
-        _err(click.style(_summary(result), dim=True))
+        if result.usage is not None:
+            _err(click.style(answer_footer(result, detail=True), dim=True))
     if result.error:
         raise result.error
     return result
 
 
-# --------------------------------------------------------------------------- cloud turns
+# --------------------------------------------------------------------------- cloud switch
 def cloud_options(func: F) -> F:
     """Cloud fallback switches for `ask` and `chat` (off unless given)."""
     func = click.option(
@@ -199,49 +216,6 @@ def _cloud_command(conv: Any, arg: str) -> None:
         raise EnclaveError(f"Unknown cloud command {arg!r}.", "Use /cloud on, /cloud off or /cloud.")
 
 
-def _consent(conv: Any, text: str, kw: dict[str, Any], interactive: bool, question: str) -> Any:
-    """Show exactly what would be sent and ask; the request to send, or None (refused, recorded)."""
-    request = conv.cloud_request(text)
-    while True:
-        _err(click.style("── cloud request preview " + "─" * 30, fg="yellow"))
-        _err(request.preview())
-        _err(click.style("─" * 55, fg="yellow"))
-        if kw.get("yes_cloud"):
-            _err(f"{question} yes (--yes-cloud)")
-            return request, "--yes-cloud flag"
-        if not interactive:
-            _err(question)
-            conv.refuse_cloud(request, "stdin is not a terminal and --yes-cloud was not given")
-            _err(
-                click.style("not sent: ", fg="yellow")
-                + f"nothing goes to {request.endpoint.label} without consent, and there is no terminal to ask on. "
-                "Pass --yes-cloud to consent in advance."
-            )
-            return None
-        toggle = "off" if request.redacted else "on"
-        answer = click.prompt(
-            f"{question} [y]es / [N]o / [r] redaction {toggle}", default="n", show_default=False, err=True
-        )
-        match answer.strip().lower():
-            case "r":
-                request = conv.cloud_request(text, redact=not request.redacted)
-            case "y" | "yes":
-                return request, "interactive prompt (y)"
-            case _:
-                conv.refuse_cloud(request, "declined at the prompt")
-                _err(click.style("not sent.", fg="yellow"))
-                return None
-
-
-def _run_cloud(conv: Any, text: str, kw: dict[str, Any], consent: tuple[Any, str]) -> Any:
-    request, how = consent
-    try:
-        return _run_turn(conv, text, kw["as_json"], lambda: conv.stream_cloud(request, text, how))
-    finally:
-        if not conv.cloud_enabled and kw.get("_cloud_was_on"):
-            _err(click.style("cloud is now off for this conversation; the next turn runs locally.", fg="yellow"))
-
-
 def _open_conversation_or_cloud(ctx: click.Context, kw: dict[str, Any], resume: int | None = None) -> Any:
     """The conversation; when the local model cannot load and cloud fallback is
     configured, one whose local turns fail with that error, so each turn offers the
@@ -264,34 +238,6 @@ def _open_conversation_or_cloud(ctx: click.Context, kw: dict[str, Any], resume: 
         conv = assistant.conversation_without_model(exc, kw.get("persona"))
         ctx.call_on_close(conv.close)
         return conv
-
-
-def _turn(conv: Any, text: str, kw: dict[str, Any], interactive: bool) -> Any:
-    """One turn: in the cloud when enabled and consented, else locally; a local
-    failure offers the cloud when one is configured (never silently)."""
-    from assistant.app.context import ContextOverflow
-    from assistant.core.errors import ContextExhausted, EngineError
-
-    if conv.cloud_enabled:
-        host = conv.cloud.endpoint.label
-        consent = _consent(conv, text, kw, interactive, f"Send this turn to {host}?")
-        if consent is not None:
-            return _run_cloud(conv, text, {**kw, "_cloud_was_on": True}, consent)
-        _err("Answering on this device instead.")
-        return _run_turn(conv, text, kw["as_json"])
-    try:
-        return _run_turn(conv, text, kw["as_json"])
-    except (ContextOverflow, ContextExhausted, EngineError) as exc:
-        if not conv.cloud_configured:
-            raise
-        _err(click.style("error: ", fg="red", bold=True) + exc.message)
-        host = conv.cloud.endpoint.label
-        consent = _consent(
-            conv, text, kw, interactive, f"The local model could not answer. Send this turn to {host} instead?"
-        )
-        if consent is None:
-            raise
-        return _run_cloud(conv, text, kw, consent)
 
 
 @click.command()
@@ -318,7 +264,7 @@ def ask(ctx: click.Context, prompt: tuple[str, ...], **kw: Any) -> None:
     conv = _open_conversation_or_cloud(ctx, kw)
     if kw.get("cloud"):
         _cloud_switch(conv, True, "ask --cloud")
-    _turn(conv, text, kw, interactive=sys.stdin.isatty())
+    _run_turn(conv, text, kw["as_json"], kw, interactive=sys.stdin.isatty())
 
 
 @click.command()
@@ -369,7 +315,7 @@ def chat(ctx: click.Context, resume: int | None, **kw: Any) -> None:
             if line.strip().split(" ")[0] == "/cloud":
                 _cloud_command(conv, line.strip().removeprefix("/cloud").strip())
                 continue
-            _turn(conv, line, kw, interactive)
+            _run_turn(conv, line, kw["as_json"], kw, interactive)
         except EnclaveError as exc:
             _err(click.style("error: ", fg="red", bold=True) + exc.message)
             if exc.hint:

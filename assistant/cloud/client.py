@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from assistant.core.errors import EnclaveError
-from assistant.engines.base import Done, Error, Event, GenerationOptions, TextDelta, Usage
+from assistant.core.events import Done, Error, Event, FinishReason, GenerationOptions, TextDelta, Usage
 
 log = logging.getLogger("enclave.cloud")
 
@@ -429,5 +429,6 @@ class CloudClient:
         )
 
 
-def _reason(finish: Any) -> str:
-    return {"length": "length", "stop": "stop", None: "stop"}.get(finish, str(finish))
+def _reason(finish: Any) -> FinishReason:
+    """The server's finish_reason in Enclave's words (anything unknown ended the answer)."""
+    return "length" if finish == "length" else "stop"

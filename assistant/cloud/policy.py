@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from assistant.cloud.client import CloudClient, CloudError, Endpoint, request_body
 from assistant.core.errors import EnclaveError
-from assistant.engines.base import Error, Event, GenerationOptions
+from assistant.core.events import Error, Event, GenerationOptions
 from assistant.privacy import guard as privacy
 from assistant.privacy.redact import Redactor
 

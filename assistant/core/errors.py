@@ -57,24 +57,44 @@ class EngineUnavailable(EnclaveError):
 
 
 class ContextExhausted(EnclaveError):
-    """A request needs more tokens than the model's context window holds.
+    """The prompt does not fit the context window: the one "does not fit" error.
 
-    Carries the numbers so that callers can decide what to drop: ``held`` tokens
-    already in the KV cache that would be kept, ``requested`` tokens to add, and
-    the session's ``capacity``.
+    Raised by the context policy before anything runs (the conversation or the new
+    message is too long for the window under the chosen policy) and by an engine
+    session when a prompt cannot be prefilled. Carries the numbers so callers can
+    decide what to drop: ``needed`` tokens (the whole prompt), the ``window``, the
+    ``reserve`` kept free for the answer, and ``held``, the part already in the KV
+    cache that would be kept.
     """
 
-    def __init__(self, held: int, requested: int, capacity: int, hint: str = "") -> None:
-        over = held + requested - capacity
-        message = (
-            f"The prompt needs {held + requested} tokens but the context window holds {capacity} ({over} too many)."
-        )
+    def __init__(
+        self,
+        needed: int,
+        window: int,
+        reserve: int = 0,
+        *,
+        held: int = 0,
+        message: str = "",
+        hint: str = "",
+    ) -> None:
+        over = needed + reserve - window
         super().__init__(
-            message,
+            message or f"The prompt needs {needed} tokens but the context window holds {window} ({over} too many).",
             hint
             or "Shorten the message, start a new conversation (/new), "
             "or raise the window with --ctx if the model supports it.",
         )
+        self.needed = needed
+        self.window = window
+        self.reserve = reserve
         self.held = held
-        self.requested = requested
-        self.capacity = capacity
+
+    @property
+    def capacity(self) -> int:
+        """The window, in the engine's words."""
+        return self.window
+
+    @property
+    def requested(self) -> int:
+        """Tokens that would have to be added to what the cache already holds."""
+        return self.needed - self.held

@@ -23,70 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from assistant.core.errors import ContextExhausted, EngineError
-
-
-# --------------------------------------------------------------------------- events
-@dataclass(frozen=True)
-class TextDelta:
-    """A piece of answer text, always whole Unicode characters."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Figures for one turn.
-
-    ``prompt_tokens`` is the whole prompt of the turn (system, history, new
-    message); ``prefilled_tokens`` the part actually run through the model this
-    turn (the rest was already in the KV cache).
-    """
-
-    prompt_tokens: int
-    prefilled_tokens: int
-    completion_tokens: int
-    ttft_ms: float
-    prefill_ms: float
-    decode_ms: float
-
-    @property
-    def decode_tokens_per_s(self) -> float:
-        # The first token comes out of prefill; decode speed is measured over the rest.
-        steps = self.completion_tokens - 1
-        return steps / (self.decode_ms / 1000.0) if steps > 0 and self.decode_ms > 0 else 0.0
-
-    @property
-    def prefill_tokens_per_s(self) -> float:
-        return self.prefilled_tokens / (self.prefill_ms / 1000.0) if self.prefill_ms > 0 else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "prefilled_tokens": self.prefilled_tokens,
-            "completion_tokens": self.completion_tokens,
-            "ttft_ms": round(self.ttft_ms, 1),
-            "prefill_ms": round(self.prefill_ms, 1),
-            "decode_tokens_per_s": round(self.decode_tokens_per_s, 1),
-        }
-
-
-@dataclass(frozen=True)
-class Done:
-    """The turn ended. ``reason`` is ``stop`` (end of answer), ``length``
-    (``max_tokens`` reached), ``context`` (the window is full) or ``cancelled``."""
-
-    reason: str
-    text: str
-
-
-@dataclass(frozen=True)
-class Error:
-    """The turn failed; ``error`` is an :class:`~assistant.core.errors.EnclaveError`."""
-
-    error: Exception
-
-
-Event = TextDelta | Usage | Done | Error
+from assistant.core.events import Done, Error, Event, FinishReason, GenerationOptions, TextDelta, Usage
 
 
 # --------------------------------------------------------------------------- options
@@ -100,17 +37,6 @@ class Capabilities:
     gpu: bool = False  # is running on an accelerator
     token_count: bool = True  # its tokenizer gives exact prompt token counts
     token_level: bool = True  # prefills token ids and reports sampled ids (else: works on messages)
-
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    """Sampling settings for one turn. ``temperature == 0`` means greedy."""
-
-    max_tokens: int = 512
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 50
-    seed: int | None = None
 
 
 @dataclass
@@ -269,7 +195,7 @@ class Session(ABC):
         tokens = list(tokens)
         if len(tokens) >= self.capacity:
             keep = self.common_prefix(tokens)
-            raise ContextExhausted(held=keep, requested=len(tokens) - keep, capacity=self.capacity)
+            raise ContextExhausted(needed=len(tokens), window=self.capacity, held=keep)
         keep = self.common_prefix(tokens)
         # The logits after the last prefix token are needed to generate, so at least
         # one token is always (re)appended: rewind to n-1 and re-append the last.
@@ -325,7 +251,7 @@ class Session(ABC):
         prefill_done = time.perf_counter()
         decoder = StreamDecoder(self.engine.tokenizer)
         first_token_at: float | None = None
-        reason = "length"
+        reason: FinishReason = "length"
         completion = 0
         pieces: list[str] = []
         try:

@@ -33,19 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from assistant.core.errors import ContextExhausted, EngineError, EngineUnavailable, ModelCorrupt
-from assistant.engines.base import (
-    Capabilities,
-    Done,
-    Engine,
-    Error,
-    Event,
-    GenerationOptions,
-    ModelInfo,
-    Session,
-    TextDelta,
-    Tokenizer,
-    Usage,
-)
+from assistant.core.events import Done, Error, Event, FinishReason, GenerationOptions, TextDelta, Usage
+from assistant.engines.base import Capabilities, Engine, ModelInfo, Session, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +237,7 @@ class LitertSession(Session):
             raise EngineError("LiteRT-LM sessions need the messages of the turn.", "This is a bug in Enclave.")
         messages = list(messages)
         if len(prompt) >= self.capacity:
-            raise ContextExhausted(held=0, requested=len(prompt), capacity=self.capacity)
+            raise ContextExhausted(needed=len(prompt), window=self.capacity)
         history, new = messages[:-1], messages[-1]
         reused = self._conv is not None and self._fed == history and self._sampler == _sampler_key(options)
         start = time.perf_counter()
@@ -262,7 +251,7 @@ class LitertSession(Session):
             return
         pieces: list[str] = []
         first_at: float | None = None
-        reason = "stop"
+        reason: FinishReason = "stop"
         try:
             for message in stream:
                 text = "".join(p.get("text", "") for p in message.get("content", []) if p.get("type") == "text")
@@ -278,7 +267,7 @@ class LitertSession(Session):
         except Exception as exc:  # noqa: BLE001
             self._drop()
             if "too long" in str(exc) or "Exceeding the maximum" in str(exc):
-                raise ContextExhausted(held=0, requested=len(prompt), capacity=self.capacity) from exc
+                raise ContextExhausted(needed=len(prompt), window=self.capacity) from exc
             yield Error(EngineError(f"LiteRT-LM failed while generating: {exc}"))
             return
         end = time.perf_counter()

@@ -17,14 +17,8 @@ from typing import Any
 import numpy as np
 
 from assistant.core.errors import ContextExhausted, EngineUnavailable, ModelCorrupt
-from assistant.engines.base import (
-    Capabilities,
-    Engine,
-    GenerationOptions,
-    ModelInfo,
-    Session,
-    Tokenizer,
-)
+from assistant.core.events import GenerationOptions
+from assistant.engines.base import Capabilities, Engine, ModelInfo, Session, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +151,9 @@ class GenaiSession(Session):
             gen.append_tokens(np.asarray(tokens, dtype=np.int32))
         except RuntimeError as exc:
             if "exceeds max length" in str(exc):
-                raise ContextExhausted(len(self._held), len(tokens), self.capacity) from exc
+                raise ContextExhausted(
+                    needed=len(self._held) + len(tokens), window=self.capacity, held=len(self._held)
+                ) from exc
             raise
 
     def _rewind(self, n: int) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from assistant.core.errors import EnclaveError, EngineError
-from assistant.engines.base import Capabilities, Engine, GenerationOptions, ModelInfo, Session, Tokenizer
+from assistant.core.events import GenerationOptions
+from assistant.engines.base import Capabilities, Engine, ModelInfo, Session, Tokenizer
 
 
 class _ByteTokenizer(Tokenizer):

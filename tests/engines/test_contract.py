@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from assistant.core.errors import ContextExhausted
-from assistant.engines.base import Done, Engine, GenerationOptions, StreamDecoder, TextDelta, Usage
+from assistant.core.events import Done, GenerationOptions, TextDelta, Usage
+from assistant.engines.base import Engine, StreamDecoder
 
 ROOT = Path(__file__).resolve().parents[2]
 GREEDY = GenerationOptions(max_tokens=24)

@@ -10,7 +10,7 @@ import pytest
 
 from assistant.cloud.client import CloudClient, CloudError, Endpoint, request_body
 from assistant.core.errors import EnclaveError
-from assistant.engines.base import Done, Error, GenerationOptions, TextDelta, Usage
+from assistant.core.events import Done, Error, GenerationOptions, TextDelta, Usage
 from tests.fake_openai import FakeOpenAI
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}]

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from assistant.app.context import ContextOverflow
 from assistant.app.turns import Assistant, Conversation
+from assistant.core.errors import ContextExhausted
 
 WINDOW = 512
 RESERVE = 64
@@ -55,7 +55,7 @@ def test_policy_at_fraction_of_the_window(settings, tiny_installed, policy: str,
         plan = conv.plan(NEW)
         assert plan.drops == [] and plan.used == needed
     elif policy == "stop":
-        with pytest.raises(ContextOverflow) as info:
+        with pytest.raises(ContextExhausted) as info:
             conv.plan(NEW)
         assert info.value.needed == needed
         assert str(needed - BUDGET) in info.value.message  # says by how much
@@ -88,7 +88,7 @@ def test_policy_at_fraction_of_the_window(settings, tiny_installed, policy: str,
 def test_a_message_too_long_for_the_window_is_refused_with_numbers(settings, tiny_installed) -> None:  # type: ignore[no-untyped-def]
     for policy in ("stop", "drop-oldest", "truncate-middle"):
         conv = _conversation(settings, policy)
-        with pytest.raises(ContextOverflow) as info:
+        with pytest.raises(ContextExhausted) as info:
             conv.ask("valve " * 600)
         err = info.value
         assert err.window == WINDOW and err.reserve == RESERVE and err.needed > BUDGET

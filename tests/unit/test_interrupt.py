@@ -6,7 +6,7 @@ import queue
 import time
 from dataclasses import replace
 
-from assistant.app.turns import Assistant, collect, stream_in_thread
+from assistant.app.turns import Assistant, result_of, stream_in_thread
 
 
 def test_keyboard_interrupt_cancels_the_turn(settings, tiny_installed, monkeypatch, slow_decoding) -> None:  # type: ignore[no-untyped-def]
@@ -23,12 +23,12 @@ def test_keyboard_interrupt_cancels_the_turn(settings, tiny_installed, monkeypat
         return original_get(self, *args, **kwargs)
 
     monkeypatch.setattr(queue.Queue, "get", get)
-    result = collect(conv, stream_in_thread(conv, "Write a long story"))
+    result = result_of(stream_in_thread(conv, lambda: conv.turn("Write a long story")))
     assert result.finish_reason == "cancelled"
     assert result.usage is not None and result.usage.completion_tokens < 400
     assert conv.messages == []  # a cancelled answer is not part of the conversation
     monkeypatch.setattr(queue.Queue, "get", original_get)
-    again = collect(conv, stream_in_thread(conv, "And now?"))
+    again = result_of(stream_in_thread(conv, lambda: conv.turn("And now?")))
     assert again.finish_reason == "length"
 
 

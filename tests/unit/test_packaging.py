@@ -77,7 +77,9 @@ def test_the_installed_wheel_answers_from_outside_the_checkout(installed: Path, 
     shutil.copytree(ROOT / "tests" / "assets" / "tiny-llama", model)
     added = _enclave(installed, where, home, "models", "add", str(model), "--name", "tiny")
     assert added.returncode == 0, added.stderr
-    answer = _enclave(installed, where, home, "ask", "--json", "-m", "tiny", "--max-tokens", "8", "-p", "technician", "Hi")
+    answer = _enclave(
+        installed, where, home, "ask", "--json", "-m", "tiny", "--max-tokens", "8", "-p", "technician", "Hi"
+    )
     assert answer.returncode == 0, answer.stderr
     result = json.loads(answer.stdout)
     assert result["model"] == "tiny" and result["usage"]["completion_tokens"] > 0

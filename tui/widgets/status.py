@@ -8,7 +8,7 @@ from textual.containers import Horizontal
 from textual.widgets import Static
 
 from assistant.app.turns import Conversation
-from assistant.engines.base import Usage
+from assistant.core.events import Usage
 
 
 class StatusBar(Horizontal):
