@@ -78,6 +78,16 @@ Event = TextDelta | Usage | Done | Error
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """Constrained decoding (llguidance): the answer must match ``grammar``, a JSON
+    Schema, a regular expression or a Lark grammar. Only for engines whose
+    ``capabilities.constrained`` is true."""
+
+    kind: Literal["json_schema", "regex", "lark"]
+    grammar: str
+
+
+@dataclass(frozen=True)
 class GenerationOptions:
     """Sampling settings for one turn. ``temperature == 0`` means greedy."""
 
@@ -86,3 +96,6 @@ class GenerationOptions:
     top_p: float = 1.0
     top_k: int = 50
     seed: int | None = None
+    #: 1.0 is off; above 1 makes tokens already in the answer less likely.
+    repetition_penalty: float = 1.0
+    constraint: Constraint | None = None

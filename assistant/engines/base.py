@@ -37,6 +37,7 @@ class Capabilities:
     gpu: bool = False  # is running on an accelerator
     token_count: bool = True  # its tokenizer gives exact prompt token counts
     token_level: bool = True  # prefills token ids and reports sampled ids (else: works on messages)
+    constrained: bool = False  # honours GenerationOptions.constraint (llguidance)
 
 
 @dataclass
