@@ -209,10 +209,10 @@ class EnclaveApp(App[None]):
         if item is None or not item.id:
             return
         conversation_id = int(item.id.removeprefix("conv-"))
-        title = self.assistant.store.conversation(conversation_id)["title"]
+        history = self.assistant.history
+        title = history.title(conversation_id)
         if await self.push_screen_wait(ConfirmScreen(f"Delete conversation {conversation_id} ({title!r}) for good?")):
-            self.assistant.store.delete(conversation_id)
-            self.assistant.audit.record("delete", conversation=conversation_id, messages_deleted=True)
+            history.delete(conversation_id, how="TUI confirmation dialog (y)")
             if self.conv and self.conv.id == conversation_id:
                 await self.open_conversation(None)
             self.refresh_sidebar()
@@ -519,14 +519,15 @@ class EnclaveApp(App[None]):
         if self.conv is None or self.conv.id is None:
             self.say("Nothing to export yet.")
             return
-        text = self.assistant.store.export(self.conv.id, "md")
         path = path or Path.cwd() / f"enclave-conversation-{self.conv.id}.md"
         try:
-            path.write_text(text + "\n", encoding="utf-8")
+            self.assistant.history.export(self.conv.id, "md", path)
         except OSError as exc:
             self.say(f"Could not write {path}: {exc.strerror or exc}", severity="error")
             return
-        self.assistant.audit.record("export", conversation=self.conv.id, format="md", to=str(path))
+        except EnclaveError as exc:
+            self.say(f"{exc.message} {exc.hint}", severity="error")
+            return
         self.say(f"Exported to {path}")
 
     def action_rename(self) -> None:
@@ -537,7 +538,11 @@ class EnclaveApp(App[None]):
         if not title or self.conv is None or self.conv.id is None:
             self.say("Usage: /rename TITLE (after the first answer).")
             return
-        self.assistant.store.rename(self.conv.id, title)
+        try:
+            self.assistant.history.rename(self.conv.id, title)
+        except EnclaveError as exc:
+            self.say(f"{exc.message} {exc.hint}", severity="error")
+            return
         self.refresh_sidebar()
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:

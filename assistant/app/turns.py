@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from assistant.app.context import fit
+from assistant.app.history import History
 from assistant.app.notices import drops_notice
 from assistant.app.personas import load_persona
 from assistant.catalog.manifests import Catalog, InstalledModel
@@ -118,6 +119,11 @@ class Assistant:
             self._loaded[key] = (model, load_engine(model, self.settings))
             self.audit.record("model_load", model=model.name, engine=model.engine, sha256=model.sha256)
         return self._loaded[key]
+
+    @property
+    def history(self) -> History:
+        """Stored conversations (deletes and exports audited)."""
+        return History(self.store)
 
     @property
     def audit(self) -> AuditLog:

@@ -127,11 +127,11 @@ def _audit(store: Any) -> Any:
 
 
 def _write_or_print(text: str, output: Path | None) -> None:
-    """Write ``text`` to ``output`` atomically (a partial file, then a rename), or print it."""
+    """Write ``text`` to ``output`` (the one export writer, :func:`write_export`), or print it."""
+    from assistant.app.history import write_export
+
     if output is None:
         click.echo(text)
         return
-    tmp = output.with_name(output.name + ".partial")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, output)
+    write_export(output, text + "\n")
     _err(f"Wrote {output}")

@@ -1,18 +1,21 @@
-"""`enclave history`: stored conversations."""
+"""`enclave history`: stored conversations (the use cases live in assistant.app.history)."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from assistant.cli.common import (
-    _audit,
-    _store,
-    _write_or_print,
-)
+from assistant.cli.common import _err, _settings
+
+
+def _history(ctx: click.Context) -> Any:
+    from assistant.app.history import History
+
+    return History.open(_settings(ctx))
 
 
 @click.group()
@@ -26,7 +29,7 @@ def history() -> None:
 @click.pass_context
 def history_list(ctx: click.Context, limit: int, as_json: bool) -> None:
     """Stored conversations, most recent first."""
-    rows = _store(ctx).list_conversations(limit)
+    rows = _history(ctx).recent(limit)
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False))
         return
@@ -43,7 +46,7 @@ def history_list(ctx: click.Context, limit: int, as_json: bool) -> None:
 @click.pass_context
 def history_show(ctx: click.Context, conversation_id: int, as_json: bool) -> None:
     """Print a conversation with where and by which model each answer ran."""
-    click.echo(_store(ctx).export(conversation_id, "json" if as_json else "md"))
+    click.echo(_history(ctx).show(conversation_id, "json" if as_json else "md"))
 
 
 @history.command("search")
@@ -53,7 +56,7 @@ def history_show(ctx: click.Context, conversation_id: int, as_json: bool) -> Non
 @click.pass_context
 def history_search(ctx: click.Context, text: str, limit: int, as_json: bool) -> None:
     """Full-text search over every stored message."""
-    rows = _store(ctx).search(text, limit)
+    rows = _history(ctx).search(text, limit)
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False))
         return
@@ -69,7 +72,7 @@ def history_search(ctx: click.Context, text: str, limit: int, as_json: bool) -> 
 @click.pass_context
 def history_rename(ctx: click.Context, conversation_id: int, title: str) -> None:
     """Give a conversation a title."""
-    _store(ctx).rename(conversation_id, title)
+    _history(ctx).rename(conversation_id, title)
     click.echo(f"Renamed {conversation_id}.")
 
 
@@ -79,12 +82,11 @@ def history_rename(ctx: click.Context, conversation_id: int, title: str) -> None
 @click.pass_context
 def history_delete(ctx: click.Context, conversation_id: int, yes: bool) -> None:
     """Delete a conversation for good (messages and search index rows)."""
-    store = _store(ctx)
-    conv = store.conversation(conversation_id)
+    history = _history(ctx)
+    title = history.title(conversation_id)
     if not yes and sys.stdin.isatty():
-        click.confirm(f"Delete conversation {conversation_id} ({conv['title']!r})?", abort=True, err=True)
-    store.delete(conversation_id)
-    _audit(store).record("delete", conversation=conversation_id, messages_deleted=True)
+        click.confirm(f"Delete conversation {conversation_id} ({title!r})?", abort=True, err=True)
+    history.delete(conversation_id, how="--yes" if yes else "confirmed at the prompt")
     click.echo(f"Deleted {conversation_id}.")
 
 
@@ -95,7 +97,8 @@ def history_delete(ctx: click.Context, conversation_id: int, yes: bool) -> None:
 @click.pass_context
 def history_export(ctx: click.Context, conversation_id: int, fmt: str, output: Path | None) -> None:
     """Export a conversation as Markdown or JSON."""
-    store = _store(ctx)
-    text = store.export(conversation_id, fmt)
-    _audit(store).record("export", conversation=conversation_id, format=fmt, to=str(output) if output else "stdout")
-    _write_or_print(text, output)
+    exported = _history(ctx).export(conversation_id, fmt, output)
+    if exported.path is None:
+        click.echo(exported.text)
+    else:
+        _err(f"Wrote {exported.path}")
