@@ -23,6 +23,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Input, ListView, Markdown
 
+from assistant.app.documents import switch_documents
 from assistant.app.notices import answer_footer
 from assistant.app.personas import list_personas, load_persona
 from assistant.app.turns import (
@@ -397,27 +398,13 @@ class EnclaveApp(App[None]):
         if conv is None:
             self.say("No model is loaded.")
             return
-        panel = self.query_one(SourcesPanel)
-        if arg == "off":
-            conv.use_documents(None)
-            panel.display = False
-            self.say("Documents off: answers come from the model alone.")
-        else:
-            from assistant.retrieval import open_library
-
-            try:
-                library = await asyncio.to_thread(open_library, self.settings, self.assistant.store)
-                conv.use_documents(library, None if arg in ("", "all", "on") else [arg])
-            except EnclaveError as exc:
-                self.say(f"{exc.message} {exc.hint}", severity="error", timeout=15)
-                return
-            panel.display = True
-            if not library.collections():
-                self.say("No documents are indexed yet: run `enclave docs add PATH` first.", severity="warning")
-            else:
-                names = ", ".join(conv.collections or []) or "all collections"
-                search = "keyword + vector" if library.embedder is not None else "keyword-only"
-                self.say(f"Documents on ({names}, {search} search): answers cite their sources.")
+        try:
+            message = await asyncio.to_thread(switch_documents, conv, arg, self.assistant.store)
+        except EnclaveError as exc:
+            self.say(f"{exc.message} {exc.hint}", severity="error", timeout=15)
+            return
+        self.query_one(SourcesPanel).display = conv.documents_on
+        self.say(message)
         self.query_one(StatusBar).show(conv)
 
     async def action_toggle_docs(self) -> None:

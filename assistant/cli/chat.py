@@ -48,19 +48,10 @@ def _open_conversation(ctx: click.Context, kw: dict[str, Any], resume: int | Non
     # turned off, and recorded, when the command ends.
     ctx.call_on_close(conv.close)
     if kw.get("docs"):
-        _use_documents(conv, assistant, kw["docs"])
+        from assistant.app.documents import switch_documents
+
+        switch_documents(conv, kw["docs"], assistant.store)
     return conv
-
-
-def _use_documents(conv: Any, assistant: Any, docs: str) -> None:
-    """Turn documents on for ``conv``: ``docs`` is a collection name or "all"."""
-    from assistant.retrieval import open_library
-
-    library = open_library(assistant.settings, assistant.store)
-    names = None if docs in ("all", "on") else [docs]
-    conv.use_documents(library, names)
-    if not library.collections():
-        raise EnclaveError("There are no indexed documents yet.", "Add some with `enclave docs add PATH`.")
 
 
 def _print_sources(result: Any) -> None:
@@ -325,19 +316,11 @@ def chat(ctx: click.Context, resume: int | None, **kw: Any) -> None:
 
 
 def _docs_command(conv: Any, line: str) -> None:
-    """`/docs [COLLECTION|all|off]` in `enclave chat`: documents on or off for this conversation."""
-    from assistant.retrieval import open_library
-    from assistant.storage.database import Store
+    """`/docs [COLLECTION|all|off]` in `enclave chat`; `/docs` alone says which are on."""
+    from assistant.app.documents import documents_state, switch_documents
 
     arg = line[len("/docs") :].strip()
-    if arg == "off":
-        conv.use_documents(None)
-        _err("Documents off: answers come from the model alone.")
-        return
     if not arg and conv.documents_on:
-        _err(f"Documents on: {', '.join(conv.collections or []) or 'all collections'}. `/docs off` turns them off.")
+        _err(documents_state(conv))
         return
-    store = conv.store or Store.open(conv.settings)
-    library = open_library(conv.settings, store)
-    conv.use_documents(library, None if arg in ("", "all", "on") else [arg])
-    _err(f"Documents on: answers cite {', '.join(conv.collections or []) or 'all collections'}.")
+    _err(switch_documents(conv, arg))

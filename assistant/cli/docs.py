@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from assistant.cli.common import _settings
 from assistant.core.errors import EnclaveError
 
 
@@ -17,34 +18,25 @@ def _err(text: str = "") -> None:
     click.echo(text, err=True)
 
 
-def _open(ctx: click.Context, build: bool = False) -> tuple[Any, Any]:
-    """(settings, library) for this command. With ``build``, the embedding model is
-    built first if it is missing and the build tools are installed (once, ~30 s);
-    without them, search stays keyword-only and the report says so."""
-    from assistant.core.settings import Settings
-    from assistant.retrieval import open_library
-    from assistant.retrieval.embed import build_embedder, load_embedder
-    from assistant.storage.database import Store
+def _open(ctx: click.Context, build: bool = False) -> Any:
+    """The documents of this home. With ``build``, the embedding model is built first if
+    it is missing and the build tools are installed (once, ~30 s); without them, search
+    stays keyword-only and the report says so."""
+    from assistant.app.documents import Documents
 
-    settings = Settings.load()
-    store = Store.open(settings)
-    ctx.call_on_close(store.close)
-    if build and settings.docs_build_embedder and load_embedder(settings) is None and _build_tools_installed():
+    settings = _settings(ctx)
+    if build and Documents.embedder_missing(settings):
         from assistant.cli.progress import BuildProgress
 
         _err("Building the embedding model for document search (once; about 30 s)…")
         try:
             with BuildProgress() as progress:
-                build_embedder(settings, progress=progress)
+                Documents.build_embedder(settings, progress)
         except EnclaveError as exc:
             _err(click.style("note: ", fg="yellow") + f"{exc.message} Indexing continues with keyword search.")
-    return settings, open_library(settings, store)
-
-
-def _build_tools_installed() -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers", "onnx"))
+    documents = Documents.open(settings)
+    ctx.call_on_close(documents.close)
+    return documents
 
 
 def _size(n: float) -> str:
@@ -104,10 +96,10 @@ class IndexProgress:
             self._bar.__exit__(*exc)
 
 
-def _print_report(report: Any, library: Any, as_json: bool) -> None:
+def _print_report(report: Any, documents: Any, as_json: bool) -> None:
     if as_json:
         data = report.as_dict()
-        data["vector_search"] = library.embedder is not None
+        data["vector_search"] = documents.vector_search
         click.echo(json.dumps(data, ensure_ascii=False))
         return
     rate = report.bytes / 2**20 / report.seconds if report.seconds > 0 else 0.0
@@ -129,17 +121,11 @@ def _print_report(report: Any, library: Any, as_json: bool) -> None:
         )
     for path, note in report.notes:
         click.echo(f"  note {path}: {note}")
-    if library.embedder is None:
+    if not documents.vector_search:
         _err(
             click.style("note: ", fg="yellow") + "keyword search only: the embedding model is not built. "
             "Build it with `enclave models build all-minilm-l6-v2`, then run `enclave docs sync`."
         )
-
-
-def _audit(library: Any, kind: str, **detail: Any) -> None:
-    from assistant.storage.audit import AuditLog
-
-    AuditLog(library.store).record(kind, **detail)
 
 
 @click.group()
@@ -158,19 +144,10 @@ def docs_add(ctx: click.Context, paths: tuple[Path, ...], collection: str, as_js
     Incremental and resumable: unchanged files cost nothing, changed files are
     re-read, deleted ones are removed; stop it at any moment and run it again.
     """
-    _, library = _open(ctx, build=True)
+    documents = _open(ctx, build=True)
     with IndexProgress() as progress:
-        report = library.add(list(paths), collection, progress)
-    _audit(
-        library,
-        "documents_indexed",
-        collection=collection,
-        paths=[str(p) for p in paths],
-        indexed=report.files_indexed,
-        removed=report.files_removed,
-        skipped=len(report.skipped),
-    )
-    _print_report(report, library, as_json)
+        report = documents.add(list(paths), collection, progress)
+    _print_report(report, documents, as_json)
 
 
 @docs.command("sync")
@@ -179,15 +156,14 @@ def docs_add(ctx: click.Context, paths: tuple[Path, ...], collection: str, as_js
 @click.pass_context
 def docs_sync(ctx: click.Context, collection: str | None, as_json: bool) -> None:
     """Bring collections up to date with their folders (all when none is named)."""
-    _, library = _open(ctx, build=True)
-    names = [collection] if collection else [c["name"] for c in library.collections()]
+    documents = _open(ctx, build=True)
+    names = [collection] if collection else documents.names()
     if not names:
         raise EnclaveError("There are no document collections yet.", "Add documents with `enclave docs add PATH`.")
     for name in names:
         with IndexProgress() as progress:
-            report = library.sync(name, progress)
-        _audit(library, "documents_synced", collection=name, indexed=report.files_indexed, removed=report.files_removed)
-        _print_report(report, library, as_json)
+            report = documents.sync(name, progress)
+        _print_report(report, documents, as_json)
 
 
 @docs.command("list")
@@ -195,8 +171,7 @@ def docs_sync(ctx: click.Context, collection: str | None, as_json: bool) -> None
 @click.pass_context
 def docs_list(ctx: click.Context, as_json: bool) -> None:
     """Collections with their files, passages and size."""
-    _, library = _open(ctx)
-    rows = library.collections()
+    rows = _open(ctx).collections()
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False))
         return
@@ -218,22 +193,17 @@ def docs_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def docs_status(ctx: click.Context, collection: str | None, as_json: bool) -> None:
     """Files in a collection, what was skipped and why, and the search set-up."""
-    _, library = _open(ctx)
-    names = [collection] if collection else [c["name"] for c in library.collections()]
-    embedder = library.embedder
+    documents = _open(ctx)
+    names = [collection] if collection else documents.names()
     data: dict[str, Any] = {
-        "vector_search": embedder is not None,
-        "embedder_sha256": getattr(embedder, "sha256", None),
-        "collections": [],
+        "vector_search": documents.vector_search,
+        "embedder_sha256": documents.embedder_sha256,
+        "collections": [documents.status(name) for name in names],
     }
-    for name in names:
-        data["collections"].append(
-            {"name": name, "documents": library.documents(name), "skipped": library.skipped(name)}
-        )
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False))
         return
-    mode = "keyword (BM25) + vectors, fused" if embedder is not None else "keyword (BM25) only"
+    mode = "keyword (BM25) + vectors, fused" if documents.vector_search else "keyword (BM25) only"
     click.echo(f"search: {mode}")
     if not names:
         click.echo("No documents yet. Add some with `enclave docs add PATH`.")
@@ -253,13 +223,12 @@ def docs_status(ctx: click.Context, collection: str | None, as_json: bool) -> No
 @click.pass_context
 def docs_remove(ctx: click.Context, collection: str, path: Path | None, yes: bool) -> None:
     """Forget a collection (or one file or folder in it). Your files are not touched."""
-    _, library = _open(ctx)
-    library.collection_id(collection)
+    documents = _open(ctx)
+    documents.check(collection)
     what = f"{path} from {collection}" if path else f"the whole collection {collection}"
     if not yes and sys.stdin.isatty():
         click.confirm(f"Remove {what} from the index?", abort=True)
-    count = library.remove(collection, path)
-    _audit(library, "documents_removed", collection=collection, path=str(path) if path else None, documents=count)
+    count = documents.remove(collection, path, how="--yes" if yes else "confirmed at the prompt")
     click.echo(f"Removed {count} document{'s' if count != 1 else ''} ({what}). The files on disk are unchanged.")
 
 
@@ -280,9 +249,8 @@ def docs_search(
     ctx: click.Context, query: tuple[str, ...], collections: tuple[str, ...], k: int, mode: str, as_json: bool
 ) -> None:
     """Ranked passages for a query, with file, page, lines and score."""
-    _, library = _open(ctx)
     text = " ".join(query)
-    hits = library.search(text, k=k, collections=list(collections) or None, mode=mode)
+    hits = _open(ctx).search(text, k=k, collections=list(collections) or None, mode=mode)
     if as_json:
         click.echo(json.dumps([{"n": i + 1, **h.as_dict()} for i, h in enumerate(hits)], ensure_ascii=False))
         return
