@@ -73,11 +73,26 @@ def test_later_turns_prefill_only_the_new_message(smollm2_home: Path, monkeypatc
         assert conv.session.native_token_count() == conv.session.token_count
 
 
+def _model_loads(home: Path) -> int:
+    """How many model loads the audit log of ``home`` records (read from outside)."""
+    import sqlite3
+
+    db = home / "data" / "enclave.db"
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            return int(conn.execute("select count(*) from audit where kind = 'model_load'").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
 def test_ctrl_c_cancels_the_answer_and_the_chat_goes_on(smollm2_home: Path) -> None:
     import signal
     import time
 
     env = dict(os.environ, ENCLAVE_HOME=str(smollm2_home))
+    loads = _model_loads(smollm2_home)
     proc = subprocess.Popen(
         [sys.executable, "-m", "assistant", "chat", "--json", "--no-save", "--max-tokens", "400"],
         stdin=subprocess.PIPE,
@@ -90,7 +105,12 @@ def test_ctrl_c_cancels_the_answer_and_the_chat_goes_on(smollm2_home: Path) -> N
     assert proc.stdin is not None
     proc.stdin.write("Write a very long story about a pump.\n")
     proc.stdin.flush()
-    time.sleep(3)  # loading and a second or two of decoding
+    # Ctrl-C while the model is still loading ends the command (as it should); wait,
+    # from outside, until the load is in the audit log, then give decoding a second.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and _model_loads(smollm2_home) <= loads:
+        time.sleep(0.2)
+    time.sleep(1.5)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.5)
     proc.stdin.write("What is the capital of France?\n")
