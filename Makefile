@@ -11,9 +11,10 @@ run: $(STAMP)  ## install, build the default model on first run, start Enclave
 	$(VENV)/bin/enclave models build
 	$(VENV)/bin/enclave
 
-test: $(STAMP)  ## lint, types, and the whole test suite (what .ci/run runs)
+test: $(STAMP)  ## lint, types, layer contracts, and the whole test suite (what .ci/run runs)
 	$(VENV)/bin/ruff check assistant tui tests scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)  ## everything except the real-model tests
@@ -38,6 +39,7 @@ venv install: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check assistant tui tests scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 tiny-model: $(STAMP)  ## rebuild the committed tiny test model
 	$(PY) scripts/build_tiny_model.py tests/assets/tiny-llama

@@ -446,7 +446,7 @@ class EnclaveApp(App[None]):
 
     @work(exclusive=True, group="dialog")
     async def action_pick_model(self) -> None:
-        from assistant.catalog.manifests import human_size
+        from assistant.core.format import human_size
 
         options = []
         for m in self.assistant.catalog.installed():

@@ -26,9 +26,9 @@ from typing import Any
 from assistant.core import resources
 from assistant.core.errors import EnclaveError, ModelCorrupt, ModelNotInstalled, ModelUnknown, NotALanguageModel
 from assistant.core.settings import Settings
+from assistant.engines import ENGINE_NAMES
 
 MANIFEST_NAME = "enclave-manifest.json"
-ENGINES = ("onnx", "litert")
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ class Catalog:
 
     def find(self, name: str, engine: str | None = None) -> InstalledModel:
         """The installed model ``name`` (for ``engine``, or any engine)."""
-        engines = [engine] if engine else list(ENGINES)
+        engines = [engine] if engine else list(ENGINE_NAMES)
         for eng in engines:
             path = self._manifest_path(name, eng)
             if path.is_file():
@@ -389,14 +389,6 @@ def _guess_licence(path: Path) -> str:
                     return label
             return "see LICENSE"
     return "unknown"
-
-
-def human_size(n: int | float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 def iter_names(models: Iterable[InstalledModel]) -> list[str]:

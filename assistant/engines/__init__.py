@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from assistant.core.settings import Settings
     from assistant.engines.base import Engine
 
+#: The only list of engine names (the CLI, the catalog and the app read it from here).
 ENGINE_NAMES = ("onnx", "litert")
 
 

@@ -54,3 +54,18 @@ def test_the_runtime_never_imports_the_build_tools() -> None:
 def test_the_core_never_imports_textual() -> None:
     loaded = _loaded_after("\n".join(f"import {m}" for m in RUNTIME_MODULES))
     assert "textual" not in loaded
+
+
+def test_the_app_layer_never_loads_textual() -> None:
+    """The use cases are front-end neutral: a server or a script can drive them. (That no
+    Enclave module below the front ends imports ``click`` either is the import-linter
+    contract in pyproject.toml; sqlite-utils itself imports click, so a loaded-modules
+    check cannot say it.)"""
+    import pkgutil
+
+    import assistant.app
+
+    modules = [f"assistant.app.{m.name}" for m in pkgutil.iter_modules(assistant.app.__path__)]
+    assert "assistant.app.turns" in modules
+    loaded = _loaded_after("\n".join(f"import {m}" for m in modules))
+    assert "textual" not in loaded

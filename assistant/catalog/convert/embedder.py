@@ -89,11 +89,12 @@ def build_embedding(
 ) -> InstalledModel:
     """Convert ``recipe``'s weights to an ONNX sentence encoder and install it with its manifest."""
     from assistant.catalog.convert.recipes import Step, _checked, _install, _noop, _run, require_build_tools
+    from assistant.catalog.manifests import MANIFEST_NAME
 
     progress = progress or _noop
     require_build_tools(("safetensors",))
     target = catalog.install_dir(recipe.name, "onnx")
-    if (target / "enclave-manifest.json").exists() and not force:
+    if (target / MANIFEST_NAME).exists() and not force:
         return catalog.find(recipe.name, "onnx")
     options = recipe.build.get("onnx", {})
     precision = str(options.get("precision", "fp32"))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from assistant.catalog.manifests import Catalog, InstalledModel, Recipe, sha256_file
+from assistant.catalog.manifests import MANIFEST_NAME, Catalog, InstalledModel, Recipe, sha256_file
 from assistant.core import resources
 from assistant.core.errors import BuildError
 
@@ -204,7 +204,7 @@ def build_onnx(
     require_build_tools()
     settings = catalog.settings
     target = catalog.install_dir(recipe.name, "onnx")
-    if (target / "enclave-manifest.json").exists() and not force:
+    if (target / MANIFEST_NAME).exists() and not force:
         return catalog.find(recipe.name, "onnx")
     options = recipe.build.get("onnx")
     if options is None:
@@ -332,7 +332,7 @@ def build_litert(catalog: Catalog, recipe: Recipe, progress: Progress = _noop, f
     require_build_tools(("litert_torch",))
     settings = catalog.settings
     target = catalog.install_dir(recipe.name, "litert")
-    if (target / "enclave-manifest.json").exists() and not force:
+    if (target / MANIFEST_NAME).exists() and not force:
         return catalog.find(recipe.name, "litert")
     options = recipe.build.get("litert")
     if options is None:
