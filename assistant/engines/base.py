@@ -100,6 +100,7 @@ class Capabilities:
     gpu: bool = False  # is running on an accelerator
     token_count: bool = True  # its tokenizer gives exact prompt token counts
     token_level: bool = True  # prefills token ids and reports sampled ids (else: works on messages)
+    logprobs: bool = False  # Session.score gives teacher-forced log-probabilities (perplexity, drift)
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,12 @@ class Session(ABC):
 
     def _close(self) -> None:  # noqa: B027 - optional hook
         """Release native resources; optional."""
+
+    def score(self, tokens: Sequence[int]) -> list[float]:
+        """Natural-log probability of each of ``tokens[1:]`` given the tokens before it
+        (teacher forcing), for perplexity. Optional: announced by ``capabilities.logprobs``;
+        uses its own cache, so the session's conversation cache is left as it is."""
+        raise EngineError(f"The {self.engine.name} engine cannot score tokens.", "Use an engine with logprobs.")
 
     def _after_stop_token(self) -> None:  # noqa: B027 - optional hook
         """The model sampled an end-of-turn token, which is not kept in ``tokens``.
