@@ -87,8 +87,8 @@ def safe_settings(settings: Settings) -> dict[str, Any]:
     return out
 
 
-def _run_enclave(*args: str) -> str:
-    """Output of ``enclave ARGS`` in a child process (stdout and stderr), never raising."""
+def _run_enclave(*args: str) -> tuple[int, str, str]:
+    """``enclave ARGS`` in a child process: exit code, stdout, stderr (never raising)."""
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "assistant", *args],
@@ -96,8 +96,21 @@ def _run_enclave(*args: str) -> str:
             env={**os.environ, "ENCLAVE_DEBUG": ""},
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"(enclave {' '.join(args)} could not run: {exc})\n"
-    return proc.stdout + (f"\n[stderr]\n{proc.stderr}" if proc.stderr.strip() else "") + f"\n[exit {proc.returncode}]\n"
+        return -1, "", f"enclave {' '.join(args)} could not run: {exc}"
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _as_text(result: tuple[int, str, str]) -> str:
+    code, out, err = result
+    return out + (f"\n[stderr]\n{err}" if err.strip() else "") + f"\n[exit {code}]\n"
+
+
+def _as_json(result: tuple[int, str, str]) -> str:
+    code, out, err = result
+    try:
+        return json.dumps(json.loads(out), indent=2)
+    except json.JSONDecodeError:
+        return json.dumps({"exit": code, "error": err.strip()[-2000:]}, indent=2)
 
 
 def audit_summary(store: Store) -> dict[str, Any]:
@@ -138,8 +151,8 @@ def build(settings: Settings, store: Store, output: Path) -> list[str]:
     parts: dict[str, str] = {
         "versions.json": json.dumps(versions(), indent=2),
         "settings.json": json.dumps(safe_settings(settings), indent=2, default=str),
-        "doctor.txt": _run_enclave("doctor"),
-        "hardware.json": _run_enclave("doctor", "--hardware", "--json"),
+        "doctor.txt": _as_text(_run_enclave("doctor")),
+        "hardware.json": _as_json(_run_enclave("doctor", "--hardware", "--json")),
         "errors.json": json.dumps(events, indent=2),
         "stats.json": json.dumps(app_stats.compute(store).as_dict(), indent=2),
         "models.json": json.dumps(models_summary(settings, store), indent=2),

@@ -248,14 +248,16 @@ class Updates:
         staging = staging_root / f"{os.getpid()}-{time.time_ns()}"
         progress("Unpacking the bundle")
         try:
-            staged = bundles.stage(source, staging, self.settings.bundle_max_mb << 20)
-        except EnclaveError as exc:
-            self._refused(source, "stage", exc)
-            raise
-        try:
-            return self._install_staged(source, staged, accept_drift, progress, steps, started)
+            try:
+                staged = bundles.stage(source, staging, self.settings.bundle_max_mb << 20)
+            except EnclaveError as exc:
+                self._refused(source, "stage", exc)
+                raise
+            try:
+                return self._install_staged(source, staged, accept_drift, progress, steps, started)
+            finally:
+                staged.discard()
         finally:
-            staged.discard()
             if staging_root.is_dir() and not any(staging_root.iterdir()):
                 staging_root.rmdir()
 
