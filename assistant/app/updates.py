@@ -29,6 +29,7 @@ one automatically, and the front end is told so in a sentence.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -231,9 +232,7 @@ class Updates:
         """The anti-rollback counter: the highest version the database or the audit chain has seen."""
         highest = self.releases.highest(name, engine)
         for entry in self.audit.entries():
-            if entry["kind"] in ("model_install", "model_install_counter"):
-                import json
-
+            if entry["kind"] == "model_install":
                 detail = json.loads(entry["detail"])
                 if detail.get("model") == name and detail.get("engine") == engine:
                     highest = max(highest, int(detail.get("version", 0)))
@@ -289,7 +288,11 @@ class Updates:
             self._refused(source, "signature", exc)
             raise
         steps.append(f"signature by {trusted[signer].name} ({signer[:16]}…) verified")
-        release = staged.release()
+        try:
+            release = staged.release()
+        except EnclaveError as exc:
+            self._refused(source, "release", exc, signer=signer)
+            raise
         detail = {"model": release.name, "engine": release.engine, "version": release.version, "signer": signer}
         try:
             self._check_release(release, staged)
