@@ -56,9 +56,13 @@ def _doctor_database(settings: Any) -> bool:
 
 # --------------------------------------------------------------------------- doctor
 def _open_store(settings: Any) -> Any:
-    """The database for read-only sections, or None when it cannot be opened without asking."""
+    """The database for read-only sections, or None when it does not exist yet (a doctor
+    never creates it) or cannot be opened without asking."""
+    from assistant.storage import crypt
     from assistant.storage.database import Store
 
+    if crypt.file_state(settings.locations.database) == "missing":
+        return None
     try:
         return Store.open(settings, interactive=False)
     except EnclaveError:

@@ -225,9 +225,23 @@ def verify_folder(folder: Path, signature: Path, public_pem: str) -> None:
             verifier.verify(folder, signature)
         except Exception as exc:  # noqa: BLE001 - model-signing raises ValueError, protobuf and crypto errors
             raise SignatureError(
-                f"The signature does not match the bundle's files: {_short(exc)}.",
+                f"The signature does not match the bundle's files: {_mismatch(exc)}.",
                 "The bundle was changed after it was signed; get an intact copy from its publisher.",
             ) from exc
+
+
+def _mismatch(exc: BaseException) -> str:
+    """model-signing's mismatch report in a sentence: which files changed, appeared or went missing."""
+    import re
+
+    text = str(exc)
+    # The report is a list's repr: a name may sit in escaped quotes (\\'name\\').
+    changed = re.findall(r"Hash mismatch for \\?'([^'\\]+)", text)
+    extra = re.findall(r"Extra files found in model '[^']*': ([^\"\]]+)", text)
+    missing = re.findall(r"Missing files in model '[^']*': ([^\"\]]+)", text)
+    parts = [f"{label} {', '.join(found)}" for label, found in
+             (("changed:", changed), ("not signed:", extra), ("missing:", missing)) if found]  # fmt: skip
+    return "; ".join(parts) if parts else _short(exc)
 
 
 def _short(exc: BaseException) -> str:

@@ -141,14 +141,17 @@ def _edited_release(src: Path, dst: Path) -> None:
 
 
 TAMPERS: dict[str, tuple[Tamper, str]] = {
-    "byte flip in the weights": (_flip_weight_byte, "The signature does not match the bundle's files"),
+    "byte flip in the weights": (
+        _flip_weight_byte,
+        "does not match the bundle's files: changed: model/model.onnx.data",
+    ),
     "truncated": (_truncate, "damaged or truncated"),
-    "extra file": (_extra_file, "Extra files found"),
-    "missing file": (_missing_file, "Missing files"),
-    "renamed file": (_renamed_file, "Missing files"),
+    "extra file": (_extra_file, "files: not signed: model/extra.onnx"),
+    "missing file": (_missing_file, "files: missing: model/tokenizer_config.json"),
+    "renamed file": (_renamed_file, "not signed: model/chat_template.old; missing: model/chat_template.jinja"),
     "symbolic link": (_symlink, "holds a symbolic link: payload/model/chat_template.jinja"),
     "path escape": (_path_escape, "would escape its folder"),
-    "edited release.json": (_edited_release, "The signature does not match the bundle's files"),
+    "edited release.json": (_edited_release, "does not match the bundle's files: changed: release.json"),
 }
 
 
