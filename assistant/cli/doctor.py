@@ -113,7 +113,9 @@ def _doctor_hardware(settings: Any, as_json: bool) -> bool:
 
 @click.command()
 @click.option("--privacy", is_flag=True, help="Only the privacy checks.")
-@click.option("--hardware", is_flag=True, help="The hardware matrix: CPU, RAM, GPU, power, and each model against the budgets.")
+@click.option(
+    "--hardware", is_flag=True, help="The hardware matrix: CPU, RAM, GPU, power, and each model against the budgets."
+)
 @click.option("--json", "as_json", is_flag=True, help="With --hardware: print JSON.")
 @click.pass_context
 def doctor(ctx: click.Context, privacy: bool, hardware: bool, as_json: bool) -> None:
