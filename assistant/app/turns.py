@@ -29,7 +29,6 @@ from assistant.core.errors import ContextExhausted, EnclaveError, EngineError
 from assistant.core.events import Done, Error, Event, FinishReason, GenerationOptions, TextDelta, Usage
 from assistant.core.records import Plan, TurnResult
 from assistant.core.settings import Settings
-from assistant.engines import load_engine
 from assistant.engines.base import Engine, Session
 from assistant.retrieval.answer import MIN_PASSAGE_TOKENS, Retrieval, evidence, nothing_found, render, select
 from assistant.storage.audit import AuditLog
@@ -102,6 +101,9 @@ class Assistant:
         self.catalog = Catalog(settings)
         self._store = store
         self._loaded: dict[tuple[str, str], tuple[InstalledModel, Engine]] = {}
+        #: Sentences for the user about loading (a GPU that fell back to the CPU, a release
+        #: reverted after failed loads); front ends show them once.
+        self.notices: list[str] = []
 
     @property
     def store(self) -> Store:
@@ -115,8 +117,13 @@ class Assistant:
         model = self.catalog.find_language_model(name, engine)
         key = (model.name, model.engine)
         if key not in self._loaded:
-            self.catalog.check_before_load(model)
-            self._loaded[key] = (model, load_engine(model, self.settings))
+            from assistant.app.updates import Updates
+
+            # Checked against its manifest, power profile and device applied, failed loads
+            # of an installed release counted (and reverted after two).
+            model, loaded, notices = Updates(self.settings, self.store).load_guarded(model)
+            self.notices.extend(notices)
+            self._loaded[key] = (model, loaded)
             self.audit.record("model_load", model=model.name, engine=model.engine, sha256=model.sha256)
         return self._loaded[key]
 
@@ -380,6 +387,12 @@ class Conversation:
 
     def save_turn(self, result: TurnResult, user_text: str) -> None:
         """Write a finished turn to the store (one transaction for both messages)."""
+        if result.error is not None and self.store is not None and result.engine != "cloud":
+            from assistant.storage.releases import Releases
+
+            # Kept for `enclave stats` and `enclave report`: the engine's message, never the turn's text.
+            Releases(self.store).record_event(result.model, result.engine, result.model_sha256, "turn_error",
+                                              result.error.message)  # fmt: skip
         if self.store is None or result.finish_reason in ("cancelled", "error"):
             return
         if self.id is None:

@@ -308,7 +308,13 @@ class Catalog:
         removed = []
         for model in self.installed():
             if model.name == name and (engine is None or model.engine == engine):
-                shutil.rmtree(model.manifest_path.parent)
+                folder = model.manifest_path.parent
+                if folder.is_symlink():
+                    # An installed release: the link and every version kept for rollback go.
+                    folder.unlink()
+                    shutil.rmtree(self.settings.locations.releases / model.name / model.engine, ignore_errors=True)
+                else:
+                    shutil.rmtree(folder)
                 removed.append(model)
         if not removed:
             raise ModelNotInstalled(f"No installed model is called {name!r}.", "See `enclave models list`.")

@@ -31,7 +31,13 @@ def bench(ctx: click.Context, runs: int, turns: int, background_load: int, compa
     """
     from assistant.app.bench import run_bench
 
-    settings = _settings(ctx, context_window=kw.get("context_window"), threads=kw.get("threads"))
+    settings = _settings(
+        ctx,
+        context_window=kw.get("context_window"),
+        threads=kw.get("threads"),
+        device=kw.get("device"),
+        power=kw.get("power"),
+    )
     if compare:
         _bench_compare(settings, kw.get("model") or settings.model, runs, turns, background_load, kw)
         return
@@ -43,6 +49,9 @@ def bench(ctx: click.Context, runs: int, turns: int, background_load: int, compa
         turns=turns,
         background=background_load,
     )
+    if not kw["as_json"]:
+        for notice in report.get("notices", []):
+            _err(click.style("note: ", fg="yellow") + notice)
     click.echo(json.dumps(report) if kw["as_json"] else report_text(report))
 
 
@@ -63,6 +72,9 @@ def _bench_compare(settings: Any, model: str, runs: int, turns: int, background:
             cmd += ["--threads", str(kw["threads"])]
         if kw.get("context_window"):
             cmd += ["--ctx", str(kw["context_window"])]
+        for option in ("device", "power"):
+            if kw.get(option):
+                cmd += [f"--{option}", str(kw[option])]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise EnclaveError(f"The benchmark on {engine} failed: {proc.stderr.strip()[-300:]}")
@@ -117,6 +129,14 @@ def report_text(report: dict[str, Any]) -> str:
         lines.append(
             f"{row['name'][:40]:40} {row['prompt_tokens']:6d} {row['ttft_ms']:8.0f} "
             f"{row['prefill_tokens_per_s']:11.0f} {row['decode_tokens_per_s']:10.1f}"
+        )
+    cpu = report.get("cpu_s_per_1k_tokens")
+    joules = report.get("joules_per_1k_tokens")
+    if cpu is not None:
+        energy = f"{joules:.0f} J" if joules is not None else "energy not readable here (RAPL counters)"
+        lines.append(
+            f"per 1,000 generated tokens: {cpu:.1f} CPU-s, {energy} · power {report.get('power', '?')}"
+            f" · device {report.get('device', 'cpu')}"
         )
     lines.append(
         "multi-turn chat: "

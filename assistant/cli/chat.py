@@ -34,6 +34,8 @@ def _open_conversation(ctx: click.Context, kw: dict[str, Any], resume: int | Non
         context_window=kw.get("context_window"),
         threads=kw.get("threads"),
         context_policy=kw.get("context_policy"),
+        device=kw.get("device"),
+        power=kw.get("power"),
     )
     assistant = Assistant(settings)
     # Engines are closed before the interpreter exits (LiteRT-LM must release its
@@ -44,6 +46,8 @@ def _open_conversation(ctx: click.Context, kw: dict[str, Any], resume: int | Non
     conv = assistant.conversation(
         kw.get("model"), kw.get("engine"), kw.get("persona"), resume=resume, save=not kw.get("no_save")
     )
+    for notice in assistant.notices:  # a GPU that fell back to the CPU, a release reverted
+        _err(click.style("note: ", fg="yellow") + notice)
     # Closed first (callbacks run last-in, first-out): a cloud switch left on is
     # turned off, and recorded, when the command ends.
     ctx.call_on_close(conv.close)

@@ -73,6 +73,16 @@ def model_options(func: F) -> F:
         click.option("--ctx", "context_window", type=int, help="Context window in tokens (default 2048)."),
         click.option("--threads", type=int, help="Inference threads (default: the engine's choice)."),
         click.option(
+            "--device",
+            type=click.Choice(["cpu", "gpu"]),
+            help="Run on the CPU (default) or a GPU; a GPU that cannot be used falls back to the CPU, said so.",
+        ),
+        click.option(
+            "--power",
+            type=click.Choice(["auto", "saver", "performance"]),
+            help="Power profile: saver (1 thread, background indexing paused), performance, or auto (saver on battery).",
+        ),
+        click.option(
             "--context-policy",
             type=click.Choice(["stop", "drop-oldest", "truncate-middle"]),
             help="When the conversation outgrows the window (default drop-oldest).",

@@ -27,7 +27,10 @@ from assistant.cli.docs import docs
 from assistant.cli.doctor import doctor
 from assistant.cli.history import history
 from assistant.cli.init import init
+from assistant.cli.keys import keys
 from assistant.cli.models import models
+from assistant.cli.report import report
+from assistant.cli.stats import stats
 
 COMMANDS_GROUP = "enclave.commands"
 
@@ -53,7 +56,7 @@ def main(ctx: click.Context) -> None:
             ctx.invoke(chat)
 
 
-for command in (ask, chat, models, history, audit, cloud, init, doctor, bench, docs, config):
+for command in (ask, chat, models, keys, history, audit, cloud, init, doctor, bench, docs, config, stats, report):
     main.add_command(command)
 for entry in entry_points(group=COMMANDS_GROUP):
     main.add_command(entry.load(), entry.name)

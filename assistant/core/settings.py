@@ -15,9 +15,16 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from assistant.core.errors import EnclaveError
+
+#: Where a model runs (``--device``).
+Device = Literal["cpu", "gpu"]
+#: Power profile (``--power``).
+PowerMode = Literal["auto", "saver", "performance"]
+#: Settings whose values form a closed set, checked when the settings are loaded.
+CHOICES: dict[str, tuple[str, ...]] = {"device": get_args(Device), "power": get_args(PowerMode)}
 
 
 def _xdg(var: str, default: str) -> Path:
@@ -49,6 +56,12 @@ class Locations:
     def models(self) -> Path:
         """Installed models: ``models/<name>/<engine>/``."""
         return self.data / "models"
+
+    @property
+    def releases(self) -> Path:
+        """Signed model releases: ``releases/<name>/<engine>/v<N>/`` (``models/<name>/<engine>``
+        links to the current one)."""
+        return self.data / "releases"
 
     @property
     def database(self) -> Path:
@@ -134,6 +147,27 @@ class Settings:
     cloud_redact_patterns: tuple[str, ...] = ()
     #: Keep the database encrypted with SQLCipher (`enclave init --encrypt` turns it on).
     encrypt: bool = False
+    #: Where models run: cpu, or gpu (LiteRT-LM's GPU backend, onnxruntime's CUDA provider);
+    #: when the GPU cannot be used Enclave says so and runs on the CPU.
+    device: str = "cpu"
+    #: Power profile: auto (saver on battery, per /sys/class/power_supply), saver or performance.
+    #: Saver runs one inference thread: 1 thread used 13.5 CPU-s per 1,000 tokens vs 16.4 for
+    #: 2 threads on SmolLM2 (18 % less energy per token, 75 vs 120 tok/s); it also pauses
+    #: background document indexing.
+    power: str = "auto"
+    #: Latency budgets `enclave doctor` checks against the last `enclave bench`: time to the
+    #: first token of a 500-token prompt, and decode speed. SmolLM2 int4 on 2 cores: ~1.2 s, ~85 tok/s.
+    budget_ttft_ms: float = 3000.0
+    budget_decode_tokens_per_s: float = 10.0
+    #: Largest signed bundle `enclave models install` unpacks (MiB), so a hostile file cannot fill the disk.
+    bundle_max_mb: int = 16384
+    #: `models install` refuses a new version whose perplexity on the shipped text rises more
+    #: than this fraction above the current version's (SmolLM2's int4 transcode and
+    #: llama.cpp differ by 0.2 %), unless --accept-drift.
+    drift_max_perplexity_rise: float = 0.10
+    #: ...or whose greedy golden answers agree with the current version's on less than this
+    #: share of tokens (mean common prefix over 16 tokens per prompt).
+    drift_min_agreement: float = 0.25
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:
@@ -183,6 +217,11 @@ class Settings:
                     f"Setting {name!r} has an invalid value {value!r}.",
                     f"Use a value like {default!r}.",
                 ) from exc
+        for name, allowed in CHOICES.items():
+            if name in converted and converted[name] not in allowed:
+                raise EnclaveError(
+                    f"Setting {name!r} has an invalid value {converted[name]!r}.", f"Use one of: {', '.join(allowed)}."
+                )
         return replace(settings, **converted)
 
 

@@ -13,14 +13,21 @@ if TYPE_CHECKING:
 
 #: The only list of engine names (the CLI, the catalog and the app read it from here).
 ENGINE_NAMES = ("onnx", "litert")
+#: The Python distributions each engine runs on: their versions name an engine build
+#: (drift references are kept per build).
+ENGINE_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
+    "onnx": ("onnxruntime-genai", "onnxruntime"),
+    "litert": ("litert-lm-api",),
+}
 
 
-def load_engine(model: InstalledModel, settings: Settings) -> Engine:
-    """Load ``model`` with the backend its manifest names."""
+def load_engine(model: InstalledModel, settings: Settings, device: str = "cpu") -> Engine:
+    """Load ``model`` with the backend its manifest names, on ``device`` (``cpu`` or ``gpu``;
+    a GPU that cannot be used raises :class:`~assistant.core.errors.EngineUnavailable`)."""
     if model.engine == "onnx":
         from assistant.engines.onnx_genai import OnnxGenaiEngine
 
-        return OnnxGenaiEngine(model.path, model.name, threads=settings.threads or None)
+        return OnnxGenaiEngine(model.path, model.name, threads=settings.threads or None, device=device)
     if model.engine == "litert":
         from assistant.engines.litert_lm import LitertEngine
 
@@ -34,6 +41,7 @@ def load_engine(model: InstalledModel, settings: Settings) -> Engine:
             threads=settings.threads or None,
             max_tokens=min(settings.context_window, window),
             verified=True,  # the catalog checked it against its manifest before this load
+            device=device,
         )
     raise EngineUnavailable(
         f"The engine {model.engine!r} is not available.",

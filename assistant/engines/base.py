@@ -38,6 +38,7 @@ class Capabilities:
     token_count: bool = True  # its tokenizer gives exact prompt token counts
     token_level: bool = True  # prefills token ids and reports sampled ids (else: works on messages)
     constrained: bool = False  # honours GenerationOptions.constraint (llguidance)
+    logprobs: bool = False  # Session.score gives teacher-forced log-probabilities (perplexity, drift)
 
 
 @dataclass
@@ -167,6 +168,12 @@ class Session(ABC):
 
     def _close(self) -> None:  # noqa: B027 - optional hook
         """Release native resources; optional."""
+
+    def score(self, tokens: Sequence[int]) -> list[float]:
+        """Natural-log probability of each of ``tokens[1:]`` given the tokens before it
+        (teacher forcing), for perplexity. Optional: announced by ``capabilities.logprobs``;
+        uses its own cache, so the session's conversation cache is left as it is."""
+        raise EngineError(f"The {self.engine.name} engine cannot score tokens.", "Use an engine with logprobs.")
 
     def _after_stop_token(self) -> None:  # noqa: B027 - optional hook
         """The model sampled an end-of-turn token, which is not kept in ``tokens``.

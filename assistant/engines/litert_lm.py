@@ -331,6 +331,7 @@ class LitertEngine(Engine):
         max_tokens: int = 2048,
         template: str | None = None,
         verified: bool = True,
+        device: str = "cpu",
     ) -> None:
         self.lm = _import_litert()
         if not path.is_file():
@@ -345,6 +346,24 @@ class LitertEngine(Engine):
         # Strong references: a native conversation must be closed before its engine,
         # never by the garbage collector after it. Closed sessions remove themselves.
         self._sessions: list[LitertSession] = []
+        if device == "gpu":
+            # WebGPU over Vulkan: needs libvulkan1 and a GPU's Vulkan ICD. Without a GPU the
+            # engine creation fails with a catchable RuntimeError (measured), never an abort.
+            try:
+                self.native = self.lm.Engine(
+                    str(path),
+                    backend=self.lm.Backend.GPU(),
+                    max_num_tokens=max_tokens,
+                    cache_dir=str(cache_dir),
+                    enable_benchmark=True,
+                )
+            except Exception as exc:  # noqa: BLE001 - native loader errors
+                raise EngineUnavailable(
+                    f"LiteRT-LM cannot use a GPU here ({str(exc).strip()[:200]}).",
+                    "It needs libvulkan1 and the GPU's Vulkan driver (VK_DRIVER_FILES); or use --device cpu.",
+                ) from exc
+            self._init_rest(path, name, max_tokens, template, gpu=True)
+            return
         try:
             self.native = self.lm.Engine(
                 str(path),
@@ -358,6 +377,9 @@ class LitertEngine(Engine):
                 f"The LiteRT-LM bundle {path} could not be loaded: {exc}",
                 f"Check it with `enclave models verify {name}`.",
             ) from exc
+        self._init_rest(path, name, max_tokens, template, gpu=False)
+
+    def _init_rest(self, path: Path, name: str, max_tokens: int, template: str | None, gpu: bool) -> None:
         template = template or read_bundle_template(path)
         tokenizer = LitertTokenizer(self.native, template)
         eos = tuple(int(ids[0]) for ids in (self.native.eos_token_ids or []) if ids)
@@ -368,9 +390,10 @@ class LitertEngine(Engine):
             eos_token_ids=eos,
             extra={"has_chat_template": tokenizer.has_template},
         )
-        if not tokenizer.has_template:
-            # Counts are then approximate: say so through the capability flag.
-            self.capabilities = Capabilities(rewind=False, cancel=True, token_count=False, token_level=False)
+        # Without a template counts are approximate: say so through the capability flag.
+        self.capabilities = Capabilities(
+            rewind=False, cancel=True, token_count=tokenizer.has_template, token_level=False, gpu=gpu
+        )
         super().__init__(info, tokenizer)
 
     def open_session(self, capacity: int) -> LitertSession:

@@ -129,7 +129,48 @@ def _m3_documents(db: sqlite_utils.Database) -> None:
     db.execute("alter table messages add column citations text")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_conversations, _m2_audit, _m3_documents]
+def _m4_edge(db: sqlite_utils.Database) -> None:
+    """Edge operations: signed model releases, the anti-rollback counter, trusted signing
+    keys, drift references, engine errors and crashes, and benchmark results."""
+    # One row per installed version of a model build; ``state`` is current, previous or
+    # retired. ``load_attempts`` is raised before every load of the current release and
+    # cleared after it succeeds, so a load that crashed the process still counts.
+    db.execute(
+        "create table model_releases (id integer primary key, name text not null, engine text not null, "
+        "version integer not null, sha256 text not null, signer text not null, released text not null, "
+        "path text not null, installed_at text not null, state text not null, "
+        "load_attempts integer not null default 0, release text not null, unique (name, engine, version))"
+    )
+    # The highest version ever installed; it only grows (a trigger refuses anything else).
+    db.execute(
+        "create table release_counters (name text not null, engine text not null, highest integer not null, "
+        "primary key (name, engine))"
+    )
+    db.execute(
+        "create trigger release_counters_only_up before update on release_counters when new.highest < old.highest "
+        "begin select raise(abort, 'the release counter only goes up'); end"
+    )
+    db.execute(
+        "create table trusted_keys (id text primary key, name text not null, public_pem text not null, "
+        "added_at text not null)"
+    )
+    db.execute(
+        "create table drift_references (name text not null, engine text not null, sha256 text not null, "
+        "engine_build text not null, created_at text not null, origin text not null, figures text not null, "
+        "primary key (name, engine, sha256, engine_build))"
+    )
+    db.execute(
+        "create table engine_events (id integer primary key, at text not null, model text not null, "
+        "engine text not null, sha256 text not null, kind text not null, message text not null)"
+    )
+    db.execute("create index engine_events_at on engine_events (at)")
+    db.execute(
+        "create table bench_runs (id integer primary key, at text not null, model text not null, "
+        "engine text not null, sha256 text not null, report text not null)"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_conversations, _m2_audit, _m3_documents, _m4_edge]
 
 
 @dataclass

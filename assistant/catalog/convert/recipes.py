@@ -59,7 +59,9 @@ def require_build_tools(extra: tuple[str, ...] = ()) -> None:
     if missing:
         raise BuildError(
             f"The model build tools are not installed (missing: {', '.join(missing)}).",
-            "Install them with `pip install -e '.[build]'` (or run `make run`, which does).",
+            "Install them with `pip install -e '.[build]'`"
+            + (" and `pip install litert-torch==0.10.0`" if "litert_torch" in missing else "")
+            + " (or run `make run`, which does).",
         )
 
 
