@@ -1,6 +1,6 @@
 """Calibrate the weak-evidence threshold on Enclave's own decision.
 
-For each question of the retrieval corpus (scripts/retrieval_corpus.py), runs the
+For each question of the retrieval corpus (tests/data/retrieval_corpus.py), runs the
 fused search Enclave runs for an answer (k = docs_passages) and the decision
 ``assistant.retrieval.answer.evidence`` makes at each threshold: how many answerable
 questions would still be answered, how many unanswerable ones refused.

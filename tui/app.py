@@ -1,60 +1,68 @@
 """Enclave's terminal UI: a chat that streams, a sidebar of conversations, an honest status bar.
 
-The app talks only to :class:`assistant.app.turns.Assistant` and its conversations.
-Decoding runs in a worker thread inside the assistant; events reach the UI via
-``astream`` and are written to a ``MarkdownStream``, which batches fragments so
-rendering never holds the engine back.
+The app talks only to :mod:`assistant.app` (the :class:`Assistant` and its
+conversations, the shared commands, documents and models). Decoding runs in a worker
+thread inside the assistant; events reach the UI via ``astream`` and are written to a
+``MarkdownStream``, which batches fragments so rendering never holds the engine back.
+
+The layout adapts to the terminal: from 110 columns the sidebar and the sources panel
+sit beside the chat; below that the sidebar is hidden (Ctrl+B shows it over the chat)
+and the sources panel narrows, so the chat keeps at least 50 columns at 80×24.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Input, ListView, Markdown
+from textual.timer import Timer
+from textual.widgets import Footer, Input, ListView, Static
 
-from assistant.app.documents import switch_documents
-from assistant.app.notices import answer_footer
-from assistant.app.personas import list_personas, load_persona
+from assistant.app.commands import Command, parse_line
+from assistant.app.documents import vectors_badge
+from assistant.app.models import model_installed
+from assistant.app.notices import base_model_note
+from assistant.app.privacy import startup_notice
 from assistant.app.turns import (
     Assistant,
-    AttemptFailed,
-    ConsentNeeded,
     Conversation,
-    Decision,
-    Notice,
-    TurnFinished,
-    astream,
 )
-from assistant.core.errors import EnclaveError, ModelNotInstalled
-from assistant.core.events import Done, TextDelta, Usage
+from assistant.core.errors import EnclaveError
 from assistant.core.records import TurnResult
 from assistant.core.settings import Settings
-from assistant.storage.database import Store
-from tui.safety import displayable
+from tui import slash
 from tui.screens.build import BuildScreen
 from tui.screens.dialogs import CloudConsentScreen, ConfirmScreen, PickerScreen
 from tui.screens.help import HelpScreen
+from tui.turn import show_turn
 from tui.widgets.messages import AnswerMessage, UserMessage
+from tui.widgets.prompt import PromptArea
 from tui.widgets.sidebar import Sidebar
 from tui.widgets.sources import SourcesPanel
 from tui.widgets.status import StatusBar
+from tui.widgets.welcome import Welcome
 
-#: How a notice's level shows as a notification.
-_SEVERITY = {"info": "information", "warning": "warning", "error": "error"}
+__all__ = [
+    "AnswerMessage",
+    "BuildScreen",
+    "CloudConsentScreen",
+    "EnclaveApp",
+    "PickerScreen",
+    "SourcesPanel",
+    "UserMessage",
+    "run",
+]
 
-#: Seconds between Markdown re-renders while an answer streams (10 per second).
-RENDER_INTERVAL = 0.1
+#: Below this width the sidebar leaves the row (Ctrl+B shows it over the chat) and the
+#: sources panel narrows: 26 + 34 + 50 columns of chat need 110.
+WIDE = 110
 
 
 # --------------------------------------------------------------------------- app
@@ -63,18 +71,25 @@ class EnclaveApp(App[None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "Enclave"
-    BINDINGS = [
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE, "-wide")]
+    # The footer shows these in this order; F1 comes first so that no width hides it.
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f1", "help", "Help"),
         Binding("escape", "cancel", "Cancel", show=False),
         Binding("ctrl+n", "new", "New"),
-        Binding("ctrl+b", "toggle_sidebar", "Chats"),
         Binding("ctrl+o", "pick_model", "Model"),
-        Binding("ctrl+r", "pick_persona", "Persona"),
-        Binding("ctrl+y", "copy_last", "Copy"),
-        Binding("ctrl+k", "copy_code", "Copy code", show=False),
-        Binding("ctrl+e", "export", "Export"),
-        Binding("f2", "rename", "Rename", show=False),
         Binding("f3", "toggle_docs", "Docs"),
-        Binding("f1", "help", "Help"),
+        Binding("f4", "toggle_sources", "Sources"),
+        Binding("ctrl+r", "retry", "Retry"),
+        Binding("ctrl+b", "toggle_sidebar", "Chats"),
+        # Priority: the input (a TextArea) would take them for redo and kill-line.
+        Binding("ctrl+y", "copy_last", "Copy", show=False, priority=True),
+        Binding("ctrl+k", "copy_code", "Copy code", show=False, priority=True),
+        Binding("ctrl+e", "export", "Export", show=False),
+        Binding("ctrl+end", "follow", "Newest", show=False),
+        Binding("pageup", "scroll_log(-1)", "Scroll up", show=False),
+        Binding("pagedown", "scroll_log(1)", "Scroll down", show=False),
+        Binding("f2", "rename", "Rename", show=False),
         Binding("ctrl+q", "quit", "Quit"),
     ]
 
@@ -83,16 +98,42 @@ class EnclaveApp(App[None]):
         settings: Settings | None = None,
         assistant_factory: Callable[[Settings], Assistant] = Assistant,
         resume: int | None = None,
+        engine: str | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings or Settings.load()
         self.assistant = assistant_factory(self.settings)
+        self.engine = engine
         self.conv: Conversation | None = None
         self._resume = resume
         self._busy = False
-        self._pending_text = ""
-        self._last_answer = ""
-        self.last_result: Any = None
+        self._opening = False
+        self._editing = False
+        self._sources_hidden = False
+        self.last_answer = ""
+        self._notices: list[str] = []
+        self.last_result: TurnResult | None = None
+
+    # -- what tests and the palette may observe (read-only)
+    @property
+    def busy(self) -> bool:
+        """An answer is being written."""
+        return self._busy
+
+    @property
+    def opening(self) -> bool:
+        """A conversation is being loaded and drawn."""
+        return self._opening
+
+    @property
+    def editing(self) -> bool:
+        """The input holds the last message, to answer it again when sent."""
+        return self._editing
+
+    @property
+    def notices(self) -> tuple[str, ...]:
+        """Every notification shown so far, oldest first."""
+        return tuple(self._notices)
 
     # -- layout
     def compose(self) -> ComposeResult:
@@ -100,7 +141,8 @@ class EnclaveApp(App[None]):
             yield Sidebar(id="sidebar")
             with Vertical(id="chat-pane"):
                 yield VerticalScroll(id="chat-log")
-                yield Input(placeholder="Ask anything — /help for commands", id="prompt")
+                yield Static(id="edit-banner")
+                yield PromptArea(id="prompt")
             yield SourcesPanel(id="sources")
         yield StatusBar(id="status")
         yield Footer()
@@ -115,73 +157,111 @@ class EnclaveApp(App[None]):
             self.theme = self.settings.theme
         else:
             self.say(f"Unknown theme {self.settings.theme!r}; Ctrl+P → Change theme lists them.", severity="warning")
-        self.query_one("#prompt", Input).focus()
+        # Anchored: the log follows new text until the reader scrolls up (PgUp), and again
+        # from the next question or Ctrl+End.
+        self.query_one("#chat-log", VerticalScroll).anchor()
+        self.query_one(PromptArea).focus()
         self.start()
 
     @work(exclusive=True, group="load")
     async def start(self) -> None:
-        try:
-            self.assistant.catalog.find(self.settings.model)
-        except ModelNotInstalled:
-            if not await self.push_screen_wait(BuildScreen(self.settings, self.settings.model)):
+        model = self.settings.model
+        if self._resume is None:
+            try:
+                installed = model_installed(self.settings, model, self.engine)
+            except EnclaveError as exc:
+                self.say(f"{exc.message} {exc.hint}", severity="error", timeout=15)
                 return
-        except EnclaveError as exc:
-            self.say(f"{exc.message} {exc.hint}", severity="error", timeout=15)
-            return
-        await self.open_conversation(self._resume)
+            if not installed:
+                others = len(slash.model_choices(self))
+                outcome = await self.push_screen_wait(BuildScreen(self.settings, model, self.engine or "onnx", others))
+                if outcome == "quit":
+                    self.exit()
+                    return
+                if outcome == "pick":
+                    await slash.pick_model(self)
+                    return
+        await self.open_conversation(self._resume, engine=self.engine)
 
     # -- conversations
-    async def open_conversation(self, conversation_id: int | None = None, model: str | None = None) -> None:
+    async def open_conversation(
+        self,
+        conversation_id: int | None = None,
+        model: str | None = None,
+        engine: str | None = None,
+        persona: str | None = None,
+    ) -> None:
+        """Open a stored conversation, or a new one: set up like the current one, with
+        another ``model`` (and ``engine``) or ``persona`` when given."""
         if self._busy:
             self.say("Wait for the answer to finish, or press Esc to cancel it.")
             return
-        persona = self.conv.persona if self.conv and conversation_id is None else None
+        self._opening = True
         try:
-            conv = await self._load(conversation_id, model, persona)
+            await self._open(conversation_id, model, engine, persona)
+        finally:
+            self._opening = False
+
+    async def _open(
+        self, conversation_id: int | None, model: str | None, engine: str | None, persona: str | None
+    ) -> None:
+        try:
+            conv = await asyncio.to_thread(self._load, conversation_id, model, engine, persona)
         except EnclaveError as exc:
             self.say(f"{exc.message} {exc.hint}", severity="error", timeout=15)
             return
         if self.conv is not None:
             self.conv.close()  # release the old KV cache; its history stays in the store
+        notice = startup_notice(conv.engine)
+        if notice and (self.conv is None or self.conv.engine is not conv.engine):
+            self.say(notice, severity="warning", timeout=15)
         self.conv = conv
-        self.query_one(SourcesPanel).display = False  # documents are chosen per conversation
+        self.query_one(StatusBar).show(conv)
+        self._stop_editing()
         log = self.query_one("#chat-log", VerticalScroll)
         await log.remove_children()
+        widgets: list[Any] = []
         if conversation_id is not None:
-            widgets: list[Any] = []
-            for message in self.assistant.store.messages(conversation_id):
+            for message in self.assistant.history.messages(conversation_id):
                 if message.role == "user":
                     widgets.append(UserMessage(message.content))
                 else:
                     footer = f"{message.model} · {message.engine} · {message.where_ran or 'local'}"
                     widgets.append(AnswerMessage(message.content, footer))
-                    self._last_answer = message.content
-            await log.mount_all(widgets)
-            log.scroll_end(animate=False)
+                    self.last_answer = message.content
+        await log.mount_all(widgets or [Welcome(f"{conv.model.name} · {conv.engine.name}")])
+        log.scroll_end(animate=False)
+        for note in conv.restore_notices:
+            self.say(note, severity="warning")
+        sources = self.query_one(SourcesPanel)
+        if conv.documents_on and conv.last_citations:
+            sources.show_citations(conv.last_citations)
+        elif conv.documents_on:
+            sources.show_citations([], note="Ask a question: the passages it is answered from appear here.")
+        self.show_sources()
         if not conv.model.chat:
-            self.say(
-                f"{conv.model.name} is a base model: it continues text rather than answering questions.",
-                severity="warning",
-            )
+            self.say(base_model_note(conv.model.name), severity="warning")
         self.refresh_sidebar()
         self.query_one(StatusBar).show(conv)
 
-    async def _load(self, conversation_id: int | None, model: str | None, persona: str | None) -> Conversation:
-        return await asyncio.to_thread(
-            self.assistant.conversation, model, None, persona, resume=conversation_id, save=True
-        )
+    def _load(
+        self, conversation_id: int | None, model: str | None, engine: str | None, persona: str | None
+    ) -> Conversation:
+        if conversation_id is None and self.conv is not None:
+            return self.assistant.follow_on(self.conv, model, engine, persona)
+        return self.assistant.conversation(model, engine, persona, resume=conversation_id, save=True)
 
     @work(exclusive=True, group="sidebar")
     async def refresh_sidebar(self, query: str = "") -> None:
-        store = self.assistant.store
+        history = self.assistant.history
         if query.strip():
-            ids = []
-            for hit in store.search(query, limit=50):
+            ids: list[int] = []
+            for hit in history.search(query, limit=50):
                 if hit["conversation_id"] not in ids:
                     ids.append(hit["conversation_id"])
-            rows = [r for r in store.list_conversations(200) if r["id"] in ids]
+            rows = [r for r in history.recent(200) if r["id"] in ids]
         else:
-            rows = store.list_conversations(200)
+            rows = history.recent(200)
         await self.query_one(Sidebar).fill(rows, self.conv.id if self.conv else None)
 
     @on(Input.Changed, "#sidebar-search")
@@ -194,7 +274,9 @@ class EnclaveApp(App[None]):
             conversation_id = int(event.item.id.removeprefix("conv-"))
             if self.conv is None or conversation_id != self.conv.id:
                 await self.open_conversation(conversation_id)
-        self.query_one("#prompt", Input).focus()
+        if self.screen.has_class("-narrow"):
+            self.query_one(Sidebar).remove_class("-shown")  # the overlay goes once a chat is chosen
+        self.query_one(PromptArea).focus()
 
     def on_key(self, event: Any) -> None:
         if event.key == "delete" and self.focused is self.query_one("#conversation-list"):
@@ -220,130 +302,86 @@ class EnclaveApp(App[None]):
             self.say(f"Deleted conversation {conversation_id}.")
 
     # -- turns
-    @on(Input.Submitted, "#prompt")
-    async def submitted(self, event: Input.Submitted) -> None:
-        text = event.value
+    @on(PromptArea.Submitted)
+    async def submitted(self, event: PromptArea.Submitted) -> None:
+        text = event.text
         if not text.strip():
             return
-        if text.startswith("/"):
-            event.input.value = ""
-            await self.slash(text)
+        try:
+            parsed = parse_line(text)
+        except EnclaveError as exc:
+            self.say(f"{exc.message} {exc.hint}", severity="warning")
+            return
+        if not isinstance(parsed, str):
+            event.prompt.value = ""
+            self.run_command(parsed)
             return
         if self._busy or self.conv is None:
             self.say("Wait for the current answer (Esc cancels it)." if self._busy else "No model is loaded.")
             return
-        event.input.value = ""
-        self.run_turn(text)
+        event.prompt.value = ""
+        replace = self._editing
+        self._stop_editing()
+        self.run_turn(parsed, replace_last=replace)
+
+    @work(exclusive=True, group="command")
+    async def run_command(self, command: Command) -> None:
+        """A slash command, in a worker: it may open a dialog and wait for it."""
+        await slash.run(self, command)
+
+    @on(PromptArea.EditLast)
+    def edit_last(self) -> None:
+        self.start_editing()
+
+    def start_editing(self) -> None:
+        """Put the last message in the input; sending it answers it again, replacing the last exchange."""
+        conv = self.conv
+        if conv is None or self._busy or not conv.can_replace_last:
+            if conv is not None and not self._busy:
+                self.say("There is no message to edit yet.")
+            return
+        self._editing = True
+        prompt = self.query_one(PromptArea)
+        prompt.value = conv.last_user_text or ""
+        banner = self.query_one("#edit-banner", Static)
+        banner.update("Editing your last message: Enter answers it again (replacing the answer) · Esc stops editing")
+        banner.display = True
+        prompt.focus()
+
+    def _stop_editing(self) -> None:
+        if self._editing:
+            self._editing = False
+            self.query_one(PromptArea).value = ""
+        self.query_one("#edit-banner", Static).display = False
+
+    def action_retry(self) -> None:
+        """Ctrl+R, /retry: answer the last message again."""
+        conv = self.conv
+        if conv is None or self._busy:
+            return
+        if not conv.can_replace_last:
+            self.say("There is no answer to retry yet.")
+            return
+        self._stop_editing()
+        self.run_turn(conv.last_user_text or "", replace_last=True)
 
     @work(exclusive=True, group="turn")
-    async def run_turn(self, text: str) -> None:
+    async def run_turn(self, text: str, replace_last: bool = False) -> None:
         """One turn; where it runs, the consent and the fallback are decided by
         :meth:`Conversation.turn` — the app only shows, asks and forwards."""
         conv = self.conv
         assert conv is not None
         self._busy = True
         try:
-            await self._show_turn(conv, text)
+            await show_turn(self, conv, text, replace_last)
         finally:
             self._busy = False
             self.query_one(StatusBar).show_privacy(conv)
 
-    async def _consent(self, ask: ConsentNeeded) -> Decision:
-        """The consent dialog for one cloud request."""
-        choice = await self.push_screen_wait(CloudConsentScreen(ask.request, ask.question))
-        if choice == "toggle":
-            return Decision("toggle-redaction", "TUI consent dialog (r)")
-        if choice == "send":
-            return Decision("send", "TUI consent dialog (y)")
-        return Decision("refuse", "declined in the TUI consent dialog")
-
-    async def _show_turn(self, conv: Conversation, text: str) -> None:
-        """Stream one turn into the chat log."""
-        self._pending_text = text
-        log = self.query_one("#chat-log", VerticalScroll)
-        follow = log.is_vertical_scroll_end
-        user = UserMessage(text)
-        answer = AnswerMessage(footer="…")
-        await log.mount_all([user, answer])
-        if follow:
-            log.scroll_end(animate=False)
-        stream = Markdown.get_stream(answer.body)
-        status = self.query_one(StatusBar)
-        pending: list[str] = []
-        last_flush = 0.0
-        result: TurnResult | None = None
-
-        async def flush() -> None:
-            nonlocal last_flush
-            if pending:
-                follow = log.is_vertical_scroll_end
-                await stream.write(displayable("".join(pending)))
-                pending.clear()
-                if follow:
-                    log.scroll_end(animate=False)
-            last_flush = time.monotonic()
-
-        async for event in astream(conv, lambda: conv.turn(text)):
-            match event:
-                case TextDelta(text=piece):
-                    # Render at most every RENDER_INTERVAL: re-rendering Markdown per
-                    # token took a third of the decode speed on 2 cores.
-                    pending.append(piece)
-                    if time.monotonic() - last_flush >= RENDER_INTERVAL:
-                        await flush()
-                case Usage():
-                    await flush()
-                    status.show(conv, event, used=event.prompt_tokens + event.completion_tokens)
-                case Done():
-                    await flush()
-                case Notice(text=note, level=level):
-                    self.say(note, severity=_SEVERITY[level])
-                case AttemptFailed(error=exc):
-                    # The local attempt is over; what it showed is not the answer.
-                    pending.clear()
-                    await stream.stop()
-                    await answer.remove()
-                    answer = AnswerMessage(footer="…")
-                    await log.mount(answer)
-                    stream = Markdown.get_stream(answer.body)
-                    self.say(f"{exc.message} {exc.hint}", severity="error", timeout=15)
-                case ConsentNeeded():
-                    event.answer(await self._consent(event))
-                case TurnFinished(result=finished):
-                    result = finished
-        await stream.stop()
-        assert result is not None
-        self.last_result = result
-        if result.finish_reason == "cancelled":
-            answer.set_footer(answer_footer(result))
-            answer.add_class("cancelled")
-            prompt = self.query_one("#prompt", Input)
-            if not prompt.value:
-                prompt.value = text
-            return
-        if result.error is not None:
-            if not result.text:
-                # Nothing was said: the message goes back to the input to edit or resend.
-                await user.remove()
-                await answer.remove()
-                self.query_one("#prompt", Input).value = text
-            else:
-                answer.set_footer(f"error: {result.error.message}")
-            self.say(f"{result.error.message} {result.error.hint}", severity="error", timeout=15)
-            return
-        self._last_answer = result.text
-        if result.finish_reason == "no-evidence":
-            self.query_one(SourcesPanel).show_citations([], note="Nothing relevant was found for the last question.")
-        elif result.citations is not None:
-            self.query_one(SourcesPanel).show_citations(result.citations)
-        for notice in result.notices:
-            self.say(notice, severity="warning")
-        answer.set_footer(answer_footer(result))
-        self.refresh_sidebar()
-
     def say(self, message: str, *, severity: Any = "information", timeout: float | None = None) -> None:
         """A notification whose text is shown as text: engine errors, paths and user
         input may contain Textual markup characters."""
+        self._notices.append(message)
         self.notify(message, severity=severity, timeout=timeout, markup=False)
 
     async def action_quit(self) -> None:
@@ -359,140 +397,89 @@ class EnclaveApp(App[None]):
     def action_cancel(self) -> None:
         if self._busy and self.conv is not None:
             self.conv.cancel()
+        elif self._editing:
+            self._stop_editing()
 
-    # -- slash commands and actions
-    async def slash(self, line: str) -> None:
-        command, _, arg = line[1:].partition(" ")
-        arg = arg.strip()
-        match command:
-            case "new":
-                await self.action_new()
-            case "model":
-                if arg:
-                    await self.open_conversation(None, model=arg)
-                else:
-                    self.action_pick_model()
-            case "persona":
-                if arg:
-                    await self.set_persona(arg)
-                else:
-                    self.action_pick_persona()
-            case "export":
-                self.export(Path(arg).expanduser() if arg else None)
-            case "rename":
-                self.rename(arg)
-            case "docs":
-                await self.set_documents(arg)
-            case "clear":
-                await self.query_one("#chat-log", VerticalScroll).remove_children()
-            case "cloud":
-                self.set_cloud(arg)
-            case "help":
-                self.action_help()
-            case _:
-                self.say(f"Unknown command /{command}. Type /help for the list.", severity="warning")
+    # -- layout actions
+    def action_scroll_log(self, pages: int) -> None:
+        log = self.query_one("#chat-log", VerticalScroll)
+        if pages < 0:
+            log.scroll_page_up()
+        else:
+            log.scroll_page_down()
 
-    async def set_documents(self, arg: str) -> None:
-        """Documents on (all collections, or ``arg``) or ``off`` for this conversation."""
+    def action_follow(self) -> None:
+        self.query_one("#chat-log", VerticalScroll).scroll_end(animate=False)
+
+    _vectors_timer: Timer | None = None
+
+    async def refresh_vectors(self) -> None:
+        """Show the background embedder's progress while documents are on; every 3 s until done."""
         conv = self.conv
-        if conv is None:
-            self.say("No model is loaded.")
-            return
-        try:
-            message = await asyncio.to_thread(switch_documents, conv, arg, self.assistant.store)
-        except EnclaveError as exc:
-            self.say(f"{exc.message} {exc.hint}", severity="error", timeout=15)
-            return
-        self.query_one(SourcesPanel).display = conv.documents_on
-        self.say(message)
-        self.query_one(StatusBar).show(conv)
-
-    async def action_toggle_docs(self) -> None:
-        await self.set_documents("off" if self.conv is not None and self.conv.documents_on else "")
-
-    def set_cloud(self, arg: str = "") -> None:
-        """`/cloud on|off` (no argument toggles): cloud fallback for this conversation only."""
-        conv = self.conv
-        if conv is None:
-            self.say("No conversation is open.")
-            return
-        on = {"on": True, "off": False, "": not conv.cloud_enabled}.get(arg)
-        if on is None:
-            self.say("Usage: /cloud on, /cloud off, or /cloud to toggle.", severity="warning")
-            return
-        try:
-            if on:
-                ep = conv.cloud.enable("TUI /cloud on", conv.id)
-                self.say(f"Cloud is on for this conversation: {ep.label}. Each request is shown before it is sent.")
-            else:
-                conv.cloud.disable("TUI /cloud off", conv.id)
-                self.say("Cloud is off: offline, answers run on this device.")
-        except EnclaveError as exc:
-            self.say(f"{exc.message} {exc.hint}", severity="error", timeout=15)
-        self.query_one(StatusBar).show_privacy(conv)
-
-    def action_toggle_cloud(self) -> None:
-        self.set_cloud("")
-
-    async def action_new(self) -> None:
-        await self.open_conversation(None, model=self.conv.model.name if self.conv else None)
+        library = conv.library if conv is not None and conv.documents_on else None
+        text = await asyncio.to_thread(vectors_badge, library) if library is not None else ""
+        self.query_one(StatusBar).show_vectors(text)
+        if text and self._vectors_timer is None:
+            self._vectors_timer = self.set_interval(3.0, self.refresh_vectors)
+        elif not text and self._vectors_timer is not None:
+            self._vectors_timer.stop()
+            self._vectors_timer = None
 
     def action_toggle_sidebar(self) -> None:
         sidebar = self.query_one(Sidebar)
-        sidebar.display = not sidebar.display
+        shown = sidebar.display
+        sidebar.set_class(not shown, "-shown")
+        sidebar.set_class(shown, "-hidden")
+        if not shown:
+            self.query_one("#conversation-list", ListView).focus()
+        elif self.focused is not None and sidebar in self.focused.ancestors_with_self:
+            self.query_one(PromptArea).focus()
+
+    def show_sources(self) -> None:
+        """The sources panel is on while documents are, unless the user hid it (F4)."""
+        on = self.conv is not None and self.conv.documents_on and not self._sources_hidden
+        self.query_one(SourcesPanel).set_class(on, "-on")
+
+    def action_toggle_sources(self) -> None:
+        if self.conv is None or not self.conv.documents_on:
+            self.say("Documents are off: there are no sources to show (F3 turns documents on).")
+            return
+        self._sources_hidden = not self._sources_hidden
+        self.show_sources()
+
+    async def action_toggle_docs(self) -> None:
+        await slash.set_documents(self, "off" if self.conv is not None and self.conv.documents_on else "")
+
+    def action_toggle_cloud(self) -> None:
+        slash.set_cloud(self, "")
+
+    async def action_new(self) -> None:
+        await self.open_conversation(None)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
     @work(exclusive=True, group="dialog")
     async def action_pick_model(self) -> None:
-        from assistant.core.format import human_size
-
-        options = []
-        for m in self.assistant.catalog.installed():
-            if m.kind == "embedding":
-                continue  # document search's encoder, not a model to chat with
-            note = "" if m.chat else " — base model, not for chat"
-            options.append(
-                (m.name, f"{m.name} · {m.engine} · {human_size(m.size)} · {m.manifest.get('licence', '?')}{note}")
-            )
-        if not options:
-            self.say("No models installed. Build one with `enclave models build`.", severity="warning")
-            return
-        choice = await self.push_screen_wait(PickerScreen("Choose a model", options))
-        if choice:
-            await self.open_conversation(None, model=choice)
+        await slash.pick_model(self)
 
     @work(exclusive=True, group="dialog")
     async def action_pick_persona(self) -> None:
-        options = [(name, name) for name in list_personas(self.settings)]
-        choice = await self.push_screen_wait(PickerScreen("Choose a persona", options))
-        if choice:
-            await self.set_persona(choice)
+        await slash.pick_persona(self)
 
-    async def set_persona(self, name: str) -> None:
-        if self.conv is None:
-            return
-        try:
-            load_persona(self.settings, name)
-        except EnclaveError as exc:
-            self.say(f"{exc.message} {exc.hint}", severity="error")
-            return
-        self.settings = replace(self.settings, persona=name)
-        self.assistant.settings = self.settings
-        self.conv.persona = name
-        await self.open_conversation(None, model=self.conv.model.name)
-        self.say(f"Persona: {name} (new conversation)")
+    @work(exclusive=True, group="dialog")
+    async def action_add_documents(self) -> None:
+        await slash.ask_documents(self)
 
     def action_copy_last(self) -> None:
-        if not self._last_answer:
+        if not self.last_answer:
             self.say("No answer to copy yet.")
             return
-        self.copy_to_clipboard(self._last_answer)
+        self.copy_to_clipboard(self.last_answer)
         self.say("Copied the last answer to the clipboard.")
 
     def action_copy_code(self) -> None:
-        blocks = _code_blocks(self._last_answer)
+        blocks = _code_blocks(self.last_answer)
         if not blocks:
             self.say("The last answer has no code block.")
             return
@@ -500,47 +487,26 @@ class EnclaveApp(App[None]):
         self.say("Copied the last code block.")
 
     def action_export(self) -> None:
-        self.export(None)
-
-    def export(self, path: Path | None) -> None:
-        if self.conv is None or self.conv.id is None:
-            self.say("Nothing to export yet.")
-            return
-        path = path or Path.cwd() / f"enclave-conversation-{self.conv.id}.md"
-        try:
-            self.assistant.history.export(self.conv.id, "md", path)
-        except OSError as exc:
-            self.say(f"Could not write {path}: {exc.strerror or exc}", severity="error")
-            return
-        except EnclaveError as exc:
-            self.say(f"{exc.message} {exc.hint}", severity="error")
-            return
-        self.say(f"Exported to {path}")
+        slash.export(self, None)
 
     def action_rename(self) -> None:
-        self.query_one("#prompt", Input).value = "/rename "
-        self.query_one("#prompt", Input).focus()
-
-    def rename(self, title: str) -> None:
-        if not title or self.conv is None or self.conv.id is None:
-            self.say("Usage: /rename TITLE (after the first answer).")
-            return
-        try:
-            self.assistant.history.rename(self.conv.id, title)
-        except EnclaveError as exc:
-            self.say(f"{exc.message} {exc.hint}", severity="error")
-            return
-        self.refresh_sidebar()
+        prompt = self.query_one(PromptArea)
+        prompt.value = "/rename "
+        prompt.focus()
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        yield SystemCommand("New conversation", "Start a new conversation", self.action_new)
-        yield SystemCommand("Choose model", "Pick an installed model", self.action_pick_model)
+        yield SystemCommand("New conversation", "Same model, settings and documents", self.action_new)
+        yield SystemCommand("Choose model", "Pick an installed model and engine", self.action_pick_model)
         yield SystemCommand("Choose persona", "Pick a system prompt", self.action_pick_persona)
+        yield SystemCommand("Retry", "Answer the last message again", self.action_retry)
+        yield SystemCommand("Edit last message", "Change it and answer it again", self.start_editing)
+        yield SystemCommand("Add documents…", "Index a folder or file, with progress", self.action_add_documents)
         yield SystemCommand("Copy last answer", "Copy it to the clipboard", self.action_copy_last)
         yield SystemCommand("Copy last code block", "Copy the last code block", self.action_copy_code)
         yield SystemCommand("Export conversation", "Write it as Markdown", self.action_export)
         yield SystemCommand("Toggle sidebar", "Show or hide conversations", self.action_toggle_sidebar)
+        yield SystemCommand("Toggle sources", "Show or hide the sources panel", self.action_toggle_sources)
         yield SystemCommand(
             "Documents on/off", "Answer from your indexed documents, with sources", self.action_toggle_docs
         )
@@ -574,6 +540,6 @@ def _code_blocks(markdown: str) -> list[str]:
     return blocks
 
 
-def run(settings: Settings, resume: int | None = None, store: Store | None = None) -> None:
+def run(settings: Settings, resume: int | None = None, store: Any = None, engine: str | None = None) -> None:
     """Run the app; ``store`` is the database already opened (and unlocked) by the caller."""
-    EnclaveApp(settings, assistant_factory=lambda s: Assistant(s, store), resume=resume).run()
+    EnclaveApp(settings, assistant_factory=lambda s: Assistant(s, store), resume=resume, engine=engine).run()

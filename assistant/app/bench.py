@@ -6,17 +6,19 @@ reports and comparisons in one run, never for assertions in tests.
 
 from __future__ import annotations
 
+import math
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from assistant.app import power
 from assistant.app.turns import Assistant
-from assistant.core.events import GenerationOptions, Usage
+from assistant.core.events import Done, GenerationOptions, Usage
 from assistant.core.settings import Settings
 from assistant.storage.releases import Releases
 
@@ -55,6 +57,28 @@ CHAT_SCRIPT = [
 ]
 
 
+#: The fixed text for perplexity: the first QUALITY_CHARS characters of the GPL-3 (on
+#: every Debian/Ubuntu machine; llama.cpp's 19.87 on SmolLM2 is measured on the same text).
+QUALITY_TEXT = Path("/usr/share/common-licenses/GPL-3")
+QUALITY_CHARS = 4000
+
+#: The answer check: a question, and the one passage that answers it. An answer is
+#: "supported" when one of its sentences matches the passage in words and figures
+#: (assistant.retrieval.answer.supporting, the check every documents answer gets).
+ANSWER_CHECK: tuple[tuple[str, str, str], ...] = (
+    ("How long do I hold the RESET button?", "p200-pump.md",
+     "Hold the red RESET button for five seconds to reset the pressure of the P-200 pump."),
+    ("What pressure should the pump reach after a reset?", "p200-pump.md",
+     "After a reset, the pressure of the P-200 pump rises to 4.2 bar within one minute."),
+    ("What does fault code E14 mean?", "p200-pump.md",
+     "Fault code E14 means that the pressure sensor is faulty and must be replaced before the next run."),
+    ("How much notice must the tenant give to end the lease?", "lease.md",
+     "The tenant may end the lease by giving the landlord 30 days of written notice."),
+    ("What torque do the flange bolts need?", "flange.md",
+     "Tighten the flange bolts to 45 Nm in a cross pattern, then check them again after one hour."),
+)  # fmt: skip
+
+
 def peak_rss_mib() -> float:
     # ru_maxrss is in KiB on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -87,15 +111,84 @@ def run_bench(
     turns: int = 10,
     max_tokens: int = 64,
     background: int = 0,
+    quality: bool = False,
 ) -> dict[str, Any]:
+    """Speed and memory of ``model``; with ``quality`` also its perplexity on a fixed
+    text and the document answer check (:func:`measure_quality`)."""
     with BackgroundLoad(background):
         report = _run_bench(settings, model, engine, runs, turns, max_tokens)
+        if quality:
+            report["quality"] = measure_quality(settings, model, engine)
     report["background_processes"] = background
     chosen = power.profile(settings)
     report["threads"] = chosen.threads or "auto"
     report["power"] = chosen.effective
     report["device"] = settings.device
     return report
+
+
+def measure_quality(settings: Settings, model: str, engine: str | None = None) -> dict[str, Any]:
+    """Two quality figures to put beside the speed: perplexity (and bits per byte, which
+    compares models with different tokenizers) on the first :data:`QUALITY_CHARS`
+    characters of :data:`QUALITY_TEXT`, for engines that report token probabilities;
+    and how many of the :data:`ANSWER_CHECK` answers are supported by their source
+    (greedy, 64 tokens), for every engine."""
+    from assistant.retrieval.answer import Passage, Retrieval, render
+    from assistant.retrieval.index import Hit
+
+    assistant = Assistant(replace(settings, temperature=0.0))
+    try:
+        installed, loaded = assistant.load(model, engine)
+        out: dict[str, Any] = {"text": f"{QUALITY_TEXT} (first {QUALITY_CHARS:,} characters)"}
+        started = time.perf_counter()
+        if not loaded.capabilities.logprobs:
+            out["perplexity"] = None
+            out["perplexity_note"] = f"the {loaded.name} engine reports no token probabilities"
+        elif not QUALITY_TEXT.is_file():
+            out["perplexity"] = None
+            out["perplexity_note"] = f"{QUALITY_TEXT} is not on this machine"
+        else:
+            text = QUALITY_TEXT.read_text(encoding="utf-8")[:QUALITY_CHARS]
+            tokens = loaded.tokenizer.encode(text)[: loaded.info.context_length - 1]
+            scorer = loaded.open_session(len(tokens) + 1)
+            try:
+                logprobs = scorer.score(tokens)
+            finally:
+                scorer.close()
+            nll = -sum(logprobs)
+            scored_bytes = len(loaded.tokenizer.decode(tokens[1:]).encode("utf-8"))
+            out["perplexity"] = math.exp(nll / max(len(logprobs), 1))
+            out["bits_per_byte"] = nll / math.log(2) / max(scored_bytes, 1)
+            out["tokens"] = len(tokens)
+        out["perplexity_s"] = time.perf_counter() - started
+        window = min(settings.context_window, loaded.info.context_length)
+        supported = cited = 0
+        started = time.perf_counter()
+        for i, (question, path, source) in enumerate(ANSWER_CHECK):
+            hit = Hit(chunk_id=i, path=path, page=None, line_start=1, line_end=1, heading="", text=source, score=1.0)
+            passages = [Passage(1, hit, source)]
+            messages = [{"role": "user", "content": render(question, passages)}]
+            ids = loaded.tokenizer.encode(loaded.tokenizer.render(messages, add_generation_prompt=True))
+            session = loaded.open_session(window)
+            answer = ""
+            for event in session.generate(ids, GenerationOptions(max_tokens=64), messages=messages):
+                if isinstance(event, Done):
+                    answer = event.text
+            session.close()
+            citations = Retrieval([], [hit], passages, True).citations(answer)
+            supported += int(any(c["supports"] for c in citations))
+            cited += int(any(c["cited"] for c in citations))
+        out.update(
+            answers=len(ANSWER_CHECK),
+            answers_supported=supported,
+            answers_citing=cited,
+            answer_check_s=time.perf_counter() - started,
+            model=installed.name,
+            engine=installed.engine,
+        )
+        return out
+    finally:
+        assistant.close()
 
 
 def _run_bench(
@@ -110,8 +203,11 @@ def _run_bench(
 
     # CPU time (and package energy where RAPL is readable) of the prompt runs only: model
     # load and the scripted chat are outside the meter.
+    # The model runs in a sealed worker process: its CPU time counts with this one's.
+    worker_cpu = loaded.process_cpu_seconds()
     with power.measure() as meter:
         rows, completion_tokens = _run_prompts(loaded, window, runs, max_tokens)
+    meter.cpu_s += loaded.process_cpu_seconds() - worker_cpu
     conv = assistant.conversation(model, engine, save=False)  # a benchmark is not a conversation to keep
     chat_rows = []
     for i, text in enumerate(CHAT_SCRIPT[:turns], start=1):
@@ -128,13 +224,15 @@ def _run_bench(
             }
         )
     shown = [r for r in chat_rows if r["turn"] in (1, 2, 10, 20) or r["turn"] == len(chat_rows)]
+    # The model runs in a sealed worker process: its memory counts with this one's.
+    peak = peak_rss_mib() + loaded.process_peak_rss_mib()
     report = {
         "model": installed.name,
         "model_sha256": installed.sha256,
         "engine": installed.engine,
         "window": window,
         "load_s": load_s,
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": peak,
         "prompts": rows,
         "turns": shown,
         "all_turns": chat_rows,

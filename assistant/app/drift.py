@@ -29,9 +29,10 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal
 
 from assistant.core import resources
+from assistant.core.events import GenerationOptions, TextDelta
 from assistant.core.settings import Settings
 from assistant.engines import ENGINE_DISTRIBUTIONS
-from assistant.engines.base import Engine, GenerationOptions, TextDelta
+from assistant.engines.base import Engine
 
 Verdict = Literal["same", "changed", "drift"]
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from assistant.app.power import PowerState, power_state
 from assistant.catalog.manifests import Catalog, InstalledModel
 from assistant.core.errors import EnclaveError
+from assistant.core.events import Usage
 from assistant.core.settings import Settings
 from assistant.storage.database import Store
 from assistant.storage.releases import Releases
@@ -34,6 +35,11 @@ RAM_FACTOR = 4.0
 RAM_BASE_BYTES = 256 << 20
 #: Prompt length of the TTFT budget (tokens).
 BUDGET_PROMPT_TOKENS = 500
+#: Fewest tokens a turn must prefill (decode) before its prefill (decode) speed is held
+#: against a budget: a turn that reused its KV cache and prefilled 12 tokens, or a
+#: 3-token answer, measures start-up costs, not the machine.
+MIN_PREFILL_MEASURED = 64
+MIN_DECODE_MEASURED = 16
 
 Verdict = Literal["ok", "slow", "does-not-fit", "not-measured"]
 
@@ -158,6 +164,22 @@ def machine(root: Path = Path("/"), run_smi: bool = True) -> Machine:
         gpu=gpu_info(root, run_smi),
         power=power_state(root / "sys"),
     )
+
+
+def missed_budgets(usage: Usage, settings: Settings) -> list[str]:
+    """The latency budgets one turn missed, measured on that turn (the status bar's check;
+    ``doctor`` holds the last bench against the same settings). The TTFT budget is for a
+    500-token prompt, so the turn's prefill speed is turned into that figure; speeds of
+    turns too short to measure are not judged."""
+    missed: list[str] = []
+    if usage.prefilled_tokens >= MIN_PREFILL_MEASURED and usage.prefill_tokens_per_s > 0:
+        ttft_500 = BUDGET_PROMPT_TOKENS / usage.prefill_tokens_per_s * 1000.0
+        if ttft_500 > settings.budget_ttft_ms:
+            missed.append(f"TTFT {ttft_500 / 1000:.1f} s per {BUDGET_PROMPT_TOKENS} tokens > {settings.budget_ttft_ms / 1000:.1f} s")
+    decode = usage.decode_tokens_per_s
+    if usage.completion_tokens >= MIN_DECODE_MEASURED and 0 < decode < settings.budget_decode_tokens_per_s:
+        missed.append(f"decode {decode:.1f} < {settings.budget_decode_tokens_per_s:g} tok/s")
+    return missed
 
 
 def model_fit(model: InstalledModel, settings: Settings, ram_bytes: int, releases: Releases | None) -> ModelFit:

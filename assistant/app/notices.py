@@ -8,15 +8,30 @@ from __future__ import annotations
 
 from typing import Any
 
+from assistant.core.events import Usage
 from assistant.core.records import Plan, TurnResult
+from assistant.core.text import Cleaned
 
 #: How a front end names why an answer stopped, when it was not the model's own end.
 STOPPED = {
     "length": "stopped at the answer limit (--max-tokens)",
     "context": "the context window is full",
     "cancelled": "cancelled — not saved",
+    "repetition": "stopped: the answer began repeating itself",
     "error": "failed",
 }
+
+#: The word the footer uses for each way of answering from documents.
+MODE_WORDS = {
+    "extract": "quoted from the sources (the model was not asked)",
+    "quote": "quotes chosen by the model",
+    "free": "quotes + the model's answer, checked",
+}
+
+
+def speculation_note(usage: Usage) -> str:
+    """What n-gram speculation did in a turn: the draft tokens accepted of those verified."""
+    return f"speculation {usage.accepted_tokens}/{usage.drafted_tokens} drafts accepted"
 
 
 def answer_footer(result: TurnResult, *, detail: bool = False) -> str:
@@ -24,15 +39,28 @@ def answer_footer(result: TurnResult, *, detail: bool = False) -> str:
 
     ``detail`` adds the prompt accounting (prompt tokens, prefilled, answer tokens)
     that the line interface prints on stderr."""
-    if result.finish_reason == "no-evidence":
-        return "documents · nothing relevant found, so the model was not asked"
+    if result.finish_reason == "no-evidence" and result.mode != "quote":
+        return "documents · not found in the sources, so the model was not asked"
+    if result.mode == "extract":
+        parts = [f"documents · {MODE_WORDS['extract']}"]
+        shown = result.timings.get("first_text_ms")
+        if shown is not None:
+            parts.append(f"shown after {shown:.0f} ms")
+        if result.citations is not None:
+            n = len(result.citations)
+            parts.append(f"{n} source{'s' if n != 1 else ''}")
+        return " · ".join(parts)
     parts = [result.model, result.engine, result.where]
+    if result.mode is not None:
+        parts.insert(0, f"documents · {MODE_WORDS[result.mode]}")
     u = result.usage
     if u is not None:
         if detail:
             parts.append(f"{u.prompt_tokens} prompt tokens ({u.prefilled_tokens} prefilled)")
         parts.append(f"TTFT {u.ttft_ms:.0f} ms")
         parts.append(f"{u.decode_tokens_per_s:.1f} tok/s")
+        if u.drafted_tokens:
+            parts.append(speculation_note(u))
         if detail:
             parts.append(f"{u.completion_tokens} tokens")
     if result.citations is not None:
@@ -62,9 +90,59 @@ def drops_notice(plan: Plan | None) -> str | None:
 
 
 def source_status(citation: dict[str, Any]) -> str:
-    """What a listed passage did for the answer, in the user's words."""
+    """What a listed passage did for the answer, in the user's words: a label says a
+    passage backs the answer only when one of its sentences states a sentence of it."""
     if citation.get("cited"):
-        return "cited"
+        return "quoted"
     if citation.get("supports"):
-        return "not cited, but the answer matches it"
+        return "states a sentence of the answer"
     return "given, not used"
+
+
+def sentence_lines(result: TurnResult) -> list[str]:
+    """One line per sentence of an answer from documents: what it is and where the
+    source sentence is ("[1] quoted from GPL-3, lines 427–429"; "not found in the
+    sources" for a model sentence no source sentence states)."""
+    out = []
+    for s in result.answer_sentences:
+        if s.kind == "quote":
+            out.append(f"[{s.source}] quoted from {s.location}")
+        elif s.source is not None:
+            out.append(f"“{_short(s.text)}” — supported by [{s.source}] {s.location}")
+        else:
+            out.append(f"“{_short(s.text)}” — not found in the sources")
+    return out
+
+
+def _short(text: str, limit: int = 70) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def input_notice(cleaned: Cleaned) -> str:
+    """What was changed in a message before the model saw it (NUL bytes, control characters,
+    bytes that were not UTF-8), in one sentence, so the user knows what was sent."""
+    parts = []
+    if cleaned.nul:
+        parts.append(f"{cleaned.nul} NUL character{'s' if cleaned.nul != 1 else ''} removed")
+    if cleaned.controls:
+        parts.append(f"{cleaned.controls} control character{'s' if cleaned.controls != 1 else ''} removed")
+    if cleaned.undecodable:
+        n = cleaned.undecodable
+        parts.append(f"{n} byte{'s' if n != 1 else ''} that {'are' if n != 1 else 'is'} not UTF-8 replaced with �")
+    return "Your message was cleaned before it was sent: " + ", ".join(parts) + " (the model cannot read them)."
+
+
+def window_hint(requested: int, model_window: int, window: int) -> str:
+    """Whether the context window can grow, as one sentence: ``requested`` is the
+    window asked for (--ctx), ``model_window`` the most the model allows (a LiteRT-LM
+    bundle's KV cache is fixed when it is built), ``window`` the one in use."""
+    if window >= model_window:
+        if requested > model_window:
+            return f"This model's window is fixed at {model_window:,} tokens, so --ctx {requested:,} cannot raise it."
+        return f"This is already the model's whole window ({model_window:,} tokens)."
+    return f"Or raise --ctx: this model allows up to {model_window:,} tokens."
+
+
+def base_model_note(name: str) -> str:
+    """What every front end says when a conversation runs on a base model (no chat template)."""
+    return f"{name} is a base model: it continues text rather than answering questions."

@@ -14,7 +14,7 @@ from assistant.core.errors import EnclaveError
 from assistant.core.settings import Settings
 
 #: Shipped prompts that are not personas.
-NOT_PERSONAS = {"retrieval"}
+NOT_PERSONAS = {"retrieval", "retrieval-quote"}
 
 
 def user_dir(settings: Settings) -> Path:

@@ -3,10 +3,11 @@
 ``--power auto`` (the default) reads ``/sys/class/power_supply``: on battery it acts as
 ``saver``. Saver runs one inference thread — on SmolLM2 int4 (2 cores) one thread
 decoded at 75 tok/s for 13.5 CPU-s per 1,000 tokens against 120 tok/s and 16.4 CPU-s
-with two, 18 % less energy per token — pauses background document indexing, and
-prefers n-gram speculation for greedy answers (1.44–1.63× fewer target passes on
-answers that quote their sources, same output). ``performance`` leaves every choice
-to the engine.
+with two, 18 % less energy per token — and pauses background document indexing.
+``performance`` leaves every choice to the engine. N-gram speculation is not a power
+choice: measured, it saves CPU on answers that copy their documents and costs CPU on
+free text, so the ``speculation`` setting turns it on for document answers whatever
+the profile (docs/engine.md).
 
 Energy: ``/sys/class/powercap/intel-rapl*`` counters (microjoules) are read where
 they are readable (often root-only), to report joules per 1,000 tokens.
@@ -57,14 +58,13 @@ class PowerState:
 @dataclass(frozen=True)
 class PowerProfile:
     """What the chosen power mode means for this run. The documents work reads
-    ``pause_background_indexing``; the engines read ``prefer_speculation``."""
+    ``pause_background_indexing``."""
 
     mode: PowerMode
     effective: Literal["saver", "performance"]
     state: PowerState
     threads: int  # 0: the engine's choice
     pause_background_indexing: bool
-    prefer_speculation: bool
 
     @property
     def reason(self) -> str:
@@ -127,7 +127,6 @@ def profile(settings: Settings, sys_root: Path = SYS) -> PowerProfile:
         state=state,
         threads=threads,
         pause_background_indexing=saver,
-        prefer_speculation=saver and settings.temperature == 0,
     )
 
 

@@ -12,42 +12,60 @@ only the new message and template glue are prefilled.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from assistant.app.context import fit
-from assistant.app.history import History
-from assistant.app.notices import drops_notice
+from assistant.app.history import History, title_for
+from assistant.app.notices import drops_notice, input_notice, window_hint
 from assistant.app.personas import load_persona
 from assistant.catalog.manifests import Catalog, InstalledModel
 from assistant.core.errors import ContextExhausted, EnclaveError, EngineError
-from assistant.core.events import Done, Error, Event, FinishReason, GenerationOptions, TextDelta, Usage
-from assistant.core.records import Plan, TurnResult
+from assistant.core.events import (
+    Constraint,
+    Done,
+    Error,
+    Event,
+    FinishReason,
+    GenerationOptions,
+    Notice,
+    TextDelta,
+    Usage,
+)
+from assistant.core.records import AnswerMode, Plan, TurnResult
 from assistant.core.settings import Settings
+from assistant.core.text import for_model
+from assistant.engines import ENGINE_NAMES
 from assistant.engines.base import Engine, Session
-from assistant.retrieval.answer import MIN_PASSAGE_TOKENS, Retrieval, evidence, nothing_found, render, select
+from assistant.privacy.report import privacy_state
+from assistant.retrieval.answer import (
+    MIN_PASSAGE_TOKENS,
+    Passage,
+    Retrieval,
+    evidence,
+    nothing_found,
+    render,
+    select,
+)
+from assistant.retrieval.backfill import generating
 from assistant.storage.audit import AuditLog
-from assistant.storage.database import Store
+from assistant.storage.database import Store, StoredMessage
 
 if TYPE_CHECKING:
+    from assistant.app.answers import Grounding
+    from assistant.app.structured import OutputFormat
     from assistant.cloud.policy import CloudLink, CloudRequest
-    from assistant.retrieval.index import Library
+    from assistant.retrieval.index import Hit, Library
 
 
 # --------------------------------------------------------------------------- turn events
-@dataclass(frozen=True)
-class Notice:
-    """Something the user should read during a turn (never part of the answer)."""
-
-    text: str
-    level: Literal["info", "warning", "error"] = "info"
-
-
 @dataclass(frozen=True)
 class AttemptFailed:
     """The local attempt failed (``error``) and the cloud will be offered: a front end
@@ -90,7 +108,7 @@ class TurnFinished:
 
 
 #: Everything a front end receives during a turn.
-TurnEvent = Event | Notice | AttemptFailed | ConsentNeeded | TurnFinished
+TurnEvent = Event | AttemptFailed | ConsentNeeded | TurnFinished
 
 
 class Assistant:
@@ -125,6 +143,7 @@ class Assistant:
             self.notices.extend(notices)
             self._loaded[key] = (model, loaded)
             self.audit.record("model_load", model=model.name, engine=model.engine, sha256=model.sha256)
+            self.audit.record("privacy_state", model=model.name, **privacy_state(loaded.isolation))
         return self._loaded[key]
 
     @property
@@ -145,28 +164,62 @@ class Assistant:
         *,
         resume: int | None = None,
         save: bool = True,
+        system: str | None = None,
     ) -> Conversation:
         """A new conversation, or the stored conversation ``resume`` continued.
 
-        With ``save`` every finished turn is written to the database.
+        With ``save`` every finished turn is written to the database. ``system``
+        replaces the persona's system prompt. A resumed conversation comes back as it
+        was left: its model and engine (unless others are named), system prompt,
+        sampling, documents and the context it fills.
         """
         store = self.store if (save or resume is not None) else None
         history: list[dict[str, str]] = []
+        stored: dict[str, Any] | None = None
         if resume is not None and store is not None:
             stored = store.conversation(resume)
-            model = model or stored["model"]
+            if model is None:
+                model = stored["model"]
+                if engine is None and stored["engine"] in ENGINE_NAMES:
+                    engine = stored["engine"]
             persona_name = persona or stored["persona"]
-            system = stored["system_prompt"] if persona is None else load_persona(self.settings, persona)
-            history = [{"role": m.role, "content": m.content} for m in store.messages(resume)]
+            prompt = stored["system_prompt"] if persona is None else load_persona(self.settings, persona)
+            messages = store.messages(resume)
+            # Cleaned as a new message is: a NUL stored by an older Enclave would otherwise
+            # cut every later prompt short at the native tokenizer, in this session too.
+            history = [{"role": m.role, "content": for_model(m.content).text} for m in messages]
         else:
             persona_name = persona or self.settings.persona
-            system = load_persona(self.settings, persona_name)
+            prompt = load_persona(self.settings, persona_name)
         installed, loaded = self.load(model, engine)
-        conv = Conversation(self.settings, installed, loaded, system, history, persona=persona_name)
+        conv = Conversation(
+            self.settings, installed, loaded, for_model(system or prompt).text, history, persona=persona_name
+        )
         conv.audit = self.audit
         if save and store is not None:
             conv.attach(store, resume)
+        if stored is not None and store is not None:
+            conv.restore(stored, messages, store)
         return conv
+
+    def follow_on(
+        self, conv: Conversation, model: str | None = None, engine: str | None = None, persona: str | None = None
+    ) -> Conversation:
+        """A new conversation that starts where ``conv`` is set up: the same model (or
+        ``model``/``engine``), persona (or ``persona``), system prompt, sampling and
+        documents; an empty context. ``conv`` is not closed here."""
+        same_model = model is None
+        new = self.conversation(
+            model or conv.model.name,
+            engine or (conv.model.engine if same_model else None),
+            persona or conv.persona,
+            save=conv.store is not None,
+            system=None if persona else conv.system,
+        )
+        new.temperature, new.repetition_penalty = conv.temperature, conv.repetition_penalty
+        if conv.library is not None:
+            new.use_documents(conv.library, conv.collections)
+        return new
 
     def conversation_without_model(self, problem: EnclaveError, persona: str | None = None) -> Conversation:
         """A conversation for when the local model cannot load (``problem``) but cloud
@@ -208,27 +261,137 @@ class Conversation:
         self.session: Session = self.engine.open_session(window)
         self._held_text: str | None = None  # text that session.tokens stands for
         self._held_tokens: list[int] = []
+        #: What the cache stood for before the last exchange, so that replacing that
+        #: exchange (retry, edit) rewinds exactly to it instead of re-encoding the history.
+        self._before_last: tuple[str | None, list[int]] = (None, [])
+        #: The last message as the user typed it (``messages`` may hold it with sources).
+        self.last_user_text: str | None = next(
+            (m["content"] for m in reversed(self.messages) if m["role"] == "user"), None
+        )
+        #: Tokens the conversation fills in the window (the meter in the status bar).
+        self.context_used = 0
+        #: Sampling for this conversation (``/set``); starts from the settings.
+        self.temperature: float = self.settings.temperature
+        self.repetition_penalty: float = self.settings.repeat_penalty
+        #: Set by :meth:`restore`: what could not be restored, and the last answer's sources.
+        self.restore_notices: list[str] = []
+        self.last_citations: list[dict[str, Any]] | None = None
         self.store: Store | None = None
         self.id: int | None = None
         self.last_plan: Plan | None = None
-        #: Documents on for this conversation: the library and the collections to search.
+        #: The generation options of the last model turn (its answer length, as capped).
+        self.last_options: GenerationOptions | None = None
+        #: Documents on for this conversation: the library, the collections to search, and
+        #: the path globs (``--path``) that limit them to some files.
         self.library: Library | None = None
         self.collections: list[str] | None = None
+        self.paths: list[str] = []
+        self._all_documents = False  # on for every collection, present and future
         self.last_retrieval: Retrieval | None = None
+        self.last_grounding: Grounding | None = None
+        self.turn_started: float | None = None
+        self.retrieval_ms = 0.0
         self.audit: AuditLog | None = None
         self._cloud: CloudLink | None = None
         self.route = Route.local(self)  # who answers the current turn
         self._pending_consent: ConsentNeeded | None = None
+        self._replacing = False  # the turn running replaces the last exchange
 
-    def use_documents(self, library: Library | None, collections: list[str] | None = None) -> None:
-        """Answer from documents (``collections``; empty or None: all of them), or stop
-        (``library=None``)."""
+    def use_documents(
+        self, library: Library | None, collections: list[str] | None = None, paths: Sequence[str] = ()
+    ) -> None:
+        """Answer from documents (``collections``; empty or None: all of them; ``paths``:
+        only the files these globs match), or stop (``library=None``). Saved with the
+        conversation, so ``--continue`` restores it."""
         self.library = library
         self.collections = library.names(collections) if library is not None else None
+        self.paths = list(paths) if library is not None else []
+        if library is not None and self.paths:
+            library.scope(self.collections, self.paths)  # a glob that matches nothing fails now
+        self._all_documents = not collections or list(collections) == ["all"]
+        self._save_state()
+
+    @property
+    def answer_mode(self) -> tuple[AnswerMode, str]:
+        """How this conversation answers from documents (and a notice when the wanted
+        mode cannot be used with this model)."""
+        from assistant.app.answers import choose_mode
+
+        return choose_mode(self.settings, self.model, self.engine)
+
+    # -- what the conversation is set to (stored with it; restored on --continue)
+    def set_sampling(self, *, temperature: float | None = None, repetition_penalty: float | None = None) -> None:
+        """Sampling for the next turns of this conversation, checked against the settings'
+        schema first (:data:`~assistant.core.settings.RULES`)."""
+        from assistant.core.settings import parse_setting
+
+        if temperature is not None:
+            self.temperature = parse_setting("temperature", temperature, "this conversation")
+        if repetition_penalty is not None:
+            self.repetition_penalty = parse_setting("repeat_penalty", repetition_penalty, "this conversation")
+        self._save_state()
+
+    def set_system(self, text: str) -> None:
+        """A new system prompt for the next turns (the KV cache re-reads the conversation once)."""
+        text = text.strip()
+        if not text:
+            raise EnclaveError("The system prompt is empty.", "Write it after the command: /set system You are …")
+        self.system = text
+        self._save_state()
+
+    def _save_state(self) -> None:
+        if self.store is None or self.id is None:
+            return
+        self.store.update_conversation(
+            self.id,
+            system_prompt=self.system,
+            documents=None if self.library is None else [] if self._all_documents else list(self.collections or []),
+            options={"temperature": self.temperature, "repetition_penalty": self.repetition_penalty},
+        )
+
+    def restore(self, stored: dict[str, Any], messages: Sequence[StoredMessage], store: Store) -> None:
+        """Come back as the stored conversation was left: sampling, documents (a
+        collection removed since is left out, with a notice) and the context meter."""
+        options = stored.get("options") or {}
+        self.temperature = float(options.get("temperature", self.temperature))
+        self.repetition_penalty = float(options.get("repetition_penalty", self.repetition_penalty))
+        documents = stored.get("documents")
+        if documents is not None:
+            from assistant.retrieval import open_library
+
+            library = open_library(self.settings, store)
+            known = {str(c["name"]) for c in library.collections()}
+            kept = [name for name in documents if name in known]
+            if (documents and not kept) or not known:
+                self.restore_notices.append(
+                    "Documents were on for this conversation, but their collections are gone; documents are off."
+                )
+            else:
+                if len(kept) < len(documents):
+                    gone = ", ".join(sorted(set(documents) - known))
+                    self.restore_notices.append(f"Collection(s) {gone} no longer exist; documents on for the rest.")
+                self.library = library
+                self.collections = library.names(kept)
+                self._all_documents = not documents
+        last = next((m for m in reversed(messages) if m.role == "assistant"), None)
+        used = 0
+        if last is not None and last.usage and last.model == self.model.name and last.engine == self.engine.name:
+            # An answer quoted from documents ran no model: its usage counts no tokens.
+            used = int(last.usage.get("prompt_tokens", 0)) + int(last.usage.get("completion_tokens", 0))
+        if used:
+            self.context_used = used
+        elif self.messages:
+            self.context_used = len(self.tokens_for(self.system_messages() + self.messages))
+        self.last_citations = last.citations if last is not None else None
 
     @property
     def documents_on(self) -> bool:
         return self.library is not None
+
+    @property
+    def all_documents(self) -> bool:
+        """Documents are on for every collection, including ones added later."""
+        return self.library is not None and self._all_documents
 
     def retrieve(self, user_text: str) -> Retrieval:
         """Search the documents for this question and choose the passages that fit.
@@ -238,17 +401,20 @@ class Conversation:
         old turns), they get at least half of the window, because for a question about
         the documents the sources matter more than old turns.
         """
+        from assistant.app.answers import EXTRACT_PASSAGES
+
         assert self.library is not None
         names = self.collections or []
-        hits = self.library.search(user_text, k=self.settings.docs_passages, collections=names or None)
+        found, fresh = self._fresh_hits(user_text, names, max(self.settings.docs_passages, EXTRACT_PASSAGES))
+        hits = found[: self.settings.docs_passages]
         strong, reason = evidence(user_text, hits, self.settings.docs_min_similarity)
         if not strong:
-            return Retrieval(names, hits, [], False, reason)
+            return Retrieval(names, hits, [], False, reason, refreshed=fresh)
         tok = self.engine.tokenizer
         question = {"role": "user", "content": render(user_text, [])}
         room = self.window - self.reserve
-        with_history = room - len(self.tokens_for(self._system_messages() + self.messages + [question]))
-        alone = room - len(self.tokens_for(self._system_messages() + [question]))
+        with_history = room - len(self.tokens_for(self.system_messages() + self.messages + [question]))
+        alone = room - len(self.tokens_for(self.system_messages() + [question]))
         keep_history = self.settings.context_policy == "stop" or with_history >= alone // 2
         budget = with_history if keep_history else alone // 2
         passages = select(
@@ -262,7 +428,7 @@ class Conversation:
         history = alone - with_history if keep_history else 0
         while passages:
             message = {"role": "user", "content": render(user_text, passages)}
-            excess = len(self.tokens_for(self._system_messages() + [message])) + history - room
+            excess = len(self.tokens_for(self.system_messages() + [message])) + history - room
             if excess <= 0:
                 break
             last = passages[-1]
@@ -272,7 +438,41 @@ class Conversation:
                 last.shortened = True
             else:
                 passages.pop()
-        return Retrieval(names, hits, passages, True)
+        # The sentences of more passages than the model is given are candidates for the
+        # quoted answer (it needs no room in the window); they are numbered after them.
+        given = {p.hit.chunk_id for p in passages}
+        rest = [h for h in found if h.chunk_id not in given]
+        extra = [Passage(len(passages) + i + 1, h, h.text) for i, h in enumerate(rest)]
+        return Retrieval(names, hits, passages, True, refreshed=fresh, extra=extra)
+
+    def _fresh_hits(self, user_text: str, names: list[str], k: int) -> tuple[list[Hit], list[str]]:
+        """Search, then check the files about to be cited (size and time, the sha256 when
+        they differ): a changed file is re-indexed and the search run again, a deleted
+        one forgotten, so a quote is never taken from a file as it used to be. Returns
+        the hits and a notice per file re-read."""
+        assert self.library is not None
+        library = self.library
+
+        def search() -> list[Hit]:
+            return library.search(user_text, k=k, collections=names or None, paths=self.paths or None)
+
+        hits = search()
+        stale = [s for s in library.freshness(h.document_id for h in hits) if s.state != "fresh"]
+        if not stale:
+            return hits, []
+        started = time.perf_counter()
+        report = library.refresh(stale)
+        seconds = time.perf_counter() - started
+        notes = []
+        for s in stale:
+            name = Path(s.path).name
+            if s.state == "missing":
+                notes.append(f"{name} is gone since it was indexed; its passages were dropped before answering.")
+            elif any(p == s.path for p, _ in report.skipped):
+                notes.append(f"{name} changed and can no longer be read; its passages were dropped before answering.")
+            else:
+                notes.append(f"{name} changed since it was indexed; it was re-indexed before answering ({seconds:.1f} s).")
+        return search(), notes
 
     def attach(self, store: Store, conversation_id: int | None = None) -> None:
         """Save turns to ``store`` (the conversation row is created with the first turn)."""
@@ -290,7 +490,8 @@ class Conversation:
             return min(self.settings.answer_reserve, self.window - 1)
         return max(1, min(self.settings.max_tokens, self.window // 4))
 
-    def _system_messages(self) -> list[dict[str, str]]:
+    def system_messages(self) -> list[dict[str, str]]:
+        """The system prompt as the chat messages that open every prompt (none when it is empty)."""
         return [{"role": "system", "content": self.system}] if self.system else []
 
     def tokens_for(self, messages: list[dict[str, str]]) -> list[int]:
@@ -304,7 +505,13 @@ class Conversation:
         tok = self.engine.tokenizer
         text = tok.render(messages, add_generation_prompt=True)
         held = self._held_text
-        if held is not None and text.startswith(held) and self.session.tokens == self._held_tokens:
+        # The cache may hold more than the text (a retried answer): the session keeps
+        # the shared prefix and rewinds the rest.
+        if (
+            held is not None
+            and text.startswith(held)
+            and self.session.tokens[: len(self._held_tokens)] == self._held_tokens
+        ):
             return self._held_tokens + tok.encode(text[len(held) :])
         return tok.encode(text)
 
@@ -312,7 +519,7 @@ class Conversation:
         """What this turn would send, fitted to the window by the context policy."""
         tok = self.engine.tokenizer
         return fit(
-            self._system_messages(),
+            self.system_messages(),
             self.messages,
             {"role": "user", "content": user_text},
             count=lambda msgs: len(self.tokens_for(list(msgs))),
@@ -321,45 +528,128 @@ class Conversation:
             policy=self.settings.context_policy,
             encode=tok.encode,
             decode=tok.decode,
+            grow=self.window_hint(),
         )
 
-    def options(self, room: int) -> GenerationOptions:
+    def options(self, room: int, requested: GenerationOptions | None = None) -> GenerationOptions:
+        """Sampling for a turn with ``room`` tokens left: the settings', or ``requested``
+        (a caller's own, e.g. an API request's) with its answer length capped to the room."""
+        if requested is not None:
+            return replace(
+                requested,
+                max_tokens=max(1, min(requested.max_tokens, room)),
+                speculative=requested.speculative or self.speculative(),
+            )
         s = self.settings
         return GenerationOptions(
             max_tokens=max(1, min(s.max_tokens, room)),
-            temperature=s.temperature,
+            temperature=self.temperature,
             top_p=s.top_p,
             top_k=s.top_k,
             seed=s.seed,
+            repetition_penalty=self.repetition_penalty,
+            speculative=self.speculative(),
         )
 
-    def stream(self, user_text: str) -> Iterator[Event]:
+    def speculative(self) -> bool:
+        """Whether this turn asks for n-gram speculation (the engine decides whether it can).
+
+        ``auto`` asks for document answers only, which copy their passages: measured on
+        SmolLM2 (scripts/bench_speculation.py, 1 thread) it saved 7 % CPU per token there
+        (77 % of drafts accepted) and cost 16 % on free text (47 % accepted), so the saver
+        profile does not turn it on for free text either."""
+        mode = self.settings.speculation
+        if mode == "auto":
+            return self.documents_on
+        return mode == "on"
+
+    def window_hint(self) -> str:
+        """How the window could grow, in the user's words: by --ctx up to the model's
+        limit, or not at all when the window is the model's own (a LiteRT-LM bundle's
+        KV cache is fixed when it is built)."""
+        return window_hint(self.settings.context_window, self.engine.info.context_length, self.window)
+
+    def stream(
+        self, user_text: str, options: GenerationOptions | None = None, *, output: OutputFormat | None = None
+    ) -> Iterator[Event]:
         """Run one turn, yielding engine events; history and store are updated at ``Done``.
 
-        Raises :class:`~assistant.core.errors.ContextExhausted` (with the numbers) before
+        ``options`` replaces the settings' sampling for this turn (the answer length is
+        still capped to the room the window has left). With documents on, the answer is
+        made from the passages found (:mod:`assistant.app.answers`: the source sentences
+        first, then what the model adds, by the answer mode). ``output`` constrains the
+        answer to a schema, regex or grammar (documents off only). Raises
+        :class:`~assistant.core.errors.ContextExhausted` (with the numbers) before
         anything runs when the turn cannot fit under the policy.
         """
+        # The background embedder (MiniLM vectors for documents) waits for the whole turn:
+        # retrieval, prefill and decoding (assistant/retrieval/backfill.py).
+        with generating(self.settings):
+            yield from self._stream(user_text, options, output)
+
+    def _stream(
+        self, user_text: str, options: GenerationOptions | None, output: OutputFormat | None
+    ) -> Iterator[Event]:
         self.route = Route.local(self)
-        content = user_text
         self.last_retrieval = None
-        if self.documents_on:
-            retrieval = self.last_retrieval = self.retrieve(user_text)
-            if not retrieval.strong:
-                # Weak evidence: say so instead of letting the model answer from nothing.
-                text = nothing_found(retrieval.collections, retrieval.reason)
-                self.last_plan = None
-                self.messages.append({"role": "user", "content": user_text})
-                self.messages.append({"role": "assistant", "content": text})
-                yield TextDelta(text)
-                yield Done("no-evidence", text)
-                return
-            if not retrieval.passages:
-                raise EnclaveError(
-                    f"Passages from your documents were found, but none fits the {self.window}-token context "
-                    "window beside the conversation.",
-                    "Start a new conversation (/new), raise --ctx if the model allows it, or ask without documents.",
-                )
-            content = render(user_text, retrieval.passages)
+        self.last_grounding = None
+        self.turn_started = time.perf_counter()
+        if output is not None and self.documents_on:
+            raise EnclaveError(
+                "A structured answer (--schema, --regex, --grammar) cannot be made from documents.",
+                "Ask without --docs, or without the output format.",
+            )
+        if not self.documents_on:
+            constraint = None if output is None else output.constraint
+            yield from self.model_turn(user_text, requested=options, constraint=constraint)
+            return
+        from assistant.app.answers import Grounding, answer_turn
+
+        retrieval = self.last_retrieval = self.retrieve(user_text)
+        self.retrieval_ms = (time.perf_counter() - self.turn_started) * 1000
+        mode, notice = self.answer_mode
+        if not retrieval.strong:
+            # Weak evidence: say so instead of letting the model answer from nothing.
+            self.last_grounding = Grounding(mode, reason=retrieval.reason)
+            text = nothing_found(retrieval.collections, retrieval.reason)
+            self.remember(user_text, text)
+            yield TextDelta(text)
+            yield Done("no-evidence", text)
+            return
+        if not retrieval.passages:
+            raise EnclaveError(
+                f"Passages from your documents were found, but none fits the {self.window}-token context "
+                "window beside the conversation.",
+                f"Start a new conversation (/new) or ask without documents. {self.window_hint()}",
+            )
+        yield from answer_turn(self, user_text, retrieval, mode, requested=options)
+        if notice and self.last_grounding is not None:
+            self.last_grounding.notices.append(notice)
+
+    def remember(self, user_text: str, answer: str) -> None:
+        """Add an exchange the model did not write (a refusal, quoted sentences) to the history."""
+        self.last_plan = None
+        self._before_last = (self._held_text, self._held_tokens)
+        self.messages.append({"role": "user", "content": user_text})
+        self.messages.append({"role": "assistant", "content": answer})
+        self.context_used = len(self.tokens_for(self.system_messages() + self.messages))
+
+    def model_turn(
+        self,
+        content: str,
+        *,
+        constraint: Constraint | None = None,
+        max_tokens: int | None = None,
+        remember: bool = True,
+        requested: GenerationOptions | None = None,
+    ) -> Iterator[Event]:
+        """Ask the model: ``content`` is the new user message as the model sees it.
+
+        ``requested`` replaces the settings' sampling (see :meth:`options`);
+        ``constraint`` and ``max_tokens`` narrow this one turn; without ``remember``
+        the exchange is left out of the history (the caller records what it shows)."""
+        from assistant.app.answers import options_with
+
         plan = self.plan(content)
         self.last_plan = plan
         tokens = self.tokens_for(plan.messages)
@@ -368,13 +658,25 @@ class Conversation:
         if room < 1:  # only reachable with answer_reserve misconfigured
             keep = self.session.common_prefix(tokens)
             raise ContextExhausted(needed=len(tokens), window=self.window, held=keep)
-        for event in self.session.generate(tokens, self.options(room), messages=plan.messages):
+        options = options_with(self.options(room, requested), constraint, max_tokens)
+        self.last_options = options
+        events = self.session.generate(tokens, options, messages=plan.messages)
+        try:
+            first = next(events, None)  # the engine reads the prompt (and may find it too long) here
+        except ContextExhausted as exc:
+            exc.hint = f"Shorten the message or start a new conversation (/new). {self.window_hint()}"
+            raise
+        before = (self._held_text, self._held_tokens)
+        for event in itertools.chain([first] if first is not None else [], events):
+            if isinstance(event, Usage):
+                self.context_used = event.prompt_tokens + event.completion_tokens
             if isinstance(event, Done):
-                if event.reason == "cancelled":
+                if event.reason == "cancelled" or not remember:
                     # A cancelled answer is not part of the conversation; the cache
                     # is re-synced from the shared prefix on the next turn.
                     self._held_text, self._held_tokens = None, []
                 else:
+                    self._before_last = before
                     self._held_text = text + event.text
                     self._held_tokens = self.session.tokens
                     # The history keeps the message as the model saw it (with its
@@ -393,6 +695,8 @@ class Conversation:
             # Kept for `enclave stats` and `enclave report`: the engine's message, never the turn's text.
             Releases(self.store).record_event(result.model, result.engine, result.model_sha256, "turn_error",
                                               result.error.message)  # fmt: skip
+        if result.finish_reason not in ("cancelled", "error"):
+            self.last_user_text = user_text
         if self.store is None or result.finish_reason in ("cancelled", "error"):
             return
         if self.id is None:
@@ -403,6 +707,8 @@ class Conversation:
                 system_prompt=self.system,
                 context_policy=self.settings.context_policy,
             )
+            self._save_state()
+        replacing = self._replacing
         self.store.add_turn(
             self.id,
             user_text,
@@ -415,8 +721,12 @@ class Conversation:
             usage=result.usage.as_dict() if result.usage else None,
             context=result.context.as_dict() if result.context else None,
             citations=result.citations,
+            title=title_for(user_text),
+            replace_last=replacing,
         )
         result.conversation_id = self.id
+        if replacing:
+            AuditLog(self.store).record("turn_replaced", conversation=self.id, messages_deleted=2)
         if result.citations is not None and self.last_retrieval is not None:
             AuditLog(self.store).record(
                 "documents_used",
@@ -428,12 +738,72 @@ class Conversation:
                 ],
             )
 
-    def turn(self, user_text: str) -> Iterator[TurnEvent]:
+    @property
+    def can_replace_last(self) -> bool:
+        """Whether there is a last exchange to answer again or edit."""
+        return len(self.messages) >= 2 and self.last_user_text is not None
+
+    def turn(
+        self, user_text: str, *, replace_last: bool = False, output: OutputFormat | None = None
+    ) -> Iterator[TurnEvent]:
         """One turn, decided here for every front end: in the cloud when cloud is on for
         this conversation and the user consents, else on this device; a local failure
         offers the cloud when one is configured (never silently). The turn is saved and
         audited before :class:`TurnFinished` is yielded; failures end up in its result.
+
+        With ``replace_last`` the turn takes the place of the last exchange (retry the
+        answer, or an edited message): the KV cache rewinds to just before it, and the
+        stored exchange is replaced when the new one is saved. A cancelled or failed
+        replacement leaves the last exchange as it was.
+
+        The message is first made readable for a tokenizer (:func:`~assistant.core.text.for_model`):
+        a NUL ends a C string in the native tokenizer and would make this and every later
+        turn lose its end, so it is removed with the other control characters, and bytes
+        that were not UTF-8 become U+FFFD; a :class:`Notice` says what changed.
+
+        With ``output`` the answer is constrained to that format on this device (no
+        cloud), checked again when it ends, and the check is the result's ``output``
+        (:mod:`assistant.app.structured`).
         """
+        cleaned = for_model(user_text)
+        if cleaned.changed:
+            yield Notice(input_notice(cleaned), "warning")
+        user_text = cleaned.text
+        if not user_text.strip():
+            yield TurnFinished(
+                self._failure(
+                    EnclaveError("The message is empty once the characters the model cannot read are removed.",
+                                 "Type the question again as plain text.")  # fmt: skip
+                )
+            )
+            return
+        if output is not None:
+            yield from self._structured(user_text, output)
+            return
+        if not replace_last:
+            yield from self._turn(user_text)
+            return
+        if not self.can_replace_last:
+            yield TurnFinished(
+                self._failure(EnclaveError("There is no answer to replace yet.", "Ask something first."))
+            )
+            return
+        removed = self.messages[-2:]
+        del self.messages[-2:]
+        held = (self._held_text, self._held_tokens)
+        self._held_text, self._held_tokens = self._before_last
+        self._replacing = True
+        count = len(self.messages)
+        try:
+            yield from self._turn(user_text)
+        finally:
+            self._replacing = False
+            if len(self.messages) == count:  # not answered: the old exchange stays
+                self.messages.extend(removed)
+                if self._held_text is not None:
+                    self._held_text, self._held_tokens = held
+
+    def _turn(self, user_text: str) -> Iterator[TurnEvent]:
         if self.cloud_enabled:
             consent = yield from self._consent(user_text, f"Send this turn to {self.cloud.endpoint.label}?")
             if consent is not None:
@@ -469,20 +839,43 @@ class Conversation:
             return
         yield from self._attempt(user_text, self._cloud_stream(user_text, *consent))
 
+    def _structured(self, user_text: str, output: OutputFormat) -> Iterator[TurnEvent]:
+        """A structured turn: local only (the cloud client sends no grammar), then checked."""
+        if self.cloud_enabled:
+            yield TurnFinished(
+                self._failure(EnclaveError("A structured answer (--schema, --regex, --grammar) is made on this "
+                                           "device only.", "Ask without --cloud."))  # fmt: skip
+            )
+            return
+        try:
+            self.engine.capabilities.check(GenerationOptions(constraint=output.constraint), self.engine.name)
+            yield from self._attempt(user_text, lambda: self.stream(user_text, output=output), output=output)
+        except EnclaveError as exc:
+            yield TurnFinished(self._failure(exc))
+
     def _cloud_stream(self, user_text: str, request: CloudRequest, how: str) -> Callable[[], Iterator[Event]]:
         return lambda: self.stream_cloud(request, user_text, how)
 
     def _attempt(
-        self, user_text: str, make: Callable[[], Iterator[Event]], *, hold_failure: bool = False
+        self,
+        user_text: str,
+        make: Callable[[], Iterator[Event]],
+        *,
+        hold_failure: bool = False,
+        output: OutputFormat | None = None,
     ) -> Iterator[TurnEvent]:
         """Stream one attempt and finish it: result, save, audit. With ``hold_failure`` a
-        failed result is yielded unsaved for :meth:`turn` to decide on."""
+        failed result is yielded unsaved for :meth:`turn` to decide on; with ``output``
+        the answer is checked against its format."""
         collector = TurnCollector(self)
         was_cloud = self.cloud_enabled
         for event in make():
             collector.feed(event)
             yield event
         result = collector.result()
+        if output is not None and result.error is None:
+            limit = self.last_options.max_tokens if self.last_options is not None else None
+            result.output = output.check(result.text, result.finish_reason, limit)
         if result.error is not None and hold_failure:
             yield TurnFinished(result)
             return
@@ -596,7 +989,7 @@ class Conversation:
                     "Try other words or another collection, or turn documents off (/docs off).",
                 )
             content = render(user_text, retrieval.passages)
-        return [*self._system_messages(), *self.messages, {"role": "user", "content": content}]
+        return [*self.system_messages(), *self.messages, {"role": "user", "content": content}]
 
     def cloud_request(self, user_text: str, redact: bool | None = None) -> CloudRequest:
         """The request a cloud turn would send, for the preview; sends nothing."""
@@ -613,6 +1006,7 @@ class Conversation:
         self.last_plan = None
         for event in self.cloud.send(request, consent, self.id):
             if isinstance(event, Done) and event.reason != "cancelled":
+                self._before_last = (self._held_text, self._held_tokens)
                 self.messages.append({"role": "user", "content": user_text})
                 self.messages.append({"role": "assistant", "content": event.text})
             yield event
@@ -645,6 +1039,7 @@ class TurnCollector:
         self.usage: Usage | None = None
         self.reason: FinishReason = "error"
         self.error: EnclaveError | None = None
+        self.notices: list[str] = []
 
     def feed(self, event: Event) -> None:
         match event:
@@ -656,21 +1051,37 @@ class TurnCollector:
                 self.reason = r
             case Error(error=exc):
                 self.error = exc if isinstance(exc, EnclaveError) else EnclaveError(str(exc))
+            case Notice(text=text):
+                self.notices.append(text)
 
     def result(self) -> TurnResult:
         conv = self.conv
         text = "".join(self.parts)
         retrieval = conv.last_retrieval
-        citations = None if retrieval is None else retrieval.citations(text)
-        notices = [] if retrieval is None else list(retrieval.notices)
-        if citations and text.strip() and not any(c["supports"] for c in citations):
-            # Checked, not trusted: a small model can mix facts from two passages.
-            notices.append(
-                "No sentence of this answer matches a source in its words and figures; check it against them."
-            )
+        grounding = conv.last_grounding
+        citations = None
+        notices: list[str] = list(self.notices)  # the engine's (a restarted worker)
+        sentences = []
+        if retrieval is not None:
+            from assistant.app.answers import grounding_for
+
+            if grounding is None:  # an answer made elsewhere (the cloud): checked the same way
+                grounding = conv.last_grounding = grounding_for(conv, text, retrieval)
+            sentences = grounding.sentences
+            citations = retrieval.citations(text, sentences)
+            notices += list(retrieval.notices) + list(grounding.notices)
+            models = [s for s in sentences if s.kind == "model"]
+            unbacked = [s for s in models if s.source is None]
+            if models and unbacked:
+                notices.append(
+                    f"{len(unbacked)} of the {len(models)} sentences the model wrote are not found in the sources; "
+                    "check them against the quoted sentences."
+                )
         drops = drops_notice(conv.last_plan)
         if drops:
             notices.append(drops)
+        if self.reason == "repetition":
+            notices.append("The answer began repeating itself, so it was stopped.")
         route = conv.route
         return TurnResult(
             text=text,
@@ -685,6 +1096,9 @@ class TurnCollector:
             citations=citations,
             notices=notices,
             where=route.where,
+            mode=grounding.mode if grounding is not None else None,
+            answer_sentences=list(sentences),
+            timings=dict(grounding.timings) if grounding is not None else {},
         )
 
 

@@ -43,7 +43,7 @@ from typing import Any
 from assistant.app import drift, power
 from assistant.app.probe import ProbeRequest, probe
 from assistant.catalog import bundles
-from assistant.catalog.manifests import Catalog, InstalledModel, hash_model
+from assistant.catalog.manifests import MANIFEST_NAME, Catalog, InstalledModel, hash_model
 from assistant.core.errors import EnclaveError, EngineUnavailable
 from assistant.core.settings import Settings
 from assistant.engines import ENGINE_NAMES, load_engine
@@ -55,6 +55,9 @@ from assistant.storage.releases import Release, Releases
 
 #: Failed loads of a current release before Enclave reverts to the previous one.
 MAX_FAILED_LOADS = 2
+#: The file a load in progress keeps in its release folder (:meth:`Updates.release_root`),
+#: holding the loading process's id: found with that process gone, the load crashed it.
+LOADING_MARKER = "loading"
 Progress = Callable[[str], None]
 
 
@@ -398,13 +401,13 @@ class Updates:
         )
 
     def _check_release(self, release: bundles.ReleaseInfo, staged: bundles.Staged) -> None:
-        from assistant.catalog.manifests import _slug
+        from assistant.catalog.manifests import slug
 
         if release.engine not in ENGINE_NAMES:
             raise UpdateError(
                 f"The bundle is for an unknown engine {release.engine!r}.", f"Engines: {', '.join(ENGINE_NAMES)}."
             )
-        if _slug(release.name) != release.name:
+        if slug(release.name) != release.name:
             raise UpdateError(f"{release.name!r} is not a valid model name.", "Re-make the bundle.")
         if release.expires and release.expires < bundles.utc_now()[: len(release.expires)]:
             raise UpdateError(f"This release expired on {release.expires}.", "Ask its publisher for a current one.")
@@ -492,7 +495,7 @@ class Updates:
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir()
         os.replace(link, target / bundles.MODEL)
-        model = self.catalog._read(target / bundles.MODEL / "enclave-manifest.json")
+        model = self.catalog.read_manifest(target / bundles.MODEL / MANIFEST_NAME, current.name, current.engine)
         self.releases.add_release(
             name=current.name, engine=current.engine, version=0, sha256=model.sha256, signer="local",
             released=str(current.manifest.get("built_at") or bundles.utc_now()), path=str(target),
@@ -565,7 +568,7 @@ class Updates:
 
     # -- loading
     def _marker(self, name: str, engine: str) -> Path:
-        return self.release_root(name, engine) / "loading"
+        return self.release_root(name, engine) / LOADING_MARKER
 
     def load_guarded(self, model: InstalledModel) -> tuple[InstalledModel, Engine, list[str]]:
         """Load ``model`` (checked against its manifest) with the power profile and device of

@@ -10,7 +10,9 @@ from assistant.cli.common import (
     _audit,
     _store,
     _write_or_print,
+    force_option,
 )
+from assistant.core.text import inline
 
 
 @click.group()
@@ -22,14 +24,12 @@ def audit() -> None:
 @click.pass_context
 def audit_verify(ctx: click.Context) -> None:
     """Check the chain: reports every edited, removed or reordered entry."""
-    log = _audit(_store(ctx))
-    problems = log.verify()
-    count = len(log.entries())
-    if problems:
-        for problem in problems:
-            click.echo(f"FAIL {problem}")
+    verdict = _audit(_store(ctx, write=False)).check()
+    if verdict.problems:
+        for problem in verdict.problems:
+            click.echo(f"FAIL {inline(str(problem))}")
         ctx.exit(1)
-    click.echo(f"ok   {count} entries, chain intact")
+    click.echo(f"ok   {verdict.entries} entries, chain intact; {verdict.protection}")
 
 
 @audit.command("list")
@@ -37,16 +37,21 @@ def audit_verify(ctx: click.Context) -> None:
 @click.pass_context
 def audit_list(ctx: click.Context, limit: int) -> None:
     """The most recent audit entries."""
-    for row in _audit(_store(ctx)).entries()[-limit:]:
-        click.echo(f"{row['seq']:>6}  {row['at']}  {row['kind']:<12} {row['detail']}")
+    for row in _audit(_store(ctx, write=False)).entries()[-limit:]:
+        click.echo(inline(f"{row['seq']:>6}  {row['at']}  {row['kind']:<12} {row['detail']}"))
 
 
 @audit.command("export")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to this file instead of stdout.")
+@force_option
 @click.pass_context
-def audit_export(ctx: click.Context, output: Path | None) -> None:
+def audit_export(ctx: click.Context, output: Path | None, force: bool) -> None:
     """Write the whole log as JSON Lines, hashes included, for a compliance review."""
     log = _audit(_store(ctx))
     text = log.export()
+    if output is not None:
+        from assistant.app.history import check_export_target
+
+        check_export_target(output, force=force)  # refused before it is recorded as done
     log.record("audit_export", to=str(output) if output else "stdout")
-    _write_or_print(text, output)
+    _write_or_print(text, output, force=force)

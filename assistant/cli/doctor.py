@@ -12,61 +12,78 @@ from assistant.cli.chat import _cloud_line
 from assistant.cli.common import (
     _settings,
 )
-from assistant.core.errors import EnclaveError
+from assistant.core.text import inline
 
 
 def _doctor_database(settings: Any) -> bool:
     """The database section of `enclave doctor`: encrypted or not, and where the key comes from."""
-    from assistant.storage import crypt
-    from assistant.storage.database import Store
+    from assistant.app.setup import check_database
 
-    path = settings.locations.database
-    state = crypt.file_state(path)
+    report = check_database(settings, terminal=sys.stdin.isatty())
     click.echo("Database")
-    click.echo(f"  path   {path}")
-    backend = crypt.keyring_backend()
-    click.echo(f"  keyring {backend or f'none on this machine (use {crypt.KEY_ENV})'}")
-    if state == "missing":
-        click.echo(f"  not created yet (encrypt is {'on' if settings.encrypt else 'off'})")
+    for line in report.lines:
+        click.echo(line)
+    return report.ok
+
+
+def _doctor_files(settings: Any) -> bool:
+    """Files: every folder and file that holds conversations, keys or the audit trail is private."""
+    from assistant.app.files import exposed_files
+
+    click.echo("Files")
+    found = exposed_files(settings)
+    if not found:
+        click.echo("  ok   private: folders 0700, database, WAL, lock, head, keys and settings 0600")
         return True
-    if state == "plain" and not settings.encrypt:
-        click.echo("  ok   plaintext (encrypt is off; `enclave init --encrypt` turns it on)")
-        return True
-    try:
-        key = crypt.key_for(path, settings.encrypt, interactive=False)
-    except crypt.EncryptionError as exc:
-        if state == "encrypted" and settings.encrypt and sys.stdin.isatty():
-            click.echo(
-                f"  ok   encrypted; the key is asked on the terminal (no {crypt.KEY_ENV}, nothing in the keyring)"
-            )
-            return True
-        click.echo(f"  FAIL {exc.message} {exc.hint}")
-        return False
-    try:
-        Store(path, key).close()
-    except EnclaveError as exc:
-        click.echo(f"  FAIL {exc.message} {exc.hint}")
-        return False
-    source = key.source if key else "?"
-    click.echo(
-        f"  ok   encrypted with SQLCipher {crypt.sqlcipher_version()}; key from {source} (it opens the database)"
-    )
-    return True
+    for item in found:
+        click.echo(f"  WARN {inline(str(item.path))} is {item.mode:04o}: other local accounts can read it")
+        click.echo(f"       fix: {inline(item.fix)}")
+    return False
+
+
+# --------------------------------------------------------------------------- privacy
+def _mark(report: Any, item: Any) -> str:
+    good = item.state == "active" if hasattr(item, "state") else item.ok
+    if good:
+        return "ok  "
+    return "FAIL" if report.failed(item) else "warn"
+
+
+def _doctor_privacy(settings: Any) -> Any:
+    """The privacy section: each layer and whether it holds, then the self-test."""
+    from assistant.app.privacy import blocked_attempts, privacy_report
+
+    report = privacy_report(settings)
+    click.echo("Privacy")
+    click.echo(f"  allowed: loopback only (127.0.0.0/8, ::1); cloud fallback: {_cloud_line(settings)}")
+    click.echo(f"  seal: privacy_seal = {settings.privacy_seal}")
+    if report.warning:
+        click.echo(click.style(f"  {report.warning}", fg="yellow"))
+    for where in ("front end", "worker"):
+        title = "Layers in this process (the front end)" if where == "front end" else "Layers of the sealed worker"
+        if where == "worker":
+            title += f" (started in {report.worker_ms:.0f} ms)"
+        click.echo(f"  {title}")
+        for layer in (x for x in report.layers if x.where == where):
+            click.echo(f"    {_mark(report, layer)} {layer.name} — {layer.detail}")
+    for where, title in (("worker", "inside a sealed worker"), ("front end", "in this process")):
+        click.echo(f"  Self-test {title} (sends no packet anywhere)")
+        for item in (x for x in report.checks if x.where == where):
+            click.echo(f"    {_mark(report, item)} {item.name} — {item.detail}")
+    attempts = blocked_attempts()
+    click.echo(f"  blocked egress attempts in this process: {len(attempts)}")
+    for attempt in attempts:
+        click.echo(f"    {attempt}")
+    return report
 
 
 # --------------------------------------------------------------------------- doctor
 def _open_store(settings: Any) -> Any:
     """The database for read-only sections, or None when it does not exist yet (a doctor
     never creates it) or cannot be opened without asking."""
-    from assistant.storage import crypt
-    from assistant.storage.database import Store
+    from assistant.app.setup import open_existing_store
 
-    if crypt.file_state(settings.locations.database) == "missing":
-        return None
-    try:
-        return Store.open(settings, interactive=False)
-    except EnclaveError:
-        return None
+    return open_existing_store(settings)
 
 
 def _doctor_hardware(settings: Any, as_json: bool) -> bool:
@@ -111,57 +128,79 @@ def _doctor_hardware(settings: Any, as_json: bool) -> bool:
     return ok
 
 
+def _doctor_models(settings: Any) -> bool:
+    """Models: each installed one against its manifest, broken registrations, budgets from the last bench."""
+    from assistant.app.hardware import budget_flags
+    from assistant.app.models import verify_models
+
+    ok = True
+    click.echo("Models")
+    result = verify_models(settings, full=False)
+    installed = [check.model for check in result.checked]
+    for check in result.checked:
+        model, problems = check.model, check.problems
+        ok &= not problems
+        click.echo(f"  {'ok  ' if not problems else 'FAIL'} {model.name} ({model.engine}) {'; '.join(problems)}")
+    for bad in result.broken:
+        ok = False
+        click.echo(f"  FAIL {inline(bad.name)} ({inline(bad.engine)}) {inline(bad.problem)}")
+    if not installed:
+        click.echo(f"  none installed — run `enclave models build {settings.model}`")
+    store = _open_store(settings)
+    if store is not None:
+        for model in installed:
+            for flag in budget_flags(settings, store, model.name, model.engine):
+                click.echo(f"  SLOW {model.name} ({model.engine}) over budget: {flag} (last `enclave bench`)")
+        store.close()
+    return ok
+
+
+def _doctor_locations(settings: Any) -> None:
+    click.echo("Locations")
+    for label, path in (("config", settings.locations.config), ("data", settings.locations.data),
+                        ("cache", settings.locations.cache)):  # fmt: skip
+        click.echo(f"  {label:6} {path}")
+
+
 @click.command()
-@click.option("--privacy", is_flag=True, help="Only the privacy checks.")
+@click.option(
+    "--privacy", is_flag=True, help="Only the privacy checks: each layer, and a self-test that sends nothing."
+)
 @click.option(
     "--hardware", is_flag=True, help="The hardware matrix: CPU, RAM, GPU, power, and each model against the budgets."
 )
-@click.option("--json", "as_json", is_flag=True, help="With --hardware: print JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the privacy (or with --hardware, the hardware) report as JSON."
+)
 @click.pass_context
 def doctor(ctx: click.Context, privacy: bool, hardware: bool, as_json: bool) -> None:
-    """Check the installation: models, database, and that nothing can leave the machine."""
-    from assistant.privacy import guard
+    """Check the installation: models, database, and that nothing can leave the machine.
 
-    if hardware or as_json:
-        if not _doctor_hardware(_settings(ctx), as_json):
+    The privacy section names each layer (the telemetry switches per library, the
+    sealed worker with its own network namespace and seccomp filter, the Python guard
+    in this process) and whether it holds, and runs a self-test inside a sealed worker.
+    """
+    settings = _settings(ctx)
+    if hardware:
+        if not _doctor_hardware(settings, as_json):
             ctx.exit(1)
         return
+    if as_json:
+        from assistant.app.privacy import blocked_attempts, privacy_report
 
-    ok = True
-    click.echo("Privacy")
-    click.echo(f"  allowed: loopback only (127.0.0.0/8, ::1); cloud fallback: {_cloud_line(_settings(ctx))}")
-    for name, passed, detail in guard.self_test():
-        ok &= passed
-        click.echo(f"  {'ok  ' if passed else 'FAIL'} {name} — {detail}")
-    attempts = guard.GUARD.attempts
-    click.echo(f"  blocked egress attempts in this process: {len(attempts)}")
-    for attempt in attempts:
-        click.echo(f"    {attempt.host}:{attempt.port} from {attempt.caller}")
+        report = privacy_report(settings)
+        data = report.as_dict()
+        data["cloud"] = _cloud_line(settings)
+        data["blocked_attempts"] = blocked_attempts()
+        click.echo(json.dumps(data, indent=1, ensure_ascii=False))
+        if not report.ok:
+            ctx.exit(1)
+        return
+    ok = _doctor_privacy(settings).ok
     if not privacy:
-        from assistant.catalog.manifests import Catalog
-
-        settings = _settings(ctx)
-        catalog = Catalog(settings)
-        click.echo("Models")
-        installed = catalog.installed()
-        for model in installed:
-            problems = catalog.verify(model, full=False)
-            ok &= not problems
-            click.echo(f"  {'ok  ' if not problems else 'FAIL'} {model.name} ({model.engine}) {'; '.join(problems)}")
-        if not installed:
-            click.echo(f"  none installed — run `enclave models build {settings.model}`")
-        store = _open_store(settings)
-        if store is not None:
-            from assistant.app.hardware import budget_flags
-
-            for model in installed:
-                for flag in budget_flags(settings, store, model.name, model.engine):
-                    click.echo(f"  SLOW {model.name} ({model.engine}) over budget: {flag} (last `enclave bench`)")
-            store.close()
+        ok &= _doctor_models(settings)
         ok &= _doctor_database(settings)
-        click.echo("Locations")
-        for label, path in (("config", settings.locations.config), ("data", settings.locations.data),
-                            ("cache", settings.locations.cache)):  # fmt: skip
-            click.echo(f"  {label:6} {path}")
+        ok &= _doctor_files(settings)
+        _doctor_locations(settings)
     if not ok:
         ctx.exit(1)

@@ -9,13 +9,14 @@ from typing import Any
 
 import click
 
-from assistant.cli.common import _err, _settings
+from assistant.cli.common import _err, _settings, confirm_destructive, force_option
+from assistant.core.text import displayable, inline
 
 
-def _history(ctx: click.Context) -> Any:
+def _history(ctx: click.Context, *, write: bool = True) -> Any:
     from assistant.app.history import History
 
-    return History.open(_settings(ctx))
+    return History.open(_settings(ctx), write=write)
 
 
 @click.group()
@@ -29,15 +30,16 @@ def history() -> None:
 @click.pass_context
 def history_list(ctx: click.Context, limit: int, as_json: bool) -> None:
     """Stored conversations, most recent first."""
-    rows = _history(ctx).recent(limit)
+    rows = _history(ctx, write=False).recent(limit)
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False))
         return
     if not rows:
         click.echo("No conversations yet.")
     for row in rows:
-        title = row["title"] or (row["first"] or "")[:60]
-        click.echo(f"{row['id']:>5}  {row['updated_at']}  {row['messages']:>3} msgs  {row['model']:<24} {title}")
+        title = inline(row["title"] or (row["first"] or "")[:60])
+        model = inline(str(row["model"]))
+        click.echo(f"{row['id']:>5}  {row['updated_at']}  {row['messages']:>3} msgs  {model:<24} {title}")
 
 
 @history.command("show")
@@ -46,7 +48,8 @@ def history_list(ctx: click.Context, limit: int, as_json: bool) -> None:
 @click.pass_context
 def history_show(ctx: click.Context, conversation_id: int, as_json: bool) -> None:
     """Print a conversation with where and by which model each answer ran."""
-    click.echo(_history(ctx).show(conversation_id, "json" if as_json else "md"))
+    text = _history(ctx, write=False).show(conversation_id, "json" if as_json else "md")
+    click.echo(text if as_json else displayable(text))
 
 
 @history.command("search")
@@ -56,14 +59,14 @@ def history_show(ctx: click.Context, conversation_id: int, as_json: bool) -> Non
 @click.pass_context
 def history_search(ctx: click.Context, text: str, limit: int, as_json: bool) -> None:
     """Full-text search over every stored message."""
-    rows = _history(ctx).search(text, limit)
+    rows = _history(ctx, write=False).search(text, limit)
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False))
         return
     if not rows:
         click.echo("No matches.")
     for row in rows:
-        click.echo(f"{row['conversation_id']:>5}  {row['role']:<9} {row['snippet']}")
+        click.echo(f"{row['conversation_id']:>5}  {row['role']:<9} {inline(row['snippet'])}")
 
 
 @history.command("rename")
@@ -78,15 +81,18 @@ def history_rename(ctx: click.Context, conversation_id: int, title: str) -> None
 
 @history.command("delete")
 @click.argument("conversation_id", type=int)
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (needed when stdin is not a terminal).")
 @click.pass_context
 def history_delete(ctx: click.Context, conversation_id: int, yes: bool) -> None:
     """Delete a conversation for good (messages and search index rows)."""
     history = _history(ctx)
     title = history.title(conversation_id)
-    if not yes and sys.stdin.isatty():
-        click.confirm(f"Delete conversation {conversation_id} ({title!r})?", abort=True, err=True)
-    history.delete(conversation_id, how="--yes" if yes else "confirmed at the prompt")
+    how = confirm_destructive(
+        f"Delete conversation {conversation_id} ({inline(title)!r})?",
+        yes,
+        f"refusing to delete conversation {conversation_id}",
+    )
+    history.delete(conversation_id, how=how)
     click.echo(f"Deleted {conversation_id}.")
 
 
@@ -94,11 +100,12 @@ def history_delete(ctx: click.Context, conversation_id: int, yes: bool) -> None:
 @click.argument("conversation_id", type=int)
 @click.option("-f", "--format", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to this file instead of stdout.")
+@force_option
 @click.pass_context
-def history_export(ctx: click.Context, conversation_id: int, fmt: str, output: Path | None) -> None:
-    """Export a conversation as Markdown or JSON."""
-    exported = _history(ctx).export(conversation_id, fmt, output)
+def history_export(ctx: click.Context, conversation_id: int, fmt: str, output: Path | None, force: bool) -> None:
+    """Export a conversation as Markdown or JSON (a new file is private: mode 0600)."""
+    exported = _history(ctx).export(conversation_id, fmt, output, force=force)
     if exported.path is None:
-        click.echo(exported.text)
+        click.echo(displayable(exported.text) if sys.stdout.isatty() else exported.text)
     else:
-        _err(f"Wrote {exported.path}")
+        _err(f"Wrote {inline(str(exported.path))}")

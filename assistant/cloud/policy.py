@@ -111,7 +111,7 @@ def store_key(host: str, key: str) -> None:
     """Save the key in the system keyring."""
     try:
         _keyring().set_password(KEYRING_SERVICE, host, key)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise _keyring_error(exc, f"store the key for {host}") from exc
 
 
@@ -123,7 +123,7 @@ def delete_key(host: str) -> bool:
         _keyring().delete_password(KEYRING_SERVICE, host)
     except PasswordDeleteError:
         return False
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise _keyring_error(exc, f"delete the key for {host}") from exc
     return True
 
@@ -154,9 +154,20 @@ class CloudRequest:
         pretty = json.dumps(json.loads(self.body), ensure_ascii=False, indent=2)
         return (
             f"To: {self.endpoint.url} (host {self.endpoint.label})\n"
+            f"{self.where_it_goes()}\n"
             f"Size: {self.size} bytes · sha256 {self.sha256[:16]}… · redaction {redaction}\n"
             f"Body:\n{pretty}"
         )
+
+    def where_it_goes(self) -> str:
+        """One line saying whether the request leaves this machine, and how it travels."""
+        ep = self.endpoint
+        if ep.loopback:
+            return f"Stays on this machine: {ep.host} is a loopback address."
+        transport = (
+            "encrypted (https)" if ep.scheme == "https" else "NOT encrypted (http): anyone on the path can read it"
+        )
+        return f"LEAVES THIS MACHINE: {ep.host} is not a loopback address; it crosses the network, {transport}."
 
 
 class CloudLink:
@@ -237,7 +248,7 @@ class CloudLink:
         )
         key, _ = api_key(ep.host)
         s = self.settings
-        self._client = CloudClient(ep, key, timeout=s.cloud_timeout, retries=s.cloud_retries)
+        self._client = CloudClient(ep, key, timeout=s.cloud_timeout, retries=s.cloud_retries, deadline=s.cloud_deadline)
         # A one-off fallback turn opens the host for this request only.
         privacy.open_host(ep.host)
         try:

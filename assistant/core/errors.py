@@ -48,6 +48,13 @@ class BuildError(EnclaveError):
     """A model build failed (missing build extra, missing source, converter error)."""
 
 
+class BuildCancelled(BuildError):
+    """The user stopped a model build; its work folder is kept and reused by the next build."""
+
+    def __init__(self) -> None:
+        super().__init__("The build was stopped.", "Run it again to continue; finished steps are reused.")
+
+
 class EngineError(EnclaveError):
     """An engine failed while loading or generating."""
 
@@ -98,3 +105,36 @@ class ContextExhausted(EnclaveError):
     def requested(self) -> int:
         """Tokens that would have to be added to what the cache already holds."""
         return self.needed - self.held
+
+
+class InvalidRequest(EnclaveError):
+    """A request to Enclave's API is malformed or names an impossible value; ``param``
+    names the field at fault (OpenAI's error shape carries it)."""
+
+    def __init__(self, message: str, hint: str = "", *, param: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.param = param
+
+
+class NotSupported(InvalidRequest):
+    """A well-formed request asks for something this model or engine cannot do (constrained
+    output without the capability, tool calls without a tool-call format, …)."""
+
+
+class Busy(EnclaveError):
+    """A model's queue is full; the request may be retried after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, hint: str = "", *, retry_after: int = 1) -> None:
+        super().__init__(message, hint)
+        self.retry_after = retry_after
+
+
+class EngineStopped(EngineError):
+    """The engine's worker process ended in the middle of a request (a native crash, the
+    out-of-memory killer, a kill). Nothing in the front end is lost; the next request
+    starts a fresh worker."""
+
+
+class PrivacySealRequired(EnclaveError):
+    """The ``privacy_seal`` setting is ``require`` and a layer of the sealed worker did
+    not take effect on this system."""

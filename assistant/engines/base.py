@@ -6,11 +6,14 @@ call to :meth:`Session.generate` with the whole prompt of that turn: the session
 keeps the longest prefix it already holds, rewinds past anything that differs,
 prefills only the rest, then streams typed events.
 
-Streaming, timing and usage accounting live here, once, around the one method a
-backend must implement for decoding (:meth:`Session._decode_step`) and the two it
-must implement for its cache (:meth:`Session._append`, :meth:`Session._rewind`).
-Optional operations have safe defaults and are announced by
-:class:`Capabilities`, never discovered by ``isinstance``.
+:class:`Session` is the contract every caller sees. Token-level backends derive from
+:class:`TokenSession`: streaming, timing and usage accounting live there, once, around
+the one method a backend must implement for decoding (:meth:`TokenSession._decode_step`)
+and the ones it must implement for its cache (:meth:`TokenSession._append`,
+:meth:`TokenSession._rewind`, :meth:`TokenSession._reset`). Message-level backends
+(LiteRT-LM) and the sealed-worker proxy (:mod:`assistant.engines.sealed`) implement
+:meth:`Session.generate` themselves. Optional operations have safe defaults and are
+announced by :class:`Capabilities`, never discovered by ``isinstance``.
 """
 
 from __future__ import annotations
@@ -18,12 +21,25 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assistant.core.errors import ContextExhausted, EngineError
-from assistant.core.events import Done, Error, Event, FinishReason, GenerationOptions, TextDelta, Usage
+from assistant.core.events import (
+    ConstraintKind,
+    Done,
+    Error,
+    Event,
+    FinishReason,
+    GenerationOptions,
+    TextDelta,
+    Usage,
+)
+from assistant.engines.repetition import RepetitionGuard
+
+if TYPE_CHECKING:
+    from assistant.privacy.seal import Isolation
 
 
 # --------------------------------------------------------------------------- options
@@ -39,6 +55,20 @@ class Capabilities:
     token_level: bool = True  # prefills token ids and reports sampled ids (else: works on messages)
     constrained: bool = False  # honours GenerationOptions.constraint (llguidance)
     logprobs: bool = False  # Session.score gives teacher-forced log-probabilities (perplexity, drift)
+    speculative: bool = False  # honours GenerationOptions.speculative (n-gram prompt lookup)
+    #: The grammar kinds it takes when ``constrained`` (LiteRT-LM takes no Lark grammar).
+    constraint_kinds: frozenset[ConstraintKind] = frozenset()
+
+    def check(self, options: GenerationOptions, engine: str) -> None:
+        """Raise :class:`EngineError` when ``options`` ask for what this backend cannot do."""
+        constraint = options.constraint
+        if constraint is not None and not (self.constrained and constraint.kind in self.constraint_kinds):
+            kinds = ", ".join(sorted(self.constraint_kinds)) if self.constrained else "none"
+            raise EngineError(
+                f"The {engine} engine cannot constrain an answer to a {constraint.kind} grammar "
+                f"(it takes: {kinds}).",
+                "Use another grammar kind, or a model built for the onnx engine (--engine onnx).",
+            )
 
 
 @dataclass
@@ -50,6 +80,9 @@ class ModelInfo:
     context_length: int  # the model's trained window
     eos_token_ids: tuple[int, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Bytes the KV cache takes per token of a session's capacity, when the engine knows
+    #: (a server budgets its kept sessions with it); None when it cannot tell.
+    kv_bytes_per_token: int | None = None
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -68,6 +101,18 @@ class Tokenizer(ABC):
     @abstractmethod
     def render(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
         """The model's chat template applied to ``messages`` (role/content dicts)."""
+
+    def render_tools(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool = True,
+    ) -> str:
+        """The chat template applied to ``messages`` in OpenAI's shapes (``tool`` results,
+        assistant ``tool_calls`` with their arguments as objects) offering ``tools``.
+        Only for models whose ``info.extra["tool_format"]`` names a format; others raise
+        :class:`EngineError`."""
+        raise EngineError("This model's chat template has no tool-call format.", "Send the request without tools.")
 
 
 class StreamDecoder:
@@ -118,11 +163,10 @@ class StreamDecoder:
 
 # --------------------------------------------------------------------------- session
 class Session(ABC):
-    """One KV cache and the tokens it holds.
+    """One KV cache and the tokens it holds: what every caller of an engine sees.
 
-    Backends implement :meth:`_append`, :meth:`_rewind`, :meth:`_decode_step` and
-    :meth:`_reset`; everything else is shared. A session is used by one thread at a
-    time; :meth:`cancel` may be called from any thread.
+    A session is used by one thread at a time; :meth:`cancel` may be called from any
+    thread.
     """
 
     def __init__(self, engine: Engine, capacity: int) -> None:
@@ -149,6 +193,50 @@ class Session(ABC):
         """Forget a cancel request that arrived after the turn had already ended."""
         self._cancel.clear()
 
+    def common_prefix(self, tokens: Sequence[int]) -> int:
+        """Length of the longest prefix shared by the cache and ``tokens``."""
+        n = 0
+        for a, b in zip(self._held, tokens, strict=False):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    @abstractmethod
+    def generate(
+        self,
+        prompt: Sequence[int],
+        options: GenerationOptions | None = None,
+        messages: Sequence[dict[str, str]] | None = None,
+    ) -> Iterator[Event]:
+        """Stream one turn whose whole prompt is ``prompt`` (``messages`` as chat messages).
+
+        Yields :class:`TextDelta` events, then one :class:`Usage`, then :class:`Done`
+        (a :class:`Notice` may come first). A failure yields :class:`Error` (after any
+        text already produced) and ends the stream; :class:`ContextExhausted` when the
+        prompt itself does not fit is raised before anything is yielded.
+        """
+
+    def score(self, tokens: Sequence[int]) -> list[float]:
+        """Natural-log probability of each of ``tokens[1:]`` given the tokens before it
+        (teacher forcing), for perplexity. Optional: announced by ``capabilities.logprobs``;
+        uses its own cache, so the session's conversation cache is left as it is."""
+        raise EngineError(f"The {self.engine.name} engine cannot score tokens.", "Use an engine with logprobs.")
+
+    def _close(self) -> None:  # noqa: B027 - optional hook
+        """Release native resources; optional."""
+
+    def close(self) -> None:
+        self._close()
+
+
+class TokenSession(Session):
+    """A session over token ids: keeps the longest prefix held, prefills the rest.
+
+    Backends implement :meth:`_append`, :meth:`_rewind`, :meth:`_decode_step` and
+    :meth:`_reset`; everything else is shared.
+    """
+
     # -- backend hooks
     @abstractmethod
     def _append(self, tokens: list[int]) -> None:
@@ -166,16 +254,12 @@ class Session(ABC):
     def _decode_step(self, options: GenerationOptions) -> int:
         """Sample the next token from the current logits and feed it back."""
 
-    def _close(self) -> None:  # noqa: B027 - optional hook
-        """Release native resources; optional."""
+    def _speculation_counts(self) -> tuple[int, int]:
+        """(drafted, accepted) draft tokens since the session's cache was created;
+        optional: (0, 0) for backends without speculation."""
+        return (0, 0)
 
-    def score(self, tokens: Sequence[int]) -> list[float]:
-        """Natural-log probability of each of ``tokens[1:]`` given the tokens before it
-        (teacher forcing), for perplexity. Optional: announced by ``capabilities.logprobs``;
-        uses its own cache, so the session's conversation cache is left as it is."""
-        raise EngineError(f"The {self.engine.name} engine cannot score tokens.", "Use an engine with logprobs.")
-
-    def _after_stop_token(self) -> None:  # noqa: B027 - optional hook
+    def _after_stop_token(self) -> None:
         """The model sampled an end-of-turn token, which is not kept in ``tokens``.
 
         Backends whose native cache already holds it must drop it here, so that
@@ -183,15 +267,6 @@ class Session(ABC):
         answer directly)."""
 
     # -- shared logic
-    def common_prefix(self, tokens: Sequence[int]) -> int:
-        """Length of the longest prefix shared by the cache and ``tokens``."""
-        n = 0
-        for a, b in zip(self._held, tokens, strict=False):
-            if a != b:
-                break
-            n += 1
-        return n
-
     def sync(self, tokens: Sequence[int]) -> int:
         """Make the KV cache hold exactly ``tokens`` plus room to answer.
 
@@ -247,7 +322,9 @@ class Session(ABC):
         itself does not fit is raised before anything is yielded.
         """
         options = options or GenerationOptions()
+        self.engine.capabilities.check(options, self.engine.name)
         eos = set(self.engine.info.eos_token_ids)
+        guard = RepetitionGuard()
         start = time.perf_counter()
         try:
             prefilled = self.sync(prompt)
@@ -257,6 +334,7 @@ class Session(ABC):
             yield Error(EngineError(f"The engine failed while reading the prompt: {exc}"))
             return
         prefill_done = time.perf_counter()
+        drafted_before, accepted_before = self._speculation_counts()
         decoder = StreamDecoder(self.engine.tokenizer)
         first_token_at: float | None = None
         reason: FinishReason = "length"
@@ -283,20 +361,19 @@ class Session(ABC):
                 if delta:
                     pieces.append(delta)
                     yield TextDelta(delta)
+                    # A constrained answer follows its grammar; anything else that loops stops.
+                    if options.constraint is None and options.stop_on_repetition and guard.push(delta):
+                        reason = "repetition"
+                        break
         except Exception as exc:  # noqa: BLE001
             self._resync_after_failure()
-            tail = decoder.flush()
-            if tail:
-                pieces.append(tail)
-                yield TextDelta(tail)
+            yield from _flush(decoder, pieces)
             yield Error(EngineError(f"The engine failed while generating: {exc}"))
             return
         end = time.perf_counter()
-        tail = decoder.flush()
-        if tail:
-            pieces.append(tail)
-            yield TextDelta(tail)
+        yield from _flush(decoder, pieces)
         first = first_token_at or end
+        drafted, accepted = self._speculation_counts()
         yield Usage(
             prompt_tokens=len(prompt),
             prefilled_tokens=prefilled,
@@ -304,6 +381,8 @@ class Session(ABC):
             ttft_ms=(first - start) * 1000.0,
             prefill_ms=(prefill_done - start) * 1000.0,
             decode_ms=(end - first) * 1000.0,
+            drafted_tokens=max(0, drafted - drafted_before),
+            accepted_tokens=max(0, accepted - accepted_before),
         )
         # A cancel that arrived during this turn must not stop the next one. (It is not
         # cleared at the start: an Esc pressed before decoding began still counts.)
@@ -317,16 +396,26 @@ class Session(ABC):
         finally:
             self._held = []
 
-    def close(self) -> None:
-        self._close()
+
+def _flush(decoder: StreamDecoder, pieces: list[str]) -> Iterator[TextDelta]:
+    """End a turn's text: what ``decoder`` held back (an incomplete character), added to ``pieces`` and yielded."""
+    tail = decoder.flush()
+    if tail:
+        pieces.append(tail)
+        yield TextDelta(tail)
 
 
 # --------------------------------------------------------------------------- engine
 class Engine(ABC):
-    """A loaded model. Subclasses set ``name`` and ``capabilities``."""
+    """A loaded model. Subclasses set ``name`` and ``capabilities``.
+
+    ``isolation`` says how the process that runs the model is sealed off the network
+    (``None``: in this process, as the backends themselves are).
+    """
 
     name: str = "base"
     capabilities: Capabilities = Capabilities()
+    isolation: Isolation | None = None
 
     def __init__(self, info: ModelInfo, tokenizer: Tokenizer) -> None:
         self.info = info
@@ -335,6 +424,14 @@ class Engine(ABC):
     @abstractmethod
     def open_session(self, capacity: int) -> Session:
         """A new, empty session whose KV cache holds at most ``capacity`` tokens."""
+
+    def process_peak_rss_mib(self) -> float:
+        """Peak memory of the process that runs the model, when it is not this one (0.0: it is)."""
+        return 0.0
+
+    def process_cpu_seconds(self) -> float:
+        """CPU time so far of the process that runs the model, when it is not this one (0.0: it is)."""
+        return 0.0
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the model; optional."""

@@ -15,8 +15,22 @@ here, not exposed:
 * after ``cancel_process()`` a conversation answers nothing, so it is dropped and
   rebuilt on the next turn;
 * the native loader aborts the whole process on a crafted file, so a bundle that
-  is not verified against a manifest is probe-loaded in a child process first
-  (:func:`probe_bundle`).
+  is not verified against a manifest is probe-loaded in a sealed worker first
+  (:func:`probe_bundle`), and every model runs in a sealed worker anyway
+  (:mod:`assistant.engines.sealed`): an abort ends the worker, not Enclave.
+
+Constrained decoding (llguidance, ``ConstrainedDecodingConfig`` on the
+conversation, ``ResponseFormat.regex``/``.json`` per message) takes regular
+expressions and JSON Schemas, not Lark grammars. Two measured traps: enabling it
+on a conversation builds llguidance's token tables, 11-12 s for Gemma 3's 262k
+vocabulary on 2 busy cores (2 ms for the tiny test bundle), so only a constrained
+turn gets such a conversation; and litert-lm 0.18.1 hands llguidance the
+tokenizer's pieces as written ("▁b" for SentencePiece, "Ġb" for byte-level BPE),
+so a grammar with a space fails ("token "▁b" doesn't satisfy the grammar"). For
+SentencePiece bundles (Gemma) a regex's spaces are written as "▁" here, which
+makes them work; byte-level bundles (Enclave's SmolLM2 build) cannot produce a
+space under a grammar at all, so once that is seen the engine stops announcing
+constrained decoding and says why.
 """
 
 from __future__ import annotations
@@ -24,17 +38,17 @@ from __future__ import annotations
 import logging
 import os
 import re
-import resource
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from assistant.core.errors import ContextExhausted, EngineError, EngineUnavailable, ModelCorrupt
-from assistant.core.events import Done, Error, Event, FinishReason, GenerationOptions, TextDelta, Usage
+from assistant.core.errors import ContextExhausted, EnclaveError, EngineError, EngineUnavailable, ModelCorrupt
+from assistant.core.events import Constraint, Done, Error, Event, FinishReason, GenerationOptions, TextDelta, Usage
 from assistant.engines.base import Capabilities, Engine, ModelInfo, Session, Tokenizer
+from assistant.engines.repetition import RepetitionGuard
+from assistant.engines.templates import detect_tool_format
 
 log = logging.getLogger(__name__)
 
@@ -85,51 +99,43 @@ def read_bundle_template(path: Path) -> str | None:
     return None
 
 
-_PROBE = """
-import sys, tempfile
-import litert_lm
-litert_lm.set_min_log_severity(litert_lm.LogSeverity.FATAL)
-with tempfile.TemporaryDirectory() as cache:
-    engine = litert_lm.Engine(sys.argv[1], backend=litert_lm.Backend.CPU(thread_count=1), max_num_tokens=64, cache_dir=cache)
-    engine.tokenize("probe")
-    engine.close()
-"""
-
-
 def probe_bundle(path: Path, timeout: float = 60.0, memory_bytes: int = 8 << 30) -> None:
-    """Load ``path`` once in a child process with time and memory limits.
+    """Load ``path`` once in a sealed worker process with time and memory limits.
 
     A crafted or truncated ``.litertlm`` can abort the process inside the native
-    loader (SIGABRT); in a child that is a message, not a dead Enclave.
+    loader (SIGABRT); in a worker that is a message, not a dead Enclave.
     """
+    import tempfile
 
-    def limit() -> None:  # runs in the child before exec
-        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    from assistant.engines.protocol import CODEC, Loaded, LoadLitert
+    from assistant.privacy.worker import SealedProcess, Stopped
 
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _PROBE, str(path)],
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=timeout,
-            preexec_fn=limit,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired as exc:
+    with tempfile.TemporaryDirectory(prefix="enclave-probe-") as scratch:
+        process = SealedProcess("engine", CODEC, home=Path(scratch), memory_mb=memory_bytes >> 20)
+        try:
+            spec = LoadLitert(str(path), "probe", cache_dir=scratch, threads=1, max_tokens=64)
+            reply, _ = process.call(spec, timeout=timeout)
+        except TimeoutError as exc:
+            process.kill()
+            raise ModelCorrupt(
+                f"{path} is not a valid LiteRT-LM bundle: loading it took longer than {timeout:.0f} s.",
+                "Check that the file is a complete .litertlm download.",
+            ) from exc
+        except EnclaveError as exc:
+            raise ModelCorrupt(
+                f"{path} is not a valid LiteRT-LM bundle: {exc.message}",
+                "Check that the file is a complete .litertlm download; Google publishes Gemma bundles in this format.",
+            ) from exc
+        finally:
+            process.close()
+    if isinstance(reply, Stopped):
+        said = f": {reply.last_words}" if reply.last_words else ""
         raise ModelCorrupt(
-            f"{path} is not a valid LiteRT-LM bundle: loading it took longer than {timeout:.0f} s.",
-            "Check that the file is a complete .litertlm download.",
-        ) from exc
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        reason = lines[-1][:300] if lines else ""
-        if proc.returncode < 0:
-            reason = f"the native loader crashed (signal {-proc.returncode}){': ' + reason if reason else ''}"
-        raise ModelCorrupt(
-            f"{path} is not a valid LiteRT-LM bundle: {reason or f'exit {proc.returncode}'}.",
+            f"{path} is not a valid LiteRT-LM bundle: the native loader crashed ({reply.describe()}){said}.",
             "Check that the file is a complete .litertlm download; Google publishes Gemma bundles in this format.",
         )
+    if not isinstance(reply, Loaded):
+        raise ModelCorrupt(f"{path} could not be probed (the worker answered {type(reply).__name__}).")
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -179,24 +185,11 @@ class LitertSession(Session):
         self._fed: list[dict[str, str]] = []  # messages the native conversation holds
         self._sampler: tuple[Any, ...] | None = None
 
-    # Token-level hooks: LiteRT-LM offers none of them (see the module docstring).
-    def _append(self, tokens: list[int]) -> None:
-        raise EngineError("LiteRT-LM cannot prefill token ids.", "This is a bug in Enclave: use messages.")
-
-    def _rewind(self, n: int) -> None:
-        raise EngineError("LiteRT-LM cannot rewind.", "This is a bug in Enclave.")
-
-    def _reset(self) -> None:
-        self._drop()
-
-    def _decode_step(self, options: GenerationOptions) -> int:
-        raise EngineError("LiteRT-LM does not expose token ids.", "This is a bug in Enclave.")
-
     def _drop(self) -> None:
         if self._conv is not None:
             try:
                 self._conv.close()
-            except Exception:  # noqa: BLE001 - a broken conversation may refuse to close
+            except Exception:
                 log.debug("closing a LiteRT-LM conversation failed", exc_info=True)
         self._conv = None
         self._fed = []
@@ -210,6 +203,11 @@ class LitertSession(Session):
     def _open(self, history: list[dict[str, str]], options: GenerationOptions) -> None:
         lm = self._engine.lm
         self._drop()
+        constrained = None
+        if options.constraint is not None:
+            constrained = lm.ConstrainedDecodingConfig(
+                enable=True, provider=lm.LiteRtLmConstraintProviderType.LL_GUIDANCE
+            )
         system = history[0]["content"] if history and history[0]["role"] == "system" else None
         earlier = history[1:] if system is not None else history
         sampler = lm.SamplerConfig(
@@ -222,6 +220,7 @@ class LitertSession(Session):
             system_message=system,
             messages=[{"role": _role(m["role"]), "content": m["content"]} for m in earlier] or None,
             sampler_config=sampler,
+            constrained_decoding_config=constrained,
         )
         self._fed = list(history)
         self._sampler = _sampler_key(options)
@@ -235,23 +234,26 @@ class LitertSession(Session):
         options = options or GenerationOptions()
         if messages is None:
             raise EngineError("LiteRT-LM sessions need the messages of the turn.", "This is a bug in Enclave.")
+        self.engine.capabilities.check(options, self.engine.name)
         messages = list(messages)
         if len(prompt) >= self.capacity:
             raise ContextExhausted(needed=len(prompt), window=self.capacity)
-        history, new = messages[:-1], messages[-1]
-        reused = self._conv is not None and self._fed == history and self._sampler == _sampler_key(options)
+        if self._cancel.is_set():
+            # Cancelled before the turn started (Esc while the prompt was prepared): the
+            # native decoder runs ahead in its own thread, so starting it would decode a
+            # few tokens before the flag is next looked at.
+            self._cancel.clear()
+            yield from _cancelled_before_start(len(prompt))
+            return
         start = time.perf_counter()
-        try:
-            if not reused:
-                self._open(history, options)
-            stream = self._conv.send_message_async(new["content"], max_output_tokens=options.max_tokens)
-        except Exception as exc:  # noqa: BLE001 - native errors
-            self._drop()
-            yield Error(EngineError(f"LiteRT-LM failed to start the turn: {exc}"))
+        stream = self._send(messages, options)
+        if isinstance(stream, Error):
+            yield stream
             return
         pieces: list[str] = []
         first_at: float | None = None
         reason: FinishReason = "stop"
+        guard = RepetitionGuard()
         try:
             for message in stream:
                 text = "".join(p.get("text", "") for p in message.get("content", []) if p.get("type") == "text")
@@ -264,31 +266,79 @@ class LitertSession(Session):
                     self._conv.cancel_process()
                     reason = "cancelled"
                     break
-        except Exception as exc:  # noqa: BLE001
-            self._drop()
-            if "too long" in str(exc) or "Exceeding the maximum" in str(exc):
-                raise ContextExhausted(needed=len(prompt), window=self.capacity) from exc
-            yield Error(EngineError(f"LiteRT-LM failed while generating: {exc}"))
+                if options.constraint is None and options.stop_on_repetition and guard.push(text):
+                    # A looping answer is stopped like a cancelled one (and its conversation rebuilt).
+                    self._conv.cancel_process()
+                    reason = "repetition"
+                    break
+        except Exception as exc:  # noqa: BLE001 - native errors (a full window is re-raised as ContextExhausted)
+            yield self._failed(exc, prompt, options)
             return
         end = time.perf_counter()
+        yield from self._finish(prompt, options, messages, "".join(pieces), reason, start, first_at or end, end)
+
+    def _send(self, messages: list[dict[str, str]], options: GenerationOptions) -> Any:
+        """Send the turn's new user message, to the native conversation when it holds exactly
+        the earlier messages with the same sampler, else to a rebuilt one: the native stream
+        of replies, or :class:`Error` when the turn could not start."""
+        history, new = messages[:-1], messages[-1]
+        reused = self._conv is not None and self._fed == history and self._sampler == _sampler_key(options)
+        extra: dict[str, Any] = {}
+        if options.repetition_penalty != 1.0:
+            extra["repetition_penalty_config"] = self._engine.lm.RepetitionPenaltyConfig(
+                repetition_penalty=options.repetition_penalty
+            )
+        if options.constraint is not None:
+            extra["response_format"] = self._engine.response_format(options.constraint)
+        try:
+            if not reused:
+                self._open(history, options)
+            return self._conv.send_message_async(new["content"], max_output_tokens=options.max_tokens, **extra)
+        except Exception as exc:  # noqa: BLE001 - native errors
+            self._drop()
+            return Error(EngineError(f"LiteRT-LM failed to start the turn: {exc}"))
+
+    def _failed(self, exc: Exception, prompt: Sequence[int], options: GenerationOptions) -> Error:
+        """The native stream failed: drop the conversation and say why. A prompt over the
+        window raises :class:`ContextExhausted`."""
+        self._drop()
+        if "too long" in str(exc) or "Exceeding the maximum" in str(exc):
+            raise ContextExhausted(needed=len(prompt), window=self.capacity) from exc
+        if options.constraint is not None and "satisfy the grammar" in str(exc):
+            return Error(self._engine.grammar_failed(exc, options.constraint))
+        return Error(EngineError(f"LiteRT-LM failed while generating: {exc}"))
+
+    def _finish(
+        self,
+        prompt: Sequence[int],
+        options: GenerationOptions,
+        messages: list[dict[str, str]],
+        answer: str,
+        reason: FinishReason,
+        start: float,
+        first: float,
+        end: float,
+    ) -> Iterator[Event]:
+        """After the stream: keep the conversation for the next turn (or drop it), then the
+        turn's :class:`Usage`, from the native benchmark where it is on, and :class:`Done`."""
         bench = self._conv.get_benchmark_info() if self._engine.benchmark else None
-        answer = "".join(pieces)
         decoded = int(getattr(bench, "last_decode_token_count", 0) or len(self._engine.tokenizer.encode(answer)))
         prefilled = int(getattr(bench, "last_prefill_token_count", 0) or len(prompt))
-        if reason == "cancelled":
-            # A cancelled conversation stays silent: rebuild it on the next turn.
-            self._drop()
-        else:
+        if reason == "stop":
             if decoded >= options.max_tokens:
                 reason = "length"
             elif len(prompt) + decoded >= self.capacity:
                 reason = "context"
+        if reason in ("cancelled", "repetition") or options.constraint is not None:
+            # A cancelled conversation stays silent, and a constrained one costs llguidance
+            # tables on every turn: rebuild a plain one on the next turn.
+            self._drop()
+        else:
             self._fed = [*messages, {"role": "assistant", "content": answer}]
             # The ids the native cache holds are not exposed: this is the prompt plus
             # the answer re-tokenized (exact for whole-character answers).
             self._held = list(prompt) + self._engine.tokenizer.encode(answer)
         self._cancel.clear()
-        first = first_at or end
         # Measured here, as for every engine (the benchmark's TTFT is that of the first turn only).
         ttft = (first - start) * 1000
         decode_rate = float(getattr(bench, "last_decode_tokens_per_second", 0) or 0)
@@ -305,12 +355,53 @@ class LitertSession(Session):
         yield Done(reason=reason, text=answer)
 
 
+def _cancelled_before_start(prompt_tokens: int) -> Iterator[Event]:
+    """The events of a turn cancelled before anything was sent."""
+    yield Usage(
+        prompt_tokens=prompt_tokens,
+        prefilled_tokens=0,
+        completion_tokens=0,
+        ttft_ms=0.0,
+        prefill_ms=0.0,
+        decode_ms=0.0,
+    )
+    yield Done(reason="cancelled", text="")
+
+
 def _role(role: str) -> str:
     return "model" if role == "assistant" else role
 
 
 def _sampler_key(options: GenerationOptions) -> tuple[Any, ...]:
-    return (options.temperature, options.top_p, options.top_k, options.seed)
+    return (options.temperature, options.top_p, options.top_k, options.seed, options.constraint is not None)
+
+
+def sentencepiece_regex(pattern: str) -> str:
+    r"""``pattern`` with its spaces written as SentencePiece writes them ("▁"), for
+    litert-lm 0.18.1's llguidance, which matches a grammar against the pieces as written.
+    ``\s`` also takes "▁"; everything else is left as it is."""
+    out: list[str] = []
+    i = 0
+    in_class = False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            nxt = pattern[i + 1]
+            if nxt == " ":
+                out.append("▁")
+            elif nxt == "s":
+                out.append("\\s▁" if in_class else "[\\s▁]")
+            else:
+                out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if c == "[" and not in_class:
+            in_class = True
+        elif c == "]" and in_class:
+            in_class = False
+        out.append("▁" if c == " " else c)
+        i += 1
+    return "".join(out)
 
 
 # --------------------------------------------------------------------------- engine
@@ -319,8 +410,35 @@ class LitertEngine(Engine):
 
     name = "litert"
     capabilities = Capabilities(
-        rewind=False, cancel=True, kv_save=False, gpu=False, token_count=True, token_level=False
+        rewind=False,
+        cancel=True,
+        kv_save=False,
+        gpu=False,
+        token_count=True,
+        token_level=False,
+        constrained=True,
+        constraint_kinds=frozenset({"regex", "json_schema"}),
     )
+
+    def response_format(self, constraint: Constraint) -> Any:
+        """The native response format for ``constraint`` (see the module docstring)."""
+        if constraint.kind == "json_schema":
+            return self.lm.ResponseFormat.json(constraint.grammar)
+        return self.lm.ResponseFormat.regex(sentencepiece_regex(constraint.grammar))
+
+    def grammar_failed(self, exc: Exception, constraint: Constraint) -> EngineError:
+        """The error for a grammar litert-lm could not follow. A grammar whose spaces were
+        written as SentencePiece pieces fails only on a byte-level tokenizer ("Ġ"
+        pieces), which cannot follow any grammar with a space: constrained decoding
+        stops being offered for this model."""
+        if "Ġ" in str(exc) or (constraint.kind == "regex" and "▁" in sentencepiece_regex(constraint.grammar)):
+            self.capabilities = replace(self.capabilities, constrained=False, constraint_kinds=frozenset())
+            return EngineError(
+                f"LiteRT-LM cannot constrain {self.info.name}'s answers: its byte-level tokenizer's pieces "
+                "are read literally by litert-lm 0.18's llguidance, so no space can be written under a grammar.",
+                "Use the model's onnx build (--engine onnx) for constrained answers.",
+            )
+        return EngineError(f"LiteRT-LM could not follow the grammar: {str(exc).splitlines()[0][:300]}")
 
     def __init__(
         self,
@@ -357,7 +475,7 @@ class LitertEngine(Engine):
                     cache_dir=str(cache_dir),
                     enable_benchmark=True,
                 )
-            except Exception as exc:  # noqa: BLE001 - native loader errors
+            except Exception as exc:
                 raise EngineUnavailable(
                     f"LiteRT-LM cannot use a GPU here ({str(exc).strip()[:200]}).",
                     "It needs libvulkan1 and the GPU's Vulkan driver (VK_DRIVER_FILES); or use --device cpu.",
@@ -372,7 +490,7 @@ class LitertEngine(Engine):
                 cache_dir=str(cache_dir),
                 enable_benchmark=True,
             )
-        except Exception as exc:  # noqa: BLE001 - native loader errors
+        except Exception as exc:
             raise ModelCorrupt(
                 f"The LiteRT-LM bundle {path} could not be loaded: {exc}",
                 f"Check it with `enclave models verify {name}`.",
@@ -388,12 +506,11 @@ class LitertEngine(Engine):
             path=str(path),
             context_length=max_tokens,
             eos_token_ids=eos,
-            extra={"has_chat_template": tokenizer.has_template},
+            # Recorded for GET /v1/models; tool calls need a Lark grammar, which LiteRT-LM lacks.
+            extra={"has_chat_template": tokenizer.has_template, "tool_format": detect_tool_format(template)},
         )
         # Without a template counts are approximate: say so through the capability flag.
-        self.capabilities = Capabilities(
-            rewind=False, cancel=True, token_count=tokenizer.has_template, token_level=False, gpu=gpu
-        )
+        self.capabilities = replace(type(self).capabilities, token_count=tokenizer.has_template, gpu=gpu)
         super().__init__(info, tokenizer)
 
     def open_session(self, capacity: int) -> LitertSession:

@@ -4,24 +4,47 @@ One ``og.Generator`` per session holds the KV cache; a turn appends only the tok
 the cache does not hold yet (``append_tokens``) and edits rewind it (``rewind_to``).
 Measured on SmolLM2-135M int4 (2 cores): a 15-token turn delta prefills in ~0.1 s
 where re-prefilling a 180-token history takes ~0.35 s.
+
+Constrained decoding is llguidance inside the runtime
+(``GeneratorParams.set_guidance("json_schema" | "regex" | "lark_grammar", …)``): the
+grammar is fixed per generator and holds its parser state, so a constrained turn
+gets a generator of its own, dropped when the turn ends (the next turn re-prefills
+from scratch: a constrained turn costs its cache). The repetition penalty is the
+search option ``repetition_penalty``, also fixed per generator.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from assistant.core.errors import ContextExhausted, EngineUnavailable, ModelCorrupt
-from assistant.core.events import GenerationOptions
-from assistant.engines.base import Capabilities, Engine, ModelInfo, Session, Tokenizer
+from assistant.core.errors import ContextExhausted, EngineError, EngineUnavailable, ModelCorrupt
+from assistant.core.events import CONSTRAINT_KINDS, Event, GenerationOptions
+from assistant.core.records import PLAIN_TEMPLATE
+from assistant.engines.base import Capabilities, Engine, ModelInfo, Tokenizer, TokenSession
+from assistant.engines.templates import ChatTemplate, detect_tool_format
 
 log = logging.getLogger(__name__)
+
+#: Prompts are prefilled in chunks of at most this many tokens: the activation arena
+#: grows with the tokens of one ``append_tokens`` call, and 512 bounds it. Measured on
+#: SmolLM2 int4, 2,048 window, a 934-token prompt (scripts/probe_engine_memory.py,
+#: 1 thread): peak RSS 394 -> 371 MiB for +2 % prefill CPU time; 256 saves more
+#: (-37 MiB) but costs a quarter of the prefill speed.
+PREFILL_CHUNK = 512
+
+#: N-gram (prompt-lookup) speculation: look up the last NGRAM_SIZE tokens in the
+#: prompt and answer so far, draft up to MAX_DRAFT_TOKENS tokens that followed them,
+#: verify them in one pass. Only for builds that keep logits for every position (not
+#: ``prune_lm_head``); see scripts/bench_speculation.py for where it wins and loses.
+NGRAM_SIZE = 3
+MAX_DRAFT_TOKENS = 4
 
 
 def _import_og() -> Any:
@@ -59,22 +82,40 @@ def read_chat_template(model_dir: Path) -> str | None:
     return None
 
 
-# A plain fallback for base models that ship no template: the model simply
-# continues a transcript.
-PLAIN_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}{{ message['content'] }}\n\n"
-    "{% elif message['role'] == 'user' %}Question: {{ message['content'] }}\n"
-    "{% else %}Answer: {{ message['content'] }}\n{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}Answer:{% endif %}"
-)
+
+
+def _sliding_window(genai_config: dict[str, Any]) -> int:
+    """The smallest KV cache a generator of this model accepts: a sliding-window model
+    (Gemma 3: 512) refuses a shorter ``max_length`` ("KV cache capacity (257) must be at
+    least local_window_size (512)"), which scoring a short text would otherwise ask for."""
+    window = genai_config.get("model", {}).get("decoder", {}).get("sliding_window") or {}
+    size = window.get("window_size", 0) if isinstance(window, dict) else 0
+    return int(size) + 1 if isinstance(size, int) and size > 0 else 0
+
+
+def read_special_tokens(model_dir: Path) -> tuple[str, str]:
+    """(BOS, EOS) as text, from ``tokenizer_config.json`` (templates print them)."""
+    try:
+        config = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "", ""
+
+    def text(value: Any) -> str:
+        if isinstance(value, dict):
+            value = value.get("content")
+        return value if isinstance(value, str) else ""
+
+    return (text(config.get("bos_token")), text(config.get("eos_token"))) if isinstance(config, dict) else ("", "")
 
 
 class GenaiTokenizer(Tokenizer):
-    def __init__(self, og: Any, model: Any, template: str | None) -> None:
+    def __init__(self, og: Any, model: Any, template: str | None, specials: tuple[str, str] = ("", "")) -> None:
         self._tok = og.Tokenizer(model)
         self.template = template or PLAIN_TEMPLATE
         self.has_template = template is not None
+        self.tool_format = detect_tool_format(template)
+        self._specials = specials
+        self._tool_template: ChatTemplate | None = None
 
     def encode(self, text: str) -> list[int]:
         if not text:
@@ -95,12 +136,32 @@ class GenaiTokenizer(Tokenizer):
             )
         )
 
+    def render_tools(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool = True,
+    ) -> str:
+        # Jinja (transformers' rendering), not onnxruntime-genai's own template engine: tool
+        # templates (Qwen2.5's) use namespaces, loop look-behind and tojson on nested values.
+        if self.tool_format is None:
+            return super().render_tools(messages, tools, add_generation_prompt)
+        if self._tool_template is None:
+            self._tool_template = ChatTemplate(self.template, *self._specials)
+        try:
+            return self._tool_template.render(messages, tools, add_generation_prompt)
+        except Exception as exc:  # the template's own refusal (raise_exception, Jinja errors), in its words
+            raise EngineError(
+                f"The model's chat template refused this conversation: {exc}",
+                "Check the order of the messages (tool results follow the assistant's tool_calls).",
+            ) from exc
+
     @property
     def eos_token_ids(self) -> tuple[int, ...]:
         return tuple(int(t) for t in self._tok.eos_token_ids)
 
 
-class GenaiSession(Session):
+class GenaiSession(TokenSession):
     def __init__(self, engine: OnnxGenaiEngine, capacity: int) -> None:
         super().__init__(engine, capacity)
         self._engine = engine
@@ -112,25 +173,46 @@ class GenaiSession(Session):
         params = og.GeneratorParams(self._engine.model)
         search: dict[str, Any] = {
             # Always bound max_length: the shared KV buffer is preallocated to it
-            # (the builder's default 8192 costs +355 MiB on SmolLM2).
-            "max_length": self.capacity,
+            # (the builder's default 8192 costs +355 MiB on SmolLM2). A sliding-window
+            # model refuses a buffer shorter than its window (Gemma 3: 512), whatever
+            # the session's own capacity (a 256-token probe).
+            "max_length": max(self.capacity, self._engine.min_cache_length),
             "do_sample": options.temperature > 0,
         }
         if options.temperature > 0:
             search.update(temperature=options.temperature, top_p=options.top_p, top_k=options.top_k)
         if options.seed is not None:
             search["random_seed"] = options.seed
+        if options.repetition_penalty != 1.0:
+            search["repetition_penalty"] = options.repetition_penalty
         params.set_search_options(**search)
+        if self._speculates(options):
+            params.set_speculative_options(ngram_size=NGRAM_SIZE, max_draft_tokens=MAX_DRAFT_TOKENS)
+        if options.constraint is not None:
+            params.set_guidance(_GUIDANCE[options.constraint.kind], options.constraint.grammar)
         return og.Generator(self._engine.model, params)
+
+    def _key(self, options: GenerationOptions) -> tuple[Any, ...]:
+        return (*_generator_key(options), self._speculates(options))
+
+    def _speculates(self, options: GenerationOptions) -> bool:
+        return self._engine.capabilities.speculative and options.speculation_applies
+
+    def _speculation_counts(self) -> tuple[int, int]:
+        if self._generator is None or self._options is None or not self._speculates(self._options):
+            return (0, 0)
+        stats = self._generator.get_speculative_stats()
+        return (int(stats.get("draft_tokens_evaluated", 0)), int(stats.get("draft_tokens_accepted", 0)))
 
     def _ensure(self, options: GenerationOptions | None = None) -> Any:
         options = options or self._options or GenerationOptions()
-        sampling = (options.temperature, options.top_p, options.top_k, options.seed)
         current = self._options
         if self._generator is not None and current is not None:
-            if sampling == (current.temperature, current.top_p, current.top_k, current.seed):
+            if self._key(options) == self._key(current) and options.constraint is None:
                 return self._generator
-            # Sampling settings are fixed per generator: changing them costs the cache.
+            if options is current:  # the same turn (a constrained one) goes on
+                return self._generator
+            # Sampling settings and grammars are fixed per generator: changing them costs the cache.
             self._generator = None
             self._held = []
         self._generator = self._new_generator(options)
@@ -143,13 +225,29 @@ class GenaiSession(Session):
         options: GenerationOptions | None = None,
         messages: Sequence[dict[str, str]] | None = None,
     ):
-        self._ensure(options or GenerationOptions())
-        return super().generate(prompt, options, messages)
+        options = options or GenerationOptions()
+        self.engine.capabilities.check(options, self.engine.name)
+        self._ensure(options)
+        if options.constraint is None:
+            return super().generate(prompt, options, messages)
+        return self._constrained(prompt, options, messages)
+
+    def _constrained(
+        self, prompt: Sequence[int], options: GenerationOptions, messages: Sequence[dict[str, str]] | None
+    ) -> Iterator[Event]:
+        """A constrained turn: its generator (grammar state included) is spent after it."""
+        try:
+            yield from super().generate(prompt, options, messages)
+        finally:
+            self._generator = None
+            self._options = None
+            self._held = []
 
     def _append(self, tokens: list[int]) -> None:
         gen = self._ensure()
         try:
-            gen.append_tokens(np.asarray(tokens, dtype=np.int32))
+            for start in range(0, len(tokens), PREFILL_CHUNK):
+                gen.append_tokens(np.asarray(tokens[start : start + PREFILL_CHUNK], dtype=np.int32))
         except RuntimeError as exc:
             if "exceeds max length" in str(exc):
                 raise ContextExhausted(
@@ -174,6 +272,8 @@ class GenaiSession(Session):
     def _after_stop_token(self) -> None:
         # generate_next_token() fed the end-of-turn token to the cache; Enclave's
         # token list (and the next turn's template glue) does not include it.
+        if self._options is not None and self._options.constraint is not None:
+            return  # a constrained generator is dropped after its turn anyway
         self._ensure().rewind_to(len(self._held))
 
     def score(self, tokens: Sequence[int]) -> list[float]:
@@ -183,7 +283,7 @@ class GenaiSession(Session):
             return []
         og = self._engine.og
         params = og.GeneratorParams(self._engine.model)
-        params.set_search_options(max_length=len(tokens) + 1, do_sample=False)
+        params.set_search_options(max_length=max(len(tokens) + 1, self._engine.min_cache_length), do_sample=False)
         gen = og.Generator(self._engine.model, params)
         out: list[float] = []
         gen.append_tokens(np.asarray(tokens[:1], dtype=np.int32))
@@ -202,11 +302,27 @@ class GenaiSession(Session):
         self._generator = None
 
 
+_GUIDANCE = {"json_schema": "json_schema", "regex": "regex", "lark": "lark_grammar"}
+
+
+def _generator_key(options: GenerationOptions) -> tuple[Any, ...]:
+    return (options.temperature, options.top_p, options.top_k, options.seed, options.repetition_penalty)
+
+
 class OnnxGenaiEngine(Engine):
     """A model folder for onnxruntime-genai (``genai_config.json`` + ONNX)."""
 
     name = "onnx"
-    capabilities = Capabilities(rewind=True, cancel=True, kv_save=False, gpu=False, token_count=True, logprobs=True)
+    capabilities = Capabilities(
+        rewind=True,
+        cancel=True,
+        kv_save=False,
+        gpu=False,
+        token_count=True,
+        constrained=True,
+        constraint_kinds=frozenset(CONSTRAINT_KINDS),
+        logprobs=True,
+    )
 
     def __init__(self, model_dir: Path, name: str, threads: int | None = None, device: str = "cpu") -> None:
         self.og = _import_og()
@@ -219,8 +335,11 @@ class OnnxGenaiEngine(Engine):
             self._load_on_gpu(model_dir, name)
         else:
             self._load(model_dir, name, threads)
+            if self._can_speculate():
+                self.capabilities = replace(self.capabilities, speculative=True)
         genai_config = json.loads((model_dir / "genai_config.json").read_text())
-        tokenizer = GenaiTokenizer(self.og, self.model, read_chat_template(model_dir))
+        self.min_cache_length = _sliding_window(genai_config)
+        tokenizer = GenaiTokenizer(self.og, self.model, read_chat_template(model_dir), read_special_tokens(model_dir))
         eos = genai_config.get("model", {}).get("eos_token_id", [])
         eos_ids = tuple(eos) if isinstance(eos, list) else (eos,)
         info = ModelInfo(
@@ -228,7 +347,8 @@ class OnnxGenaiEngine(Engine):
             path=str(model_dir),
             context_length=int(genai_config.get("model", {}).get("context_length", 2048)),
             eos_token_ids=tuple(int(e) for e in eos_ids) or tokenizer.eos_token_ids,
-            extra={"has_chat_template": tokenizer.has_template},
+            extra={"has_chat_template": tokenizer.has_template, "tool_format": tokenizer.tool_format},
+            kv_bytes_per_token=_kv_bytes_per_token(genai_config),
         )
         super().__init__(info, tokenizer)
 
@@ -240,7 +360,7 @@ class OnnxGenaiEngine(Engine):
             config.clear_providers()
             config.append_provider("cuda")
             self.model = self.og.Model(config)
-        except Exception as exc:  # noqa: BLE001 - native loader errors: no CUDA build, no device
+        except Exception as exc:
             raise EngineUnavailable(
                 f"onnxruntime-genai cannot use a GPU here ({str(exc).strip()[:200]}).",
                 "Install onnxruntime-genai-cuda and onnxruntime-gpu on a machine with an NVIDIA GPU, or use --device cpu.",
@@ -255,14 +375,57 @@ class OnnxGenaiEngine(Engine):
                     json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}})
                 )
             self.model = self.og.Model(config)
-        except Exception as exc:  # noqa: BLE001 - native loader errors
+        except Exception as exc:
             raise ModelCorrupt(
                 f"The model in {model_dir} could not be loaded: {exc}",
                 f"Check it with `enclave models verify {name}`; rebuild with `enclave models build {name}`.",
             ) from exc
 
+    def _can_speculate(self) -> bool:
+        """Whether this build can verify drafts: genai refuses speculation when the
+        lm_head was pruned to the last position (``prune_lm_head``), at generator creation."""
+        params = self.og.GeneratorParams(self.model)
+        params.set_search_options(max_length=8, do_sample=False)
+        try:
+            params.set_speculative_options(ngram_size=NGRAM_SIZE, max_draft_tokens=MAX_DRAFT_TOKENS)
+            self.og.Generator(self.model, params)
+        except Exception as exc:  # noqa: BLE001 - any refusal only means: no speculation
+            log.info("speculation off for this build: %s", exc)
+            return False
+        return True
+
     def open_session(self, capacity: int) -> GenaiSession:
         return GenaiSession(self, min(capacity, self.info.context_length))
 
+    def score(self, tokens: Sequence[int]) -> list[float]:
+        # One token per append: builds with prune_lm_head compute logits only for the
+        # last token of each append (SmolLM2: ~1,000 tokens in about 10 s on 2 cores).
+        og = self.og
+        params = og.GeneratorParams(self.model)
+        params.set_search_options(max_length=max(len(tokens) + 1, self.min_cache_length), do_sample=False)
+        gen = og.Generator(self.model, params)
+        out: list[float] = []
+        for i, token in enumerate(tokens):
+            if i > 0:
+                logits = np.asarray(gen.get_logits(), dtype=np.float64).reshape(-1)
+                top = logits.max()
+                out.append(float(logits[token] - top - np.log(np.exp(logits - top).sum())))
+            gen.append_tokens(np.asarray([token], dtype=np.int32))
+        return out
+
     def close(self) -> None:
         self.model = None
+
+
+def _kv_bytes_per_token(genai_config: dict[str, Any]) -> int | None:
+    """Key and value, every layer, float32 (the CPU build's cache type): SmolLM2-135M is
+    2 x 30 layers x 3 KV heads x 64 x 4 B = 46 KB per token, so a 2048-token session
+    preallocates 94 MB whatever it holds (the shared buffer is sized to ``max_length``)."""
+    decoder = genai_config.get("model", {}).get("decoder", {})
+    try:
+        layers = int(decoder["num_hidden_layers"])
+        heads = int(decoder.get("num_key_value_heads") or decoder["num_attention_heads"])
+        head_size = int(decoder["head_size"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return 2 * layers * heads * head_size * 4

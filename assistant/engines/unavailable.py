@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from assistant.core.errors import EnclaveError, EngineError
 from assistant.core.events import GenerationOptions
-from assistant.engines.base import Capabilities, Engine, ModelInfo, Session, Tokenizer
+from assistant.engines.base import Capabilities, Engine, ModelInfo, Session, Tokenizer, TokenSession
 
 
 class _ByteTokenizer(Tokenizer):
@@ -28,7 +28,7 @@ class _ByteTokenizer(Tokenizer):
         return text + ("assistant: " if add_generation_prompt else "")
 
 
-class _FailingSession(Session):
+class _FailingSession(TokenSession):
     def _fail(self) -> EngineError:
         problem = self.engine.problem  # type: ignore[attr-defined]
         return EngineError(f"The local model is not available: {problem.message}", problem.hint)

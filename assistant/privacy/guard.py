@@ -4,7 +4,12 @@
 that any connection (or DNS look-up) to an address other than loopback raises
 :class:`EgressBlocked`, naming the caller, and is recorded in
 :data:`GUARD.attempts`. Library switches that would phone home (Hugging Face hub,
-telemetry) are turned off in the environment before those libraries load.
+telemetry) are turned off in the environment before those libraries load: the one
+list is :mod:`assistant.privacy.offline`.
+
+The guard sees only Python's ``socket`` module. Native code (the runtimes' own HTTP
+clients) goes around it, which is why native libraries run only in sealed workers
+(:mod:`assistant.privacy.seal`), where the kernel refuses what the guard cannot see.
 """
 
 from __future__ import annotations
@@ -18,15 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from assistant.core.errors import EnclaveError
-
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "DO_NOT_TRACK": "1",
-    "ANONYMIZED_TELEMETRY": "False",
-}
+from assistant.privacy import offline
+from assistant.privacy.offline import OFFLINE_ENV
 
 
 class EgressBlocked(EnclaveError):
@@ -108,8 +106,7 @@ def _address(family: int, address: Any) -> tuple[Any, Any]:
 
 def install_network_guard(allowed_hosts: set[str] | None = None) -> NetworkGuard:
     """Block non-loopback egress in this process (idempotent)."""
-    for key, value in OFFLINE_ENV.items():
-        os.environ.setdefault(key, value)
+    offline.apply()
     GUARD.allowed_hosts = set(allowed_hosts or ())
     if GUARD.installed:
         return GUARD
@@ -176,9 +173,9 @@ def close_host(host: str) -> None:
 def uninstall_network_guard() -> None:
     if not GUARD.installed:
         return
-    socket.socket.connect = _original["connect"]  # type: ignore[method-assign,assignment]
-    socket.socket.connect_ex = _original["connect_ex"]  # type: ignore[method-assign,assignment]
-    socket.socket.sendto = _original["sendto"]  # type: ignore[method-assign,assignment]
+    socket.socket.connect = _original["connect"]  # type: ignore[method-assign]
+    socket.socket.connect_ex = _original["connect_ex"]  # type: ignore[method-assign]
+    socket.socket.sendto = _original["sendto"]  # type: ignore[method-assign]
     socket.getaddrinfo = _original["getaddrinfo"]
     GUARD.installed = False
 

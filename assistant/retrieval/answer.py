@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assistant.core import resources
+from assistant.retrieval.grounding import claims, sentences, states
 from assistant.retrieval.index import _STOP, _WORD, Hit
+
+if TYPE_CHECKING:
+    from assistant.core.records import AnswerSentence
 
 PROMPT_NAME = "retrieval.md"
 DEFAULT_PROMPT = (
@@ -54,10 +58,20 @@ class Retrieval:
     passages: list[Passage]
     strong: bool
     reason: str = ""
+    #: What was done about files that changed since they were indexed, one line each.
+    refreshed: list[str] = field(default_factory=list)
+    #: Further passages (numbered after ``passages``) whose sentences may be quoted but
+    #: which the model is not given; listed as sources only when an answer uses them.
+    extra: list[Passage] = field(default_factory=list)
+
+    @property
+    def candidates(self) -> list[Passage]:
+        """Every passage whose sentences an answer may quote."""
+        return self.passages + self.extra
 
     @property
     def notices(self) -> list[str]:
-        out = []
+        out = list(self.refreshed)
         left = len(self.hits) - len(self.passages)
         if self.strong and left > 0:
             out.append(
@@ -68,15 +82,22 @@ class Retrieval:
             out.append(f"Passage {', '.join(short)} was shortened to fit the context window.")
         return out
 
-    def citations(self, answer: str) -> list[dict[str, Any]]:
-        """Every passage given, with its location. ``cited``: the answer names it as
-        [n]; ``supports``: how many of the answer's sentences share most of their
-        content words with it (small models often answer right without citing, so
-        this is checked, not trusted)."""
-        named = cited_numbers(answer)
-        support = supporting(answer, self.passages)
+    def citations(self, answer: str, backed: Sequence[AnswerSentence] | None = None) -> list[dict[str, Any]]:
+        """Every passage given, with its location. With ``backed`` (the answer's
+        sentences and their sources): ``cited`` when a sentence is quoted from it,
+        ``supports`` how many distinct sentences of the answer one of its sentences
+        states. Without: ``cited`` when the answer names it as [n], ``supports`` by
+        :func:`supporting`. A model's own [n] is not trusted when ``backed`` is given."""
+        if backed is None:
+            named = cited_numbers(answer)
+            support = supporting(answer, self.passages)
+        else:
+            named = {s.source for s in backed if s.kind == "quote" and s.source is not None}
+            support = {}
+            for s in {(b.text, b.source) for b in backed if b.source is not None}:
+                support[s[1]] = support.get(s[1], 0) + 1
         out = []
-        for p in self.passages:
+        for p in self.passages + [e for e in self.extra if e.n in named or e.n in support]:
             entry = {"n": p.n, **p.hit.as_dict(), "cited": p.n in named, "supports": support.get(p.n, 0)}
             entry["text"] = p.text
             out.append(entry)
@@ -91,25 +112,19 @@ def cited_numbers(answer: str) -> set[int]:
     return found
 
 
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-
-
-def supporting(answer: str, passages: Sequence[Passage], share: float = 0.6) -> dict[int, int]:
-    """For each passage number, how many answer sentences it supports: sentences with
-    at least three content words, ``share`` of which occur in the passage, and every
-    number of which does (a torque, a date, a notice period is the fact that matters:
-    "4 mm" is not supported by a passage that says "10 mm")."""
-    words = {p.n: content_words(p.text) for p in passages}
-    numbers = {p.n: set(_NUMBER.findall(p.text)) for p in passages}
+def supporting(answer: str, passages: Sequence[Passage]) -> dict[int, int]:
+    """For each passage number, how many distinct sentences of the answer one sentence
+    of the passage states (:func:`assistant.retrieval.grounding.states`: words, every
+    figure with its unit and shape, negation and names must agree: "4 mm" is not
+    supported by a passage that says "10 mm"). A sentence repeated by a looping model
+    counts once."""
     counts: dict[int, int] = {}
-    for sentence in re.split(r"(?<=[.!?])\s+|\n+", answer):
-        mine = content_words(sentence)
-        if len(mine) < 3:
-            continue
-        figures = set(_NUMBER.findall(sentence))
-        for n, theirs in words.items():
-            if len(mine & theirs) >= share * len(mine) and figures <= numbers[n]:
-                counts[n] = counts.get(n, 0) + 1
+    for claim in claims(answer):
+        for p in passages:
+            context = " ".join(x for x in (p.hit.heading, p.hit.title, Path(p.hit.path).name) if x)
+            found = sentences(p.n, p.text, None, p.hit.line_start, p.hit.line_end, shortened=p.shortened)
+            if any(states(claim, s.text, context) for s in found):
+                counts[p.n] = counts.get(p.n, 0) + 1
     return counts
 
 
@@ -184,6 +199,6 @@ def evidence(query: str, hits: Sequence[Hit], min_similarity: float) -> tuple[bo
 def nothing_found(collections: Sequence[str], reason: str) -> str:
     names = ", ".join(collections) or "your documents"
     return (
-        f"I found nothing relevant to this question in {names} ({reason}), so I will not answer from "
-        "guesswork. Try other words, another collection, or ask without documents."
+        f"Not found in the sources: I found nothing relevant to this question in {names} ({reason}), so I "
+        "will not answer from guesswork. Try other words, another collection, or ask without documents."
     )

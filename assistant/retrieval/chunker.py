@@ -1,9 +1,13 @@
 """Split a document's blocks into passages that fit the embedding model and a prompt.
 
 Chunks follow the document's structure: a heading starts a new chunk and is kept
-as the chunk's section path; paragraphs are packed together up to a token target;
-a chunk never spans two pages (a citation names one page); a paragraph longer
-than the limit is cut at line, then sentence, then word boundaries. Token counts
+as the chunk's section path (never glued to the end of the passage before it); a
+block marked ``keep`` (a definition's term, a line ending in a colon) moves to the
+next chunk rather than end one; paragraphs are packed together up to a token
+target; a chunk never spans two pages (a citation names one page); a paragraph
+longer than the limit is cut at line, then sentence, then word boundaries. Each
+chunk keeps a line map: for every line of its text, the source lines it came
+from, so that a sentence quoted from a passage can be located exactly. Token counts
 come from the embedding model's tokenizer when it is installed (so the vector
 sees the whole chunk: all-MiniLM-L6-v2 reads 256 word pieces), otherwise from a
 words × 1.3 estimate.
@@ -22,6 +26,11 @@ TARGET_TOKENS = 160
 LIMIT_TOKENS = 240
 
 
+#: For each line of a passage's text, its first and last source line (None for the
+#: blank line between two paragraphs).
+LineMap = list[tuple[int, int] | None]
+
+
 @dataclass
 class Chunk:
     """One passage: its text, the section it sits in, and where it is in the file."""
@@ -32,6 +41,8 @@ class Chunk:
     line_start: int
     line_end: int
     tokens: int
+    page_label: str | None = None
+    line_map: LineMap | None = None
 
     @property
     def indexed_text(self) -> str:
@@ -52,14 +63,12 @@ def _pieces(block: Block, count: Callable[[str], int], limit: int) -> Iterator[B
         yield block
         return
     lines = block.text.split("\n")
+    spans = block.line_spans()
     if len(lines) > 1:
-        span = block.line_end - block.line_start
-        exact = span == len(lines) - 1  # the block's lines are the file's lines
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            number = block.line_start + i if exact else block.line_start
-            yield from _pieces(Block(line, number, number if exact else block.line_end, block.page), count, limit)
+        for line, (first, last) in zip(lines, spans, strict=True):
+            if line.strip():
+                piece = Block(line, first, last, block.page, page_label=block.page_label, keep=block.keep)
+                yield from _pieces(piece, count, limit)
         return
     sentences = _SENTENCE.split(block.text)
     if len(sentences) == 1:
@@ -71,7 +80,20 @@ def _pieces(block: Block, count: Callable[[str], int], limit: int) -> Iterator[B
             sentences = [text[i : i + limit * 3] for i in range(0, len(text), limit * 3)]
     for sentence in sentences:
         if sentence.strip():
-            yield Block(sentence, block.line_start, block.line_end, block.page)
+            yield Block(sentence, block.line_start, block.line_end, block.page, page_label=block.page_label)
+
+
+def _joined(parts: list[tuple[int, Block]]) -> tuple[str, LineMap]:
+    """The text of one chunk and its line map: paragraphs keep their blank line, pieces of
+    one cut paragraph are rejoined."""
+    text = parts[0][1].text
+    line_map: LineMap = list(parts[0][1].line_spans())
+    for (before, _), (index, piece) in zip(parts, parts[1:], strict=False):
+        text += ("\n" if index == before else "\n\n") + piece.text
+        if index != before:
+            line_map.append(None)
+        line_map.extend(piece.line_spans())
+    return text, line_map
 
 
 def chunk_blocks(
@@ -90,24 +112,30 @@ def chunk_blocks(
     def section() -> str:
         return " › ".join(headings[level] for level in sorted(headings))
 
-    def flush() -> None:
+    def flush(carry: bool = False) -> None:
         nonlocal parts, used
+        kept: list[tuple[int, Block]] = []
+        if carry:
+            # A term or a label line introduces what follows: it starts the next chunk.
+            while len(parts) > 1 and parts[-1][1].keep:
+                kept.insert(0, parts.pop())
         if parts:
-            # Paragraphs keep their blank line; pieces of one cut paragraph are rejoined.
-            text = parts[0][1].text
-            for (before, _), (index, piece) in zip(parts, parts[1:], strict=False):
-                text += ("\n" if index == before else "\n\n") + piece.text
+            text, line_map = _joined(parts)
+            first = parts[0][1]
             chunks.append(
                 Chunk(
                     text=text,
                     heading=section(),
-                    page=parts[0][1].page,
+                    page=first.page,
                     line_start=min(p.line_start for _, p in parts),
                     line_end=max(p.line_end for _, p in parts),
-                    tokens=used,
+                    tokens=sum(count(p.text) for _, p in parts) if kept else used,
+                    page_label=first.page_label,
+                    line_map=line_map,
                 )
             )
-        parts, used = [], 0
+        parts = kept
+        used = sum(count(p.text) for _, p in parts)
 
     for index, block in enumerate(blocks):
         if block.level:
@@ -117,8 +145,10 @@ def chunk_blocks(
             continue
         for piece in _pieces(block, count, limit):
             size = count(piece.text)
-            if parts and (piece.page != parts[0][1].page or used + size > target):
+            if parts and piece.page != parts[0][1].page:
                 flush()
+            elif parts and used + size > target:
+                flush(carry=True)
             parts.append((index, piece))
             used += size
     flush()

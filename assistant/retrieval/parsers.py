@@ -8,7 +8,17 @@ with :class:`Unreadable` and a one-line reason a user can act on.
 
 Text is cleaned of characters that can hide instructions from a reader but not
 from a model: Unicode tag characters, zero-width characters, bidirectional
-overrides, lone surrogates and control characters.
+overrides, lone surrogates and control characters; Unicode spaces (no-break,
+thin, ideographic) become plain spaces, so a heading typed with a no-break space
+reads and matches like any other.
+
+Headings are kept apart from body text, because a heading glued to the end of a
+passage reads as part of it (issue 13: the GPL-3's "9. Acceptance Not Required…"
+after a passage about 30 days made "9 days" look supported). Plain text has no
+markup, so numbered section titles ("8. Termination.", "10.3. Modified
+Versions", "8. TRANSLATION") and short all-capitals lines ("NO WARRANTY") are
+recognised by their typography; PDF pages lose their blank lines, so paragraphs,
+numbered headings and running headers/footers are recovered from the lines.
 """
 
 from __future__ import annotations
@@ -20,6 +30,12 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from xml.etree import ElementTree
+
+#: Bump when parsing changes what is indexed: documents parsed by an older version are
+#: re-read by the next `docs add`/`docs sync` even when the file is unchanged.
+#: 2: headings in plain text and PDF, PDF running headers dropped, page labels,
+#: sentence-exact line maps, document titles, suffix-less text files.
+PARSER_VERSION = 2
 
 #: File types Enclave reads, by suffix.
 FORMATS = {
@@ -45,16 +61,48 @@ class Unreadable(Exception):
 
 @dataclass
 class Block:
-    """A paragraph or heading and where it is: lines (or paragraphs, for .docx) and page."""
+    """A paragraph or heading and where it is: lines (or paragraphs, for .docx) and page.
+
+    ``page_label`` is the page number printed on a PDF page ("46", "xii") when the
+    PDF declares page labels; ``spans`` gives, for each line of ``text``, the first
+    and last source line it came from, when that is not simply one line each
+    (HTML text is reflowed; a PDF word broken by a hyphen joins two lines);
+    ``keep`` asks the chunker to keep this block with the next one (a term before
+    its definition, a label line before what it labels).
+    """
 
     text: str
     line_start: int
     line_end: int
     page: int | None = None
     level: int = 0  # heading level; 0 for body text
+    page_label: str | None = None
+    spans: list[list[int]] | None = None
+    keep: bool = False
 
     def as_list(self) -> list[object]:
-        return [self.text, self.line_start, self.line_end, self.page, self.level]
+        return [
+            self.text, self.line_start, self.line_end, self.page, self.level, self.page_label, self.spans, self.keep,
+        ]  # fmt: skip
+
+    def line_spans(self) -> list[tuple[int, int]]:
+        """For each line of ``text``, the source lines (first, last) it stands for."""
+        lines = self.text.split("\n")
+        if self.spans is not None and len(self.spans) == len(lines):
+            return [(int(a), int(b)) for a, b in self.spans]
+        if self.line_end - self.line_start == len(lines) - 1:
+            return [(self.line_start + i, self.line_start + i) for i in range(len(lines))]
+        return [(self.line_start, self.line_end)] * len(lines)
+
+
+@dataclass
+class Parsed:
+    """One document read: its kind, its blocks, a note for the user and its title."""
+
+    kind: str
+    blocks: list[Block]
+    note: str = ""
+    title: str = ""
 
 
 # --------------------------------------------------------------------------- cleaning
@@ -73,9 +121,13 @@ _INVISIBLE = re.compile(
 )
 
 
+_SPACES = re.compile("[\u00a0\u2000-\u200a\u202f\u205f\u3000]")
+
+
 def clean(text: str) -> str:
-    """Remove characters a reader cannot see (see the module docstring)."""
-    return _INVISIBLE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    """Remove characters a reader cannot see and make Unicode spaces plain (see the
+    module docstring)."""
+    return _SPACES.sub(" ", _INVISIBLE.sub("", text.replace("\r\n", "\n").replace("\r", "\n")))
 
 
 _UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
@@ -118,14 +170,98 @@ def decode(data: bytes) -> tuple[str, str]:
     return text, f"{text.count(chr(0xFFFD))} invalid UTF-8 byte(s) replaced"
 
 
+# --------------------------------------------------------------------------- headings by typography
+#: "8.", "10.3.", "6.2.4", "A.", "IV." then the title.
+_SECTION = re.compile(r"^(?:(\d{1,3}(?:\.\d{1,3})*)(\.?)|([A-Z]|[IVX]{1,5})\.)\s+(\S.*)$")
+#: Words a title leaves in lower case ("Conveying Copies of the Program").
+_SMALL = frozenset(
+    "a an and as at but by for from in into nor not of on or per than the to under upon via vs with".split()
+)
+_TITLE_WORD = re.compile(r"[^\W\d_][\w'’&/-]*|\d[\w.]*")
+#: A heading is short: the longest section title in the licences of
+#: /usr/share/common-licenses is 58 characters, in the NUT manual 71.
+HEADING_MAX_CHARS = 80
+
+
+def _title_case(title: str) -> bool:
+    """Every word capitalised except small words ("Conveying Verbatim Copies")."""
+    words = _TITLE_WORD.findall(title)
+    if not words or len(words) > 12 or not words[0][0].isupper():
+        return False
+    return all(w[0].isupper() or w[0].isdigit() or w.lower() in _SMALL for w in words)
+
+
+def _capitals(line: str) -> bool:
+    """An all-capitals line of words ("NO WARRANTY", "8. TRANSLATION"), not a config
+    line ("LISTEN 127.0.0.1", "NOTIFYFLAG ONBATT SYSLOG+WALL")."""
+    body = _SECTION.sub(r"\4", line)
+    letters = [c for c in body if c.isalpha()]
+    if len(letters) < 4 or any(c.islower() for c in letters):
+        return False
+    if re.search(r"[^\w\s,.'’()&:/-]|\d", body):
+        return False
+    return len(body.split()) >= 2 or bool(_SECTION.match(line))
+
+
+def heading_level(line: str, *, capitals: bool = True, sentence_case: bool = False) -> int:
+    """The heading level of a one-line paragraph by its typography, 0 for body text.
+
+    Numbered titles: "8. Termination." (level 1), "10.3. Modified Versions" (2),
+    "6.2.4 Data server configuration (upsd)" (3, with ``sentence_case``: manuals
+    title their subsections in sentence case, but a numbered list item is a sentence
+    — "1. Install the driver." — so sentence case needs a dotted number and no final
+    period). With ``capitals``, an all-capitals line ("NO WARRANTY") is level 1.
+    """
+    text = line.strip()
+    if not text or len(text) > HEADING_MAX_CHARS or text.endswith((",", ";")):
+        return 0
+    m = _SECTION.match(text)
+    if m:
+        number, dot, letter, title = m.groups()
+        depth = number.count(".") + 1 if number else 1
+        bare = title.rstrip(".:").strip()
+        if ". " in bare or not bare:  # a run-in heading followed by its text: body
+            return 0
+        if sentence_case and re.search(r"\s\d+$", bare):  # a table-of-contents line: "3 Features 9"
+            return 0
+        if _title_case(bare) or (capitals and _capitals(text)):
+            return depth
+        if sentence_case and number and "." in number and not title.endswith(".") and bare[0].isupper():
+            return depth
+        return 0
+    if capitals and _capitals(text):
+        return 1
+    return 0
+
+
+def _label_like(text: str) -> bool:
+    """A short line that introduces what follows rather than saying something:
+    "Uncomplicated Firewall (UFW) support", "POLLTIME time in seconds"."""
+    return "\n" not in text and len(text) <= 60 and not text.rstrip().endswith((".", "!", "?", ";", ","))
+
+
 # --------------------------------------------------------------------------- plain text
 _RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+_:.])\1{2,}\s*$")
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 
 
+def _paragraph_level(para: list[str]) -> int:
+    """The heading level of a plain-text paragraph of one or two lines typeset as a
+    section title, else 0. Two lines make a heading only in capitals ("GNU GENERAL
+    PUBLIC LICENSE / TERMS AND CONDITIONS …"), never a numbered title and its first line."""
+    if len(para) > 2:
+        return 0
+    levels = [heading_level(line) for line in para]
+    if all(levels) and (len(para) == 1 or all(_capitals(line) for line in para)):
+        return levels[0]
+    return 0
+
+
 def text_blocks(text: str, kind: str) -> list[Block]:
     """Paragraphs separated by blank lines; Markdown ``#`` and reStructuredText
-    underlined titles become heading blocks. Line numbers are the file's own."""
+    underlined titles become heading blocks, and in plain text (``kind`` "text") so
+    do one-line paragraphs typeset as section titles (:func:`heading_level`). Line
+    numbers are the file's own."""
     lines = clean(text).split("\n")
     blocks: list[Block] = []
     para: list[str] = []
@@ -137,7 +273,11 @@ def text_blocks(text: str, kind: str) -> list[Block]:
         nonlocal para
         body = "\n".join(para).strip()
         if body:
-            blocks.append(Block(body, start, end))
+            level = _paragraph_level(para) if kind == "text" else 0
+            if level:
+                blocks.append(Block(" ".join(line.strip() for line in para), start, end, level=level))
+            else:
+                blocks.append(Block(body, start, end, keep=kind == "text" and _label_like(body)))
         para = []
 
     i = 0
@@ -182,6 +322,18 @@ def text_blocks(text: str, kind: str) -> list[Block]:
     return blocks
 
 
+def text_title(blocks: list[Block]) -> str:
+    """A plain document's title: its first heading, or a short first paragraph
+    ("GNU GENERAL PUBLIC LICENSE Version 3, 29 June 2007"), within its first lines."""
+    for block in blocks[:3]:
+        if block.line_start > 12:
+            break
+        flat = " ".join(block.text.split())
+        if block.level or (len(flat) <= 100 and block.text.count("\n") <= 2):
+            return flat
+    return ""
+
+
 # --------------------------------------------------------------------------- HTML
 _BLOCK_TAGS = {
     "p", "div", "li", "ul", "ol", "tr", "table", "section", "article", "header", "footer",
@@ -200,29 +352,41 @@ class _HTMLText(HTMLParser):
         self.end = 0
         self.level = 0
         self.skip = 0
+        self.keep = False
+        self.in_title = False
+        self.title: list[str] = []
 
     def _flush(self) -> None:
         text = re.sub(r"[ \t\f\v]+", " ", clean("".join(self.parts)))
         text = "\n".join(line.strip() for line in text.split("\n") if line.strip())
         if text:
-            self.blocks.append(Block(text, self.start, max(self.end, self.start), level=self.level))
-        self.parts, self.level = [], 0
+            block = Block(text, self.start, max(self.end, self.start), level=self.level, keep=self.keep)
+            self.blocks.append(block)
+        self.parts, self.level, self.keep = [], 0, False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "title":
+            self.in_title = True
         if tag in _SKIP_TAGS:
             self.skip += 1
         elif tag in _BLOCK_TAGS:
             self._flush()
             if len(tag) == 2 and tag[0] == "h" and tag[1].isdigit():
                 self.level = int(tag[1])
+            # A definition term ("POLLTIME time in seconds") belongs with its definition.
+            self.keep = tag == "dt"
 
     def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self.in_title = False
         if tag in _SKIP_TAGS:
             self.skip = max(0, self.skip - 1)
         elif tag in _BLOCK_TAGS:
             self._flush()
 
     def handle_data(self, data: str) -> None:
+        if self.in_title:
+            self.title.append(data)
         if self.skip or not data.strip():
             if self.parts and not self.skip:
                 self.parts.append(" ")
@@ -237,41 +401,146 @@ class _HTMLText(HTMLParser):
 def html_blocks(text: str) -> list[Block]:
     """Visible text of an HTML page, one block per block-level element; line numbers
     are those of the HTML source."""
+    return html_document(text)[0]
+
+
+def html_document(text: str) -> tuple[list[Block], str]:
+    """(blocks, the page's <title> or first heading)."""
     parser = _HTMLText()
     parser.feed(text)
     parser.close()
     parser._flush()
-    return parser.blocks
+    title = " ".join(clean("".join(parser.title)).split())
+    if not title:
+        title = next((b.text for b in parser.blocks if b.level == 1), "")
+    return parser.blocks, title[:200]
 
 
 # --------------------------------------------------------------------------- PDF
+_BULLET = re.compile(r"^(?:[•◦▪‣∙·*–—-]|\(?\d{1,2}[.)]|\(?[a-z][.)])\s")
+_ROMAN = re.compile(r"^[ivxlcdm]+$")
+#: A line at least this share of the document's usual full line length is wrapped
+#: text that goes on; a shorter one ends its paragraph. In the NUT manual full lines
+#: are 115-130 characters and a paragraph's last line is mostly under 80.
+FULL_LINE = 0.75
+
+
+def _furniture_key(line: str) -> str:
+    words = [("#" if _ROMAN.match(w) else w) for w in line.lower().split()]
+    return re.sub(r"\d+", "#", " ".join(words))
+
+
+def _running_lines(pages: list[list[str]]) -> set[str]:
+    """Running headers and footers: lines at the top or bottom of a page (first or last
+    two) that recur, numbers aside, on at least a quarter of the pages (and 3)."""
+    seen: dict[str, set[int]] = {}
+    for number, lines in enumerate(pages):
+        filled = [line for line in lines if line.strip()]
+        for line in filled[:2] + filled[-2:]:
+            seen.setdefault(_furniture_key(line), set()).add(number)
+    needed = max(3, len(pages) // 4)
+    return {key for key, where in seen.items() if len(where) >= needed}
+
+
+def _pdf_paragraph(
+    para: list[tuple[int, str]], page: int, label: str | None, words: set[str], compounds: set[str]
+) -> Block:
+    """One paragraph of wrapped PDF lines; a word broken across lines by a hyphen is
+    mended (without the hyphen when the document spells the word whole elsewhere)."""
+    out: list[str] = []
+    spans: list[list[int]] = []
+    for number, line in para:
+        head = re.search(r"([^\W\d_]+)-$", out[-1]) if out else None
+        if head and line[:1].islower():
+            tail, _, rest = line.partition(" ")
+            stem = re.match(r"[^\W\d_]+", tail)
+            whole = head.group(1) + (stem.group(0) if stem else "")
+            hyphenated = f"{head.group(1)}-{stem.group(0) if stem else ''}".lower()
+            if whole.lower() in words and hyphenated not in compounds:
+                out[-1] = out[-1][:-1] + tail
+            else:
+                out[-1] += tail
+            spans[-1][1] = number
+            if rest.strip():
+                out.append(rest.strip())
+                spans.append([number, number])
+            continue
+        out.append(line)
+        spans.append([number, number])
+    text = "\n".join(out)
+    return Block(text, para[0][0], para[-1][0], page, 0, label, spans, keep=_label_like(text))
+
+
+def _pdf_page(
+    lines: list[str],
+    page: int,
+    label: str | None,
+    furniture: set[str],
+    width: float,
+    words: set[str],
+    compounds: set[str],
+) -> list[Block]:
+    blocks: list[Block] = []
+    para: list[tuple[int, str]] = []
+    filled = [i for i, line in enumerate(lines) if line.strip()]
+    edges = set(filled[:2] + filled[-2:])
+
+    def flush() -> None:
+        nonlocal para
+        if para:
+            blocks.append(_pdf_paragraph(para, page, label, words, compounds))
+        para = []
+
+    for i, raw in enumerate(lines):
+        line = raw.strip()
+        if not line:
+            flush()
+            continue
+        if i in edges and _furniture_key(line) in furniture:
+            flush()  # "Network UPS Tools User Manual 46 / 123"
+            continue
+        level = heading_level(line, capitals=False, sentence_case=True)
+        if level:
+            flush()
+            blocks.append(Block(line, i + 1, i + 1, page, level, label))
+            continue
+        if para and (_BULLET.match(line) or len(para[-1][1]) < FULL_LINE * width or para[-1][1].endswith(":")):
+            flush()
+        para.append((i + 1, line))
+    flush()
+    return blocks
+
+
 def pdf_blocks(data: bytes) -> list[Block]:
-    """Text of each page (pypdf), in paragraphs; lines are counted within the page."""
-    import pypdf
-    from pypdf.errors import PdfReadError
+    """Text of each page (PDFium, pypdf as the fallback: :mod:`assistant.retrieval.pdftext`),
+    in paragraphs; lines are counted within the page."""
+    return pdf_document(data)[0]
+
+
+def pdf_document(data: bytes) -> tuple[list[Block], str]:
+    """(blocks, title) of a PDF: paragraphs and numbered headings recovered from each
+    page's lines, running headers and footers dropped, printed page labels kept."""
+    from assistant.retrieval.pdftext import PdfUnreadable, pdf_text
 
     try:
-        reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
-        if reader.is_encrypted:
-            try:
-                opened = reader.decrypt("")
-            except Exception as exc:  # noqa: BLE001 - unsupported encryption is just "unreadable"
-                raise Unreadable(f"encrypted PDF that cannot be opened ({exc})") from exc
-            if not opened:
-                raise Unreadable("encrypted PDF (needs a password); save an unencrypted copy to index it")
-        blocks: list[Block] = []
-        for number, page in enumerate(reader.pages, start=1):
-            text = page.extract_text() or ""
-            for block in text_blocks(text, "text"):
-                block.page = number
-                blocks.append(block)
-    except Unreadable:
-        raise
-    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
-        raise Unreadable(f"malformed PDF ({type(exc).__name__}: {str(exc)[:120]})") from exc
+        read, title = pdf_text(data)
+    except PdfUnreadable as exc:
+        raise Unreadable(str(exc)) from exc
+    pages = [clean(page.text).split("\n") for page in read]
+    labels = [page.label for page in read]
+    furniture = _running_lines(pages)
+    text = "\n".join("\n".join(lines) for lines in pages)
+    words = {w.lower() for w in re.findall(r"[^\W\d_]+", text)}
+    compounds = {w.lower() for w in re.findall(r"[^\W\d_]+-[^\W\d_]+", text)}
+    lengths = sorted(len(line.strip()) for lines in pages for line in lines if line.strip())
+    width = float(lengths[int(0.9 * (len(lengths) - 1))]) if lengths else 80.0
+    blocks: list[Block] = []
+    for number, lines in enumerate(pages, start=1):
+        blocks.extend(_pdf_page(lines, number, labels[number - 1], furniture, width, words, compounds))
     if not blocks:
         raise Unreadable("PDF has no extractable text (scanned images need OCR first)")
-    return blocks
+    title = " ".join(clean(title).split()) or next((b.text for b in blocks if b.level), "")
+    return blocks, title[:200]
 
 
 # --------------------------------------------------------------------------- DOCX
@@ -285,6 +554,17 @@ def docx_blocks(data: bytes) -> list[Block]:
     inflate past 64 MiB, or by more than 200×, is refused as a likely zip bomb, and
     XML with a DTD (entity expansion) is refused outright.
     """
+    root = _docx_root(data)
+    blocks: list[Block] = []
+    for number, para in enumerate(root.iter(f"{_W}p"), start=1):
+        text = clean(_docx_text(para)).strip()
+        if text:
+            blocks.append(Block(text, number, number, level=_docx_level(para)))
+    return blocks
+
+
+def _docx_xml(data: bytes) -> bytes:
+    """The document part of a .docx, checked against zip bombs before it is inflated."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         info = archive.getinfo("word/document.xml")
@@ -304,44 +584,97 @@ def docx_blocks(data: bytes) -> list[Block]:
         raise Unreadable(f"damaged .docx ({exc})") from exc
     if len(xml) > DOCX_MAX_XML:
         raise Unreadable("refused: its text part inflates past 64 MiB (a zip bomb?)")
+    return xml
+
+
+def _docx_root(data: bytes) -> ElementTree.Element:
+    """The parsed document XML (one that declares entities is refused)."""
+    xml = _docx_xml(data)
     if b"<!DOCTYPE" in xml[:4096] or b"<!ENTITY" in xml:
         raise Unreadable("refused: the document XML declares entities (an XML bomb?)")
     try:
-        root = ElementTree.fromstring(xml)
+        return ElementTree.fromstring(xml)
     except ElementTree.ParseError as exc:
         raise Unreadable(f"damaged .docx: {exc}") from exc
-    blocks: list[Block] = []
-    for number, para in enumerate(root.iter(f"{_W}p"), start=1):
-        pieces: list[str] = []
-        for node in para.iter():
-            if node.tag == f"{_W}t" and node.text:
-                pieces.append(node.text)
-            elif node.tag == f"{_W}tab":
-                pieces.append("\t")
-            elif node.tag in (f"{_W}br", f"{_W}cr"):
-                pieces.append("\n")
-        text = clean("".join(pieces)).strip()
-        if not text:
-            continue
-        level = 0
-        style = para.find(f"{_W}pPr/{_W}pStyle")
-        if style is not None:
-            name = (style.get(f"{_W}val") or "").lower()
-            if name == "title":
-                level = 1
-            elif name.startswith("heading"):
-                digits = "".join(ch for ch in name if ch.isdigit())
-                level = (int(digits) if digits else 1) + 1  # the Title sits above Heading 1
-        blocks.append(Block(text, number, number, level=level))
-    return blocks
+
+
+def _docx_text(para: ElementTree.Element) -> str:
+    """One paragraph's text: runs, tabs and line breaks."""
+    pieces: list[str] = []
+    for node in para.iter():
+        if node.tag == f"{_W}t" and node.text:
+            pieces.append(node.text)
+        elif node.tag == f"{_W}tab":
+            pieces.append("\t")
+        elif node.tag in (f"{_W}br", f"{_W}cr"):
+            pieces.append("\n")
+    return "".join(pieces)
+
+
+def _docx_level(para: ElementTree.Element) -> int:
+    """The heading level of a paragraph from its style: Title 1, Heading N N+1, else 0."""
+    style = para.find(f"{_W}pPr/{_W}pStyle")
+    if style is None:
+        return 0
+    name = (style.get(f"{_W}val") or "").lower()
+    if name == "title":
+        return 1
+    if name.startswith("heading"):
+        digits = "".join(ch for ch in name if ch.isdigit())
+        return (int(digits) if digits else 1) + 1  # the Title sits above Heading 1
+    return 0
 
 
 # --------------------------------------------------------------------------- entry point
-def parse(path: Path, max_bytes: int) -> tuple[str, list[Block], str]:
-    """Read ``path`` → (kind, blocks, note). Raises :class:`Unreadable`."""
-    kind = FORMATS.get(path.suffix.lower())
+#: A "suffix" that is a version number ("LGPL-2.1", "Apache-2.0", "CC0-1.0") is part of
+#: the name, not a file type.
+_VERSION_SUFFIX = re.compile(r"^\.\d+[a-z]?$", re.IGNORECASE)
+SNIFF_BYTES = 8192
+
+
+def sniff(head: bytes) -> str | None:
+    """The kind of a file without a known suffix, from its first bytes: a PDF, an HTML
+    page, plain text, or None (binary, or a format Enclave does not read)."""
+    if head.startswith(b"%PDF"):
+        return "pdf"
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if start.startswith(b"<?xml"):
+        start = start[start.find(b"?>") + 2 :].lstrip()
+    if start[:64].lower().startswith((b"<!doctype html", b"<html")):
+        return "html"
+    try:
+        decode(head)
+    except Unreadable:
+        return None
+    return "text"
+
+
+def file_kind(path: Path) -> tuple[str | None, str]:
+    """(kind, why not) for ``path``: by its suffix, or by its content when it has none
+    (``/usr/share/common-licenses/GPL-3``) or only a version number for one."""
+    suffix = path.suffix.lower()
+    if suffix in FORMATS:
+        return FORMATS[suffix], ""
+    if suffix and not _VERSION_SUFFIX.match(suffix):
+        return None, f"unsupported file type {path.suffix}"
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(SNIFF_BYTES)
+    except PermissionError:
+        return None, "permission denied"
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    if not head:
+        return "text", ""  # empty: parse() says so
+    kind = sniff(head)
+    return kind, "" if kind else "no file-type suffix and the content is not text"
+
+
+def parse(path: Path, max_bytes: int) -> Parsed:
+    """Read ``path`` into its blocks. Raises :class:`Unreadable`."""
+    kind, why = file_kind(path)
     if kind is None:
-        raise Unreadable(f"unsupported file type {path.suffix or '(no suffix)'}")
+        raise Unreadable(why)
     try:
         size = path.stat().st_size
         if size == 0:
@@ -360,12 +693,17 @@ def parse(path: Path, max_bytes: int) -> tuple[str, list[Block], str]:
     if kind == "pdf":
         if not data.startswith(b"%PDF"):
             raise Unreadable("not a PDF (no %PDF header)")
-        blocks = pdf_blocks(data)
+        blocks, title = pdf_document(data)
     elif kind == "docx":
         blocks = docx_blocks(data)
+        title = next((b.text for b in blocks if b.level), "")
     else:
         text, note = decode(data)
-        blocks = html_blocks(text) if kind == "html" else text_blocks(text, kind)
+        if kind == "html":
+            blocks, title = html_document(text)
+        else:
+            blocks = text_blocks(text, kind)
+            title = text_title(blocks)
     if not any(b.text.strip() for b in blocks):
         raise Unreadable("no text in it")
-    return kind, blocks, note
+    return Parsed(kind, blocks, note, title[:200])

@@ -223,7 +223,7 @@ def verify_folder(folder: Path, signature: Path, public_pem: str) -> None:
         try:
             verifier = verifying.Config().use_elliptic_key_verifier(public_key=pub)  # type: ignore[no-untyped-call]
             verifier.verify(folder, signature)
-        except Exception as exc:  # noqa: BLE001 - model-signing raises ValueError, protobuf and crypto errors
+        except Exception as exc:
             raise SignatureError(
                 f"The signature does not match the bundle's files: {_mismatch(exc)}.",
                 "The bundle was changed after it was signed; get an intact copy from its publisher.",

@@ -189,7 +189,7 @@ def store_in_keyring(path: Path, key: DatabaseKey) -> str:
 
     try:
         keyring.set_password(KEYRING_SERVICE, keyring_user(path), key.secret)
-    except Exception as exc:  # noqa: BLE001 - report the backend's own refusal in one sentence
+    except Exception as exc:
         raise EncryptionError(
             f"The system keyring refused to store the key: {exc}.",
             f"Unlock the keyring and retry, or set {KEY_ENV} instead.",
@@ -267,19 +267,46 @@ def wrong_key(path: Path, key: DatabaseKey | None) -> EncryptionError:
 
 
 # --------------------------------------------------------------------------- connections
-def connect(path: Path, key: DatabaseKey | None, *, timeout: float = 30) -> Any:
+#: Seconds a writer waits for another process's write transaction before giving up
+#: (SQLite's busy timeout). A turn's write takes ~5 ms and a document's a few hundred;
+#: 30 s covers a burst of either from a second window with a wide margin.
+BUSY_TIMEOUT_S = 30.0
+
+
+def connect(path: Path, key: DatabaseKey | None, *, timeout: float = BUSY_TIMEOUT_S, readonly: bool = False) -> Any:
     """A DB-API connection to ``path``: the standard ``sqlite3`` for plaintext, SQLCipher with ``key``.
 
     The key is checked here (the first read decrypts page 1), so a wrong key is one
-    clear :class:`EncryptionError` and never a later, puzzling failure.
+    clear :class:`EncryptionError` and never a later, puzzling failure. ``readonly``
+    opens the file with ``mode=ro`` (nothing is created or written, the way a
+    read-only home needs it); a WAL database whose ``-shm`` cannot be created there is
+    then opened ``immutable`` when no ``-wal`` is left beside it (a cleanly closed
+    database, which nothing on a read-only disk can change).
     """
+    module = sqlite3 if key is None else _sqlcipher()
+    if not readonly:
+        return _opened(module, str(path), path, key, timeout, uri=False)
+    from urllib.parse import quote
+
+    uri = "file:" + quote(str(path.absolute())) + "?mode=ro"
+    try:
+        conn = _opened(module, uri, path, key, timeout, uri=True)
+        conn.execute("select count(*) from sqlite_master").fetchone()
+        return conn
+    except module.OperationalError:
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise  # changes not yet folded in: an immutable open would not see them
+    return _opened(module, uri + "&immutable=1", path, key, timeout, uri=True)
+
+
+def _opened(module: Any, target: str, path: Path, key: DatabaseKey | None, timeout: float, *, uri: bool) -> Any:
+    conn = module.connect(target, uri=uri, check_same_thread=False, timeout=timeout)
     if key is None:
-        return sqlite3.connect(str(path), check_same_thread=False, timeout=timeout)
-    dbapi2 = _sqlcipher()
-    conn = dbapi2.connect(str(path), check_same_thread=False, timeout=timeout)
+        return conn
     try:
         _unlock(conn, key)
-    except dbapi2.DatabaseError as exc:
+    except module.DatabaseError as exc:
         conn.close()
         if "not a database" in str(exc) and file_state(path) != "damaged":
             raise wrong_key(path, key) from None
@@ -314,19 +341,31 @@ def lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
 
-def open_lock(path: Path, *, exclusive: bool, blocking: bool = True) -> IO[bytes] | None:
+def open_lock(path: Path, *, exclusive: bool, blocking: bool = True, readonly: bool = False) -> IO[bytes] | None:
     """Take the database's lock file: shared while a Store is open, exclusive while converting.
 
-    Returns None where ``fcntl.flock`` does not exist (Windows): conversion then
-    relies on SQLite's own locks. Raises :class:`EncryptionError` when a
-    non-blocking exclusive lock is refused.
+    The file is created 0600 (private, like the database). ``readonly`` opens it for
+    reading only — a shared ``flock`` needs no write access, so commands that only read
+    work on a read-only home; there a missing lock file is fine (nothing can convert a
+    database on a read-only disk). Returns None where ``fcntl.flock`` does not exist
+    (Windows): conversion then relies on SQLite's own locks. Raises
+    :class:`EncryptionError` when a non-blocking exclusive lock is refused.
     """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = lock_path(path).open("ab")
+    from assistant.core.files import open_private, private_dir
+
+    if readonly:
+        try:
+            fd = os.open(lock_path(path), os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+    else:
+        private_dir(path.parent)
+        fd = open_private(lock_path(path), os.O_RDWR | os.O_APPEND)
+    handle = os.fdopen(fd, "rb" if readonly else "ab")
     flags = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if blocking else fcntl.LOCK_NB)
     try:
         fcntl.flock(handle.fileno(), flags)
@@ -501,6 +540,11 @@ def _export(source: Any, partial: Path, target_key: DatabaseKey | None) -> tuple
     """Copy every table, index, trigger and the schema version into ``partial``."""
     if partial.exists():
         shred(partial)
+    from assistant.core.files import create_private
+
+    # Created private first: SQLite would make it 0644 under the usual umask, and the
+    # converted file becomes the database.
+    create_private(partial)
     secret = target_key.secret if target_key else ""
     if target_key is not None:
         key_statement(secret)  # the same checks as PRAGMA key (empty, NUL)

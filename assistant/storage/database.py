@@ -9,7 +9,10 @@ instant leaves either both or neither.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import sqlite_utils
 
 from assistant.core.errors import EnclaveError
+from assistant.core.files import create_private
 from assistant.retrieval.location import describe
 from assistant.storage import crypt
 
@@ -34,6 +38,24 @@ class StoreError(EnclaveError):
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _busy(path: Path) -> StoreError:
+    return StoreError(
+        f"The database {path} stayed busy for {crypt.BUSY_TIMEOUT_S:.0f} s: another Enclave process kept writing.",
+        "Wait for the other window or command (an indexing run, say) to finish, then try again; "
+        "nothing already saved was lost.",
+    )
+
+
+def writable(path: Path) -> bool:
+    """Whether this process can write the database (and create its -wal and lock files)."""
+    folder = path.parent
+    if not folder.exists():
+        return writable(folder) if folder.parent != folder else False
+    if path.exists() and not os.access(path, os.W_OK):
+        return False
+    return os.access(folder, os.W_OK | os.X_OK)
 
 
 # --------------------------------------------------------------------------- migrations
@@ -170,7 +192,53 @@ def _m4_edge(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_conversations, _m2_audit, _m3_documents, _m4_edge]
+def _m5_grounding(db: sqlite_utils.Database) -> None:
+    """Grounded answers (issue 13): a document's title and the parser version that read
+    it (older ones are re-read on the next sync); a passage's printed page label and
+    its line map (JSON: the source lines of each line of its text), so a quoted
+    sentence can be located exactly."""
+    db.execute("alter table documents add column title text")
+    db.execute("alter table documents add column parser_version integer not null default 1")
+    db.execute("alter table chunks add column page_label text")
+    db.execute("alter table chunks add column line_map text")
+
+
+def _m6_audit_mac(db: sqlite_utils.Database) -> None:
+    """Audit entries carry an HMAC under a key kept outside the database (see storage/audit.py);
+    entries written before this step keep a NULL ``mac`` and are sealed by the first keyed one."""
+    db.execute("alter table audit add column mac text")
+
+
+def _m7_conversation_state(db: sqlite_utils.Database) -> None:
+    """What a conversation is set to, so that `--continue` brings it back as it was left:
+    its documents (JSON: null = off, [] = every collection, or the names) and its
+    sampling (JSON: temperature, repetition_penalty)."""
+    db.execute("alter table conversations add column documents text")
+    db.execute("alter table conversations add column options text")
+
+
+def _m8_documents_at_scale(db: sqlite_utils.Database) -> None:
+    """Growing passage ids, vectors per space, the collection inside the FTS5 index,
+    derived index files and background work (assistant/storage/scale_schema.py)."""
+    from assistant.storage import scale_schema
+
+    scale_schema.migrate(db)
+
+
+# New steps go at the end; a released step is never edited.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _m1_conversations,
+    _m2_audit,
+    _m3_documents,
+    _m4_edge,
+    _m5_grounding,
+    _m6_audit_mac,
+    _m7_conversation_state,
+    _m8_documents_at_scale,
+]
+
+#: Conversation columns stored as JSON.
+_JSON_COLUMNS = ("documents", "options")
 
 
 @dataclass
@@ -212,31 +280,76 @@ class StoredMessage:
 
 
 class Store:
-    """The database. Safe to share between threads (one lock around each operation).
+    """The database. Safe to share between threads (one lock around each operation) and
+    between processes (a TUI, a `chat` and a `docs add` on one home at once).
 
     ``key`` opens (or creates) it encrypted with SQLCipher; None is plaintext.
-    Front ends call :meth:`open`, which checks the file against the settings and
-    finds the key.
+    ``readonly`` opens it without writing anything (no lock file, no WAL switch, no
+    migration): commands that only read use it on a read-only home. Front ends call
+    :meth:`open`, which checks the file against the settings and finds the key.
+
+    Concurrency: every write is one :meth:`transaction`, begun with ``BEGIN IMMEDIATE``.
+    A deferred ``BEGIN`` that reads before it writes (every turn does: the next
+    ``seq``) fails at once with ``SQLITE_BUSY_SNAPSHOT`` when another process
+    committed meanwhile, and SQLite's busy timeout does not apply to that case;
+    taking the write lock first makes the second writer wait its turn instead
+    (up to :data:`~assistant.storage.crypt.BUSY_TIMEOUT_S`). Readers never wait (WAL).
     """
 
-    def __init__(self, path: Path, key: crypt.DatabaseKey | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        key: crypt.DatabaseKey | None = None,
+        *,
+        readonly: bool = False,
+        config_dir: Path | None = None,
+    ) -> None:
         self.path = path
         self.encrypted = key is not None
+        #: Kept for the background embedder, which gets it over a pipe (assistant/retrieval/backfill.py).
+        self.key = key
+        self.readonly = readonly
+        #: Where the audit log keeps its key and counter (outside the data directory).
+        self.config_dir = config_dir
         self._lock = threading.RLock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Shared while open: `enclave init --encrypt` converts only when no one holds it.
-        self._file_lock = crypt.open_lock(path, exclusive=False)
         try:
-            crypt.remove_leftovers(path)
-            conn = crypt.connect(path, key)
+            if not readonly:
+                # Private from the first byte: SQLite gives the -wal and -shm files the
+                # database file's mode, so creating it 0600 makes all three private.
+                create_private(path)
+            # Shared while open: `enclave init --encrypt` converts only when no one holds it.
+            self._file_lock = crypt.open_lock(path, exclusive=False, readonly=readonly)
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            raise StoreError(
+                f"The data directory {path.parent} cannot be written ({exc.strerror}), so this command, "
+                "which saves or records something, cannot run.",
+                "Commands that only read still work here (history list/show/search, audit verify/list, "
+                "docs list/status/search, models list/verify, config show, doctor); "
+                "run this one where the data directory is writable.",
+            ) from exc
+        try:
+            if not readonly:
+                crypt.remove_leftovers(path)
+            conn = crypt.connect(path, key, readonly=readonly)
             self.db = sqlite_utils.Database(conn)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
+            if readonly:
+                self.db.execute("PRAGMA query_only=ON")
+            else:
+                self._use_wal()
+                self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
             # Deleted text is overwritten, not left in free pages.
             self.db.execute("PRAGMA secure_delete=ON")
-            self._migrate()
+            if readonly:
+                self._check_current()
+            else:
+                self._migrate()
         except crypt.EncryptionError:
+            crypt.release(self._file_lock)
+            raise
+        except StoreError:
             crypt.release(self._file_lock)
             raise
         except crypt.DATABASE_ERRORS as exc:
@@ -250,47 +363,122 @@ class Store:
             ) from exc
 
     @classmethod
-    def open(cls, settings: Settings, *, interactive: bool | None = None) -> Store:
+    def open(cls, settings: Settings, *, interactive: bool | None = None, write: bool = True) -> Store:
         """The database the settings name, encrypted or not as ``settings.encrypt`` says.
 
         The key comes from ``ENCLAVE_DB_KEY``, the system keyring, or (``interactive``,
         default: stdin is a terminal) a hidden prompt. Raises
         :class:`~assistant.storage.crypt.EncryptionError` when the file and the setting disagree
-        or the key is missing or wrong.
+        or the key is missing or wrong. ``write=False`` is for commands that only read:
+        where the home cannot be written (a read-only disk or folder) the database is
+        opened read-only instead of failing.
         """
         path = settings.locations.database
-        return cls(path, crypt.key_for(path, settings.encrypt, interactive=interactive))
+        key = crypt.key_for(path, settings.encrypt, interactive=interactive)
+        readonly = not write and not writable(path)
+        if readonly and not path.is_file():
+            raise StoreError(
+                f"There is no database at {path} yet, and its folder cannot be written.",
+                "Run Enclave once where the data directory is writable, or point ENCLAVE_HOME elsewhere.",
+            )
+        return cls(path, key, readonly=readonly, config_dir=settings.locations.config)
 
     # -- schema
     @property
     def version(self) -> int:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
+    def _use_wal(self) -> None:
+        """Switch to WAL once, when the database is new; several processes may race here.
+
+        Changing the journal mode needs the database to itself, and SQLite answers
+        "database is locked" at once (no busy wait) while another connection reads it:
+        retried until the busy timeout. Already in WAL, this is one read.
+        """
+        deadline = time.monotonic() + crypt.BUSY_TIMEOUT_S
+        delay = 0.005
+        while True:
+            mode = str(self.db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            if mode == "wal":
+                return
+            try:
+                mode = str(self.db.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+            except crypt.OPERATIONAL_ERRORS as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+            if mode == "wal":
+                return
+            if time.monotonic() > deadline:
+                raise _busy(self.path)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
     def _migrate(self) -> None:
-        with self._lock:
+        """Bring the schema up to date: one process migrates (inside ``BEGIN IMMEDIATE``),
+        any other opening the file meanwhile waits for it and then finds nothing to do."""
+        if self.version >= len(MIGRATIONS):
+            return
+        with self.transaction():
             for number, step in enumerate(MIGRATIONS, start=1):
-                if self.version >= number:
+                if self.version >= number:  # read again under the write lock
                     continue
-                with self.db.atomic():
-                    step(self.db)
-                    self.db.execute(f"PRAGMA user_version = {number}")
+                step(self.db)
+                self.db.execute(f"PRAGMA user_version = {number}")
+
+    def _check_current(self) -> None:
+        if self.version < len(MIGRATIONS):
+            raise StoreError(
+                f"The database {self.path} was written by an older Enclave and needs an upgrade, "
+                "but it is opened read-only.",
+                "Run any Enclave command once where the data directory is writable; it upgrades itself.",
+            )
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
+        """One write transaction: all of it is committed, or none of it.
+
+        Begun with ``BEGIN IMMEDIATE`` (see the class docstring); a transaction inside
+        another is a savepoint of the outer one.
+        """
         with self._lock:
-            try:
+            conn = self.db.conn
+            if conn.in_transaction:
                 with self.db.atomic():
                     yield self.db
+                return
+            if self.readonly:
+                raise StoreError(
+                    f"The database {self.path} is open read-only (its folder cannot be written), "
+                    "so nothing can be saved.",
+                    "Run this where the data directory is writable.",
+                )
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.db
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
             except crypt.INTEGRITY_ERRORS as exc:
                 raise StoreError(
                     f"Could not save: {exc} (the conversation may have been deleted meanwhile).",
                     "Start a new conversation; nothing else was changed.",
                 ) from exc
             except crypt.OPERATIONAL_ERRORS as exc:
-                if "disk" in str(exc).lower() or "full" in str(exc).lower():
+                text = str(exc).lower()
+                if "disk" in text or "full" in text:
                     raise StoreError(
                         f"Could not save to {self.path}: {exc}.",
                         "Free some disk space; nothing already saved was lost.",
+                    ) from exc
+                if "locked" in text or "busy" in text:
+                    raise _busy(self.path) from exc
+                if "readonly" in text or "read-only" in text:
+                    raise StoreError(
+                        f"Could not save to {self.path}: the file or its folder is read-only.",
+                        "Check the permissions of the data directory; nothing already saved was lost.",
                     ) from exc
                 raise
 
@@ -327,7 +515,28 @@ class Store:
             raise EnclaveError(
                 f"There is no conversation {conversation_id}.", "See `enclave history list` for the ones you have."
             )
-        return rows[0]
+        row = rows[0]
+        for column in _JSON_COLUMNS:
+            row[column] = json.loads(row[column]) if row.get(column) else None
+        return row
+
+    def update_conversation(
+        self,
+        conversation_id: int,
+        *,
+        system_prompt: str | None = None,
+        documents: list[str] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        """Save what a conversation is set to: its system prompt, its documents (None:
+        off, []: every collection) and its sampling options."""
+        values: dict[str, Any] = {"documents": None if documents is None else json.dumps(documents)}
+        if system_prompt is not None:
+            values["system_prompt"] = system_prompt
+        if options is not None:
+            values["options"] = json.dumps(options)
+        with self.transaction() as db:
+            db.table("conversations").update(conversation_id, values)
 
     def latest_conversation(self) -> int | None:
         with self._lock:
@@ -336,7 +545,7 @@ class Store:
 
     def list_conversations(self, limit: int = 50) -> list[dict[str, Any]]:
         with self._lock:
-            return list(
+            rows = list(
                 self.db.query(
                     "select c.*, (select count(*) from messages m where m.conversation_id = c.id) as messages, "
                     "(select content from messages m where m.conversation_id = c.id order by seq limit 1) as first "
@@ -344,6 +553,10 @@ class Store:
                     [limit],
                 )
             )
+        for row in rows:
+            for column in _JSON_COLUMNS:
+                row[column] = json.loads(row[column]) if row.get(column) else None
+        return rows
 
     def rename(self, conversation_id: int, title: str) -> None:
         self.conversation(conversation_id)
@@ -383,9 +596,24 @@ class Store:
         usage: dict[str, Any] | None,
         context: dict[str, Any] | None,
         citations: list[dict[str, Any]] | None = None,
+        title: str | None = None,
+        replace_last: bool = False,
     ) -> tuple[int, int]:
-        """Store one exchange atomically; returns the two message ids."""
+        """Store one exchange atomically; returns the two message ids. ``title`` names a
+        conversation that has none yet; ``replace_last`` deletes the last exchange in the
+        same transaction (an answer retried, a message edited)."""
         with self.transaction() as db:
+            if replace_last:
+                last = [
+                    int(r[0])
+                    for r in db.execute(
+                        "select id from messages where conversation_id = ? order by seq desc limit 2", [conversation_id]
+                    ).fetchall()
+                ]
+                if last:
+                    marks = ",".join("?" * len(last))
+                    db.execute(f"delete from context_events where message_id in ({marks})", last)
+                    db.execute(f"delete from messages where id in ({marks})", last)
             row = db.execute(
                 "select coalesce(max(seq), -1) from messages where conversation_id = ?", [conversation_id]
             ).fetchone()
@@ -422,10 +650,9 @@ class Store:
                         "detail": json.dumps(drop),
                     }
                 )
-            title = db.execute("select title from conversations where id = ?", [conversation_id]).fetchone()[0]
             update: dict[str, Any] = {"updated_at": now}
-            if not title:
-                update["title"] = " ".join(user.split())[:60]
+            if not db.execute("select title from conversations where id = ?", [conversation_id]).fetchone()[0]:
+                update["title"] = title if title is not None else " ".join(user.split())[:60]
             db.table("conversations").update(conversation_id, update)
             return int(user_id), int(answer_id)  # type: ignore[arg-type]
 
@@ -436,7 +663,16 @@ class Store:
             )
 
     def search(self, text: str, limit: int = 20) -> list[dict[str, Any]]:
-        """Full-text search (FTS5, BM25) over every message."""
+        """Full-text search (FTS5, BM25) over every message; any text is a safe query.
+
+        Each word is quoted as an FTS5 string (``"`` doubled inside), so quotes,
+        ``NEAR(``, ``*``, ``-`` and ``AND`` are searched for, never parsed as syntax; a
+        piece with no letter or digit is left out (the tokenizer would drop it anyway,
+        and an empty phrase is a syntax error in FTS5)."""
+        words = [w for w in text.split() if re.search(r"\w", w)]
+        if not words:
+            return []
+        query = " ".join('"' + w.replace('"', '""') + '"' for w in words)
         with self._lock:
             return list(
                 self.db.query(
@@ -445,7 +681,7 @@ class Store:
                     "from messages_fts join messages m on m.rowid = messages_fts.rowid "
                     "join conversations c on c.id = m.conversation_id "
                     "where messages_fts match ? order by rank limit ?",
-                    [self.db.quote_fts(text), limit],
+                    [query, limit],
                 )
             )
 
@@ -475,8 +711,14 @@ class Store:
                 lines.append(f"*{m.model} · {m.engine} · {where} · sha256 {sha}… · {m.created_at}*")
                 lines.append("")
                 for c in m.citations or []:
-                    where = describe(c["path"], c.get("page"), c["line_start"], c["line_end"], c.get("unit", "lines"))
-                    lines.append(f"- [{c['n']}] {where}")
+                    where = c.get("location") or describe(
+                        c["path"], c.get("page"), c["line_start"], c["line_end"], c.get("unit", "lines")
+                    )
+                    used = c.get("cited") or c.get("supports")
+                    lines.append(f"- [{c['n']}] {where}{'' if used else ' (given, not used)'}")
+                    if used and c.get("text"):
+                        # The passage as it was quoted, so the export stands on its own.
+                        lines.extend("  > " + line if line else "  >" for line in str(c["text"]).splitlines())
                 if m.citations:
                     lines.append("")
         return "\n".join(lines)

@@ -133,22 +133,25 @@ def test_add_rejects_a_corrupt_model_and_leaves_nothing_registered(enclave_home:
 
 
 def test_remove_unregisters_but_keeps_user_files(home: Path, tiny_dir: Path) -> None:
-    out = enclave("models", "remove", "tiny", home=home).stdout
+    out = enclave("models", "remove", "tiny", home=home).stdout  # a model you added: unregistered without asking
     assert "unregistered" in out
     assert (tiny_dir / "model.onnx").exists()
     assert json.loads(enclave("models", "list", "--json", home=home).stdout)["installed"] == []
 
 
 def test_every_command_has_help_and_is_in_the_readme() -> None:
-    from click import Group
+    from click import Command, Context, Group
 
     from assistant.cli.root import main
 
     readme = (ROOT / "README.md").read_text()
 
-    def walk(group: Group, prefix: str) -> list[tuple[str, object]]:
-        found = []
-        for name, command in group.commands.items():
+    def walk(group: Group, prefix: str) -> list[tuple[str, Command]]:
+        found: list[tuple[str, Command]] = []
+        ctx = Context(group)
+        for name in group.list_commands(ctx):  # the root group imports its commands on demand
+            command = group.get_command(ctx, name)
+            assert command is not None, name
             path = f"{prefix} {name}"
             found.append((path, command))
             if isinstance(command, Group):
@@ -158,3 +161,9 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
     for path, command in walk(main, "enclave"):
         assert (command.help or "").strip(), f"{path} has no help text"
         assert f"`{path}" in readme, f"{path} is not documented in README.md"
+
+
+def test_a_window_below_the_models_says_how_far_ctx_can_go(home: Path) -> None:
+    proc = enclave("ask", "-m", "tiny", "--ctx", "256", "pump valve seal " * 200, home=home, check=False)
+    assert proc.returncode == 1
+    assert "Or raise --ctx: this model allows up to 1,024 tokens." in proc.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.storage.database import Store
+from assistant.storage.database import Store, StoredMessage
 from tests.cli.test_cli import enclave
 from tests.fake_openai import FakeOpenAI
 
@@ -32,7 +32,7 @@ def home(enclave_home: Path, tiny_dir: Path) -> Path:
     return enclave_home
 
 
-def _answers(home: Path) -> list[object]:
+def _answers(home: Path) -> list[StoredMessage]:
     store = Store(home / "data" / "enclave.db")
     conv = store.latest_conversation()
     assert conv is not None
@@ -58,7 +58,7 @@ def test_ask_cloud_with_consent_flag_previews_sends_and_records(
     assert req.headers["authorization"] == "Bearer sk-from-env"
     assert req.body["messages"][-1]["content"] == "Write to [email] please"
     (answer,) = _answers(home)
-    assert answer.where_ran == f"cloud:{server.label}" and answer.engine == "cloud"  # type: ignore[attr-defined]
+    assert answer.where_ran == f"cloud:{server.label}" and answer.engine == "cloud"
     shown = enclave("history", "show", str(Store(home / "data" / "enclave.db").latest_conversation()), home=home)
     assert f"cloud:{server.label}" in shown.stdout and "bob@example.com" in shown.stdout
     assert _audit_kinds(home) == ["cloud_enabled", "cloud_egress", "cloud_disabled"]
@@ -71,7 +71,7 @@ def test_ask_cloud_without_consent_sends_nothing_and_answers_locally(home: Path,
     assert "not sent" in proc.stderr and "--yes-cloud" in proc.stderr
     assert "Answering on this device instead." in proc.stderr
     (answer,) = _answers(home)
-    assert answer.where_ran == "local"  # type: ignore[attr-defined]
+    assert answer.where_ran == "local"
     assert "cloud_refused" in _audit_kinds(home)
 
 
@@ -85,7 +85,7 @@ def test_chat_switches_cloud_on_and_off_per_line(home: Path, server: FakeOpenAI)
     assert rows[0]["text"] == "Hello from the cloud." and rows[0]["engine"] == "cloud"
     assert len(server.requests) == 1
     assert "cloud: ON for this conversation" in proc.stderr and "cloud: off" in proc.stderr
-    assert [a.where_ran for a in _answers(home)] == [f"cloud:{server.label}", "local"]  # type: ignore[attr-defined]
+    assert [a.where_ran for a in _answers(home)] == [f"cloud:{server.label}", "local"]
     assert _audit_kinds(home) == ["cloud_enabled", "cloud_egress", "cloud_disabled"]
 
 
@@ -99,7 +99,7 @@ def test_a_local_failure_offers_the_cloud_and_refusing_keeps_the_local_error(hom
     accepted = enclave(*args, "--yes-cloud", question, home=home)
     assert accepted.stdout == "Hello from the cloud.\n" and len(server.requests) == 1
     (answer,) = _answers(home)
-    assert answer.where_ran == f"cloud:{server.label}"  # type: ignore[attr-defined]
+    assert answer.where_ran == f"cloud:{server.label}"
 
 
 def test_without_cloud_configured_the_local_error_stays_as_it_is(home: Path) -> None:
@@ -142,7 +142,7 @@ def test_a_model_that_cannot_load_offers_the_cloud_for_each_turn(
     assert "does not match its manifest" in proc.stderr
     assert "Send this turn to" in proc.stderr and proc.stdout == "Hello from the cloud.\n"
     (answer,) = _answers(home)
-    assert answer.where_ran == f"cloud:{server.label}"  # type: ignore[attr-defined]
+    assert answer.where_ran == f"cloud:{server.label}"
     refused = enclave("ask", "-m", "tiny", "hello", home=home, check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "not sent" in refused.stderr and len(server.requests) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from assistant.core.settings import Settings
 from tests.cli.test_cli import ROOT, enclave
 
 
@@ -34,7 +36,14 @@ def test_docs_add_list_status_search_remove(enclave_home: Path, folder: Path) ->
     report = json.loads(out.stdout)
     assert (report["files_indexed"], report["collection"]) == (2, "manuals")
     assert report["skipped"] == [{"path": str(folder / "junk.txt"), "reason": "binary content (NUL bytes), not text"}]
-    assert "indexing: 3/3 files" in out.stderr  # progress on stderr
+    # Progress on stderr only: JSON lines with --json (stdout is the report alone).
+    progress = [json.loads(line)["progress"] for line in out.stderr.splitlines() if line.startswith("{")]
+    last = progress[-1]
+    assert (last["phase"], last["files_done"], last["files_total"], last["passages"]) == ("searchable", 3, 3, 3)
+    assert last["bytes_done"] == last["bytes_total"] > 0
+    plain = enclave("docs", "add", str(folder), "-c", "again", home=enclave_home)
+    assert "searchable: 3/3 files" in plain.stderr and "3 passages" in plain.stderr
+    enclave("docs", "remove", "again", "--yes", home=enclave_home)
 
     listed = json.loads(enclave("docs", "list", "--json", home=enclave_home).stdout)
     assert [(c["name"], c["files"], c["skipped"]) for c in listed] == [("manuals", 2, 1)]
@@ -51,7 +60,7 @@ def test_docs_add_list_status_search_remove(enclave_home: Path, folder: Path) ->
     # Rows in the database match; an audit entry was written.
     db = sqlite3.connect(enclave_home / "data" / "enclave.db")
     assert db.execute("select count(*) from documents").fetchone()[0] == 2
-    assert db.execute("select count(*) from audit where kind = 'documents_indexed'").fetchone()[0] == 1
+    assert db.execute("select count(*) from audit where kind = 'documents_indexed'").fetchone()[0] == 2
 
     removed = enclave("docs", "remove", "manuals", "--yes", home=enclave_home)
     assert "Removed 2 documents" in removed.stdout
@@ -151,17 +160,53 @@ def test_a_long_skip_list_is_summarised(enclave_home: Path, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_first_docs_add_builds_the_embedding_model(enclave_home: Path, folder: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_first_docs_add_builds_the_embedding_model(enclave_home: Path, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENCLAVE_DOCS_BUILD_EMBEDDER", "true")
-    out = enclave("docs", "add", str(folder), "--json", home=enclave_home, timeout=600)
+    out = enclave("docs", "add", str(folder), "--wait", "--json", home=enclave_home, timeout=600)
     assert "Building the embedding model for document search" in out.stderr
     report = json.loads(out.stdout)
-    assert report["vector_search"] is True and report["vectors"] == 0  # embedded while indexing
+    # Cheap vectors while indexing; --wait filled the MiniLM ones before returning.
+    assert report["vector_search"] is True and report["vectors"] == report["chunks"] > 0
+    assert report["vectors_status"]["minilm"] == report["chunks"]
     status = json.loads(enclave("docs", "status", "--json", home=enclave_home).stdout)
     assert status["vector_search"] is True
     hits = json.loads(
-        enclave("docs", "search", "how to zero the gauge", "--mode", "vector", "--json", home=enclave_home).stdout
+        enclave(
+            "docs", "search", "how to zero the gauge", "--mode", "vector", "--best", "--json", home=enclave_home
+        ).stdout
     )
     assert Path(hits[0]["path"]).name == "pump.md" and hits[0]["similarity"] > 0.3
     again = enclave("docs", "add", str(folder), home=enclave_home)
     assert "Building" not in again.stderr  # once
+
+
+def test_an_embedder_built_before_cheap_vectors_is_named_with_the_fix(
+    enclave_home: Path, settings: Settings, tiny_embedder: Path, folder: Path
+) -> None:
+    """A MiniLM build from an older Enclave has no static table: `docs add` says search is
+    by keywords until the background is done, and how to get the cheap vectors."""
+    from assistant.catalog.manifests import MANIFEST_NAME, Catalog
+    from assistant.retrieval.embed import EMBEDDER_NAME, embedder_folder
+
+    installed = embedder_folder(settings)
+    shutil.copytree(tiny_embedder, installed)
+    for name in ("static-vectors.npy", "static.json"):
+        (installed / name).unlink()
+    info = json.loads((installed / MANIFEST_NAME).read_text())
+    for key in ("name", "engine", "files", "sha256"):
+        info.pop(key)
+    Catalog(settings).write_manifest(EMBEDDER_NAME, "onnx", installed, info)
+
+    out = enclave("docs", "add", str(folder), "-c", "old", home=enclave_home)
+    assert "searchable now (keywords); MiniLM vectors 0 of 3 passages" in out.stdout
+    assert "no cheap vectors" in out.stderr and "enclave models build all-minilm-l6-v2 --force" in out.stderr
+    status = enclave("docs", "status", "old", home=enclave_home).stdout
+    assert "cheap vectors for 0" in status
+
+
+def test_a_current_embedder_gives_cheap_vectors_at_once(
+    enclave_home: Path, tiny_embedder_installed: Path, folder: Path
+) -> None:
+    out = enclave("docs", "add", str(folder), "-c", "new", home=enclave_home)
+    assert "searchable now (keywords + cheap vectors)" in out.stdout and "no cheap vectors" not in out.stderr
+    assert "cheap vectors for 3" in enclave("docs", "status", "new", home=enclave_home).stdout

@@ -88,6 +88,25 @@ def test_bundle_install_rollback(home: Path, tmp_path: Path) -> None:
     assert enclave("audit", "verify", home=home).returncode == 0
 
 
+def test_an_expired_release_and_one_for_a_newer_enclave_are_refused(home: Path, tmp_path: Path) -> None:
+    expired, future = tmp_path / "expired.bundle", tmp_path / "future.bundle"
+    enclave("models", "bundle", "tiny", "--version", "1", "-o", str(expired), "--expires", "2000-01-01", home=home)
+    enclave("models", "bundle", "tiny", "--version", "2", "-o", str(future), "--min-enclave", "999.0", home=home)
+    before = enclave("models", "list", "--json", home=home).stdout
+    refused = enclave("models", "install", str(expired), home=home, check=False)
+    assert refused.returncode == 1 and "This release expired on 2000-01-01." in refused.stderr, refused.stderr
+    newer = enclave("models", "install", str(future), home=home, check=False)
+    assert newer.returncode == 1 and "This release needs Enclave 999.0 or newer" in newer.stderr, newer.stderr
+    assert "Traceback" not in refused.stderr + newer.stderr
+    assert enclave("models", "list", "--json", home=home).stdout == before  # nothing was installed
+    kinds = _audit_kinds(home)
+    assert "model_install" not in kinds and kinds.count("model_install_refused") == 2
+    # A release that expires in the future installs.
+    fine = tmp_path / "fine.bundle"
+    enclave("models", "bundle", "tiny", "--version", "3", "-o", str(fine), "--expires", "2999-12-31", home=home)
+    assert json.loads(enclave("models", "install", str(fine), "--json", home=home).stdout)["version"] == 3
+
+
 def test_drift_on_an_altered_model_blocks_install_unless_accepted(home: Path, tiny_dir: Path, tmp_path: Path) -> None:
     v1, v2 = tmp_path / "tiny-v1.bundle", tmp_path / "tiny-v2.bundle"
     enclave("models", "bundle", "tiny", "--version", "1", "-o", str(v1), home=home)
@@ -204,4 +223,4 @@ def test_device_gpu_falls_back_for_litert_too(enclave_home: Path, tmp_path: Path
 def test_a_bad_power_setting_is_one_clear_error(home: Path) -> None:
     (home / "config" / "config.toml").write_text('power = "turbo"\n')
     proc = enclave("doctor", "--hardware", home=home, check=False)
-    assert proc.returncode == 1 and "Setting 'power' has an invalid value 'turbo'" in proc.stderr
+    assert proc.returncode == 1 and "power = 'turbo'" in proc.stderr and "auto, saver, performance" in proc.stderr

@@ -20,13 +20,20 @@ PASSPHRASE = "river 'otter' lamp 42"
 
 
 def run(
-    *args: str, home: Path, key: str | None = None, stdin: str | None = None, check: bool = True, **env: str
+    *args: str,
+    home: Path,
+    key: str | None = None,
+    stdin: str | None = None,
+    check: bool = True,
+    extra: dict[str, str] | None = None,
+    **env: str,
 ) -> subprocess.CompletedProcess[str]:
     """`enclave ARGS` with its own home, no keyring but the test's, and ENCLAVE_DB_KEY only if given."""
     full = dict(os.environ, ENCLAVE_HOME=str(home), PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring")
     for name in ("ENCLAVE_DEBUG", crypt.KEY_ENV, "ENCLAVE_ENCRYPT"):
         full.pop(name, None)
     full.update(env)
+    full.update(extra or {})
     if key is not None:
         full[crypt.KEY_ENV] = key
     proc = subprocess.run(
@@ -71,7 +78,7 @@ def test_init_encrypt_converts_history_in_place(home: Path) -> None:
     _chat(home, "a second turn, encrypted", key=PASSPHRASE)
     # Running it again only confirms (and keeps the setting); the reverse stores plaintext again.
     assert "Already encrypted" in run("init", "--encrypt", home=home, key=PASSPHRASE).stderr
-    proc = run("init", "--decrypt", home=home, key=PASSPHRASE)
+    proc = run("init", "--decrypt", "--yes", home=home, key=PASSPHRASE)
     assert "plaintext" in proc.stderr and "Decrypted" in proc.stderr
     assert config.read_text().endswith("encrypt = false\n")
     with sqlite3.connect(db) as conn:
@@ -138,12 +145,12 @@ def test_doctor_reports_encryption_and_key_source_never_the_key(home: Path) -> N
 
 def test_keyring_holds_the_key_when_asked(home: Path, tmp_path: Path) -> None:
     ring = {"PYTHON_KEYRING_BACKEND": "tests.keyring_backend.FileKeyring", "ENCLAVE_TEST_KEYRING": str(tmp_path / "k")}
-    proc = run("init", "--encrypt", "--store-key", home=home, key=PASSPHRASE, **ring)
+    proc = run("init", "--encrypt", "--store-key", home=home, key=PASSPHRASE, extra=ring)
     assert "stored in the system keyring (tests.keyring_backend.FileKeyring)" in proc.stderr
     # No ENCLAVE_DB_KEY now: the keyring opens it.
-    assert "No conversations yet." in run("history", "list", home=home, **ring).stdout
-    assert "key from the system keyring" in run("doctor", home=home, **ring).stdout
-    run("init", "--decrypt", home=home, **ring)
+    assert "No conversations yet." in run("history", "list", home=home, extra=ring).stdout
+    assert "key from the system keyring" in run("doctor", home=home, extra=ring).stdout
+    run("init", "--decrypt", "--yes", home=home, extra=ring)
     assert PASSPHRASE not in (tmp_path / "k").read_text()  # forgotten with the encryption
 
 
@@ -195,7 +202,7 @@ def test_passphrase_typed_twice_on_a_terminal_and_kept_in_the_keyring(home: Path
     assert PASSPHRASE not in shown  # hidden input: never echoed
     assert "Passphrase stored in the system keyring" in shown
     assert crypt.file_state(home / "data" / "enclave.db") == "encrypted"
-    assert "No conversations yet." in run("history", "list", home=home, **ring).stdout
+    assert "No conversations yet." in run("history", "list", home=home, extra=ring).stdout
     # Without the keyring, a terminal asks for it (hidden) instead.
     no_ring = {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
     shown = _terminal(["history", "list"], home, [("Passphrase for the encrypted database", PASSPHRASE)], no_ring)

@@ -58,7 +58,7 @@ def test_a_bad_bundle_is_a_message_not_a_dead_process(enclave_home: Path, tmp_pa
     proc = enclave("models", "add", str(bad), home=enclave_home, check=False)
     assert proc.returncode == 1, proc.stdout
     assert "Traceback" not in proc.stderr
-    assert "is not a valid LiteRT-LM bundle" in proc.stderr
+    assert "was refused" in proc.stderr and "nothing was registered" in proc.stderr
     assert json.loads(enclave("models", "list", "--json", home=enclave_home).stdout)["installed"] == []
 
 
@@ -77,4 +77,44 @@ def test_bench_compare_runs_every_engine_side_by_side(enclave_home: Path, tiny_d
         assert [t["turn"] for t in report["turns"]] == [1, 2]
         assert report["turns"][1]["prefilled_tokens"] < report["turns"][1]["prompt_tokens"]
     text = enclave("bench", "--compare", "-m", "pair", "--turns", "2", home=enclave_home).stdout
-    assert "litert" in text.splitlines()[1] and "onnx" in text.splitlines()[1]
+    assert any("litert" in line and "onnx" in line for line in text.splitlines()[:3])
+
+
+def test_bench_models_side_by_side_with_quality(enclave_home: Path, tiny_dir: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "gemma.litertlm"
+    shutil.copyfile(BUNDLE, bundle)
+    enclave("models", "add", str(bundle), "--name", "tiny-gemma", home=enclave_home)
+    enclave("models", "add", str(tiny_dir), "--name", "tiny", home=enclave_home)
+    proc = enclave("bench", "--models", "tiny@onnx,tiny-gemma", "--turns", "2", "--json", home=enclave_home)
+    reports = json.loads(proc.stdout)
+    assert [(r["model"], r["engine"]) for r in reports] == [("tiny", "onnx"), ("tiny-gemma", "litert")]
+    onnx, litert = (r["quality"] for r in reports)
+    assert onnx["perplexity"] > 1 and 0 < onnx["bits_per_byte"] < 20 and onnx["tokens"] > 100
+    assert litert["perplexity"] is None and "no token probabilities" in litert["perplexity_note"]
+    for quality in (onnx, litert):
+        assert quality["answers"] == 5 and 0 <= quality["answers_supported"] <= 5
+    assert "measuring tiny@onnx" in proc.stderr  # progress on stderr, one JSON document on stdout
+    text = enclave("bench", "--models", "tiny@onnx,tiny-gemma", "--turns", "2", home=enclave_home).stdout
+    assert "perplexity on GPL-3" in text and "answers supported by their source" in text and "n/a" in text
+    bad = enclave("bench", "--models", "tiny@nosuch", home=enclave_home, check=False)
+    assert bad.returncode == 1 and "Unknown engine 'nosuch'" in bad.stderr
+
+
+def test_bench_help_lists_only_options_that_apply() -> None:
+    from click.testing import CliRunner
+
+    from assistant.cli.root import main
+
+    text = CliRunner().invoke(main, ["bench", "--help"]).output
+    for applies in ("--model", "--engine", "--models", "--compare", "--quality", "--runs", "--turns", "--ctx"):
+        assert applies in text
+    for ignored in ("--persona", "--temperature", "--seed", "--no-save", "--context-policy"):
+        assert ignored not in text
+
+
+def test_a_fixed_window_is_named_instead_of_asking_to_raise_ctx(home: Path) -> None:
+    long = "pump valve seal " * 900
+    proc = enclave("ask", "-m", "tiny-gemma", "-e", "litert", "--ctx", "4096", long, home=home, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "window is fixed at 2,048 tokens, so --ctx 4,096 cannot raise it" in proc.stderr
+    assert "raise --ctx" not in proc.stderr

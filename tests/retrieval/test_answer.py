@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from assistant.app.turns import Assistant
+from assistant.app.turns import Assistant, Conversation
+from assistant.catalog.manifests import InstalledModel
 from assistant.core.errors import EnclaveError
+from assistant.core.settings import Settings
 from assistant.retrieval.answer import Passage, cited_numbers, evidence, render, supporting
 from assistant.retrieval.index import Hit, Library, fts_query
 from assistant.storage.audit import AuditLog
@@ -26,9 +28,14 @@ def manuals(tmp_path: Path) -> Path:
     return folder
 
 
-def open_conversation(settings, manuals: Path, window: int = 1024, max_tokens: int = 32):  # type: ignore[no-untyped-def]
+def open_conversation(
+    settings: Settings, manuals: Path, window: int = 1024, max_tokens: int = 32, mode: str = "free"
+) -> tuple[Assistant, Conversation]:
     # The tiny model's 320-token vocabulary spends ~3 tokens a word: 1024 is a small window for it.
-    assistant = Assistant(settings.__class__.load(model="tiny", max_tokens=max_tokens, context_window=window))
+    # These tests are about the model's part of an answer: mode free (quotes, then the model).
+    assistant = Assistant(
+        settings.__class__.load(model="tiny", max_tokens=max_tokens, context_window=window, docs_answer_mode=mode)
+    )
     conv = assistant.conversation("tiny")
     library = Library(assistant.store)
     library.add([manuals], "manuals")
@@ -36,11 +43,12 @@ def open_conversation(settings, manuals: Path, window: int = 1024, max_tokens: i
     return assistant, conv
 
 
-def test_answer_cites_passages_that_contain_the_answer(settings, tiny_installed, manuals: Path) -> None:  # type: ignore[no-untyped-def]
+def test_answer_cites_passages_that_contain_the_answer(settings: Settings, tiny_installed: InstalledModel, manuals: Path) -> None:
     assistant, conv = open_conversation(settings, manuals)
     result = conv.ask("How do I reset the pressure on the pump?")
     assert result.finish_reason in ("stop", "length")
     assert result.usage is not None and result.usage.prompt_tokens > 0
+    assert result.citations is not None
     first = result.citations[0]
     assert Path(first["path"]).name == "pump.md"
     lines = Path(first["path"]).read_text().splitlines()[first["line_start"] - 1 : first["line_end"]]
@@ -51,6 +59,7 @@ def test_answer_cites_passages_that_contain_the_answer(settings, tiny_installed,
     assert "[1] pump.md, lines 5–6" in sent and "Hold the red RESET button" in sent
     assert sent.endswith("Question: How do I reset the pressure on the pump?")
     # Stored: the user's own words, the answer with its citations, and an audit entry.
+    assert result.conversation_id is not None
     stored = assistant.store.messages(result.conversation_id)
     assert stored[0].content == "How do I reset the pressure on the pump?"
     assert stored[1].citations and stored[1].citations[0]["path"] == first["path"]
@@ -60,7 +69,7 @@ def test_answer_cites_passages_that_contain_the_answer(settings, tiny_installed,
     assistant.close()
 
 
-def test_weak_evidence_is_refused_without_running_the_model(settings, tiny_installed, manuals: Path) -> None:  # type: ignore[no-untyped-def]
+def test_weak_evidence_is_refused_without_running_the_model(settings: Settings, tiny_installed: InstalledModel, manuals: Path) -> None:
     assistant, conv = open_conversation(settings, manuals)
     result = conv.ask("Which wine goes with salmon?")
     assert result.finish_reason == "no-evidence"
@@ -70,7 +79,7 @@ def test_weak_evidence_is_refused_without_running_the_model(settings, tiny_insta
     assistant.close()
 
 
-def test_passages_shrink_to_fit_a_tight_window(settings, tiny_installed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_passages_shrink_to_fit_a_tight_window(settings: Settings, tiny_installed: InstalledModel, tmp_path: Path) -> None:
     folder = tmp_path / "long"
     folder.mkdir()
     for i in range(6):
@@ -79,7 +88,7 @@ def test_passages_shrink_to_fit_a_tight_window(settings, tiny_installed, tmp_pat
     assistant, conv = open_conversation(settings, folder, window=768)
     result = conv.ask("valve seal torque procedure")
     given = result.citations
-    assert 1 <= len(given) < 5
+    assert given is not None and 1 <= len(given) < 5
     assert any("did not fit" in n or "shortened" in n for n in result.notices)
     plan = result.context
     assert plan is not None and plan.used + plan.reserve <= plan.window
@@ -91,7 +100,7 @@ def test_passages_shrink_to_fit_a_tight_window(settings, tiny_installed, tmp_pat
     assistant.close()
 
 
-def test_chat_keeps_sources_in_the_cache_prefix(settings, tiny_installed, manuals: Path) -> None:  # type: ignore[no-untyped-def]
+def test_chat_keeps_sources_in_the_cache_prefix(settings: Settings, tiny_installed: InstalledModel, manuals: Path) -> None:
     assistant, conv = open_conversation(settings, manuals, window=2048, max_tokens=8)
     conv.ask("How do I reset the pressure on the pump?")
     second = conv.ask("What does fault E14 mean?")
@@ -110,7 +119,8 @@ def test_citation_numbers_and_support() -> None:
     assert supporting("You hold the red RESET button for five seconds.", passages) == {1: 1}
     assert supporting("The sky is blue and wide today.", passages) == {}
     # Numbers must match: the right words with the wrong figure support nothing.
-    assert supporting("You hold the red RESET button for 5 seconds.", passages) == {}
+    assert supporting("You hold the red RESET button for 15 seconds.", passages) == {}
+    assert supporting("You hold the red RESET button for 5 seconds.", passages) == {1: 1}  # five is 5
     figures = Hit(2, "/n.md", None, 1, 1, "", "Deflection of the AR-110 belt should be 10 mm.", 0.1)
     other = Hit(3, "/o.md", None, 1, 1, "", "Deflection of the AR-220 belt should be 4 mm.", 0.1)
     both = [Passage(1, figures, figures.text), Passage(2, other, other.text)]
@@ -131,7 +141,7 @@ def test_evidence_thresholds() -> None:
 @pytest.mark.parametrize(
     "text", ['pump "pressure', "NEAR(a b)", "a AND OR NOT", "*", "col:umn", "ünïcode wörds", "'; drop table"]
 )
-def test_fts_query_never_breaks_on_user_text(settings, text: str, manuals: Path) -> None:  # type: ignore[no-untyped-def]
+def test_fts_query_never_breaks_on_user_text(settings: Settings, text: str, manuals: Path) -> None:
     from assistant.storage.database import Store
 
     library = Library(Store(settings.locations.database))
@@ -141,9 +151,10 @@ def test_fts_query_never_breaks_on_user_text(settings, text: str, manuals: Path)
     assert fts_query("the pump") == '"pump"'
 
 
-def test_an_answer_no_source_supports_gets_a_notice(settings, tiny_installed, manuals: Path) -> None:  # type: ignore[no-untyped-def]
+def test_an_answer_no_source_supports_gets_a_notice(settings: Settings, tiny_installed: InstalledModel, manuals: Path) -> None:
     assistant, conv = open_conversation(settings, manuals)
     result = conv.ask("How do I reset the pressure on the pump?")  # the tiny model answers noise
-    assert result.citations and not any(c["supports"] for c in result.citations)
-    assert any("check it against them" in n for n in result.notices)
+    model = [s for s in result.answer_sentences if s.kind == "model"]
+    assert model and all(s.source is None for s in model)
+    assert any("not found in the sources" in n for n in result.notices)
     assistant.close()

@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ROOT / "scripts"
-sys.path.insert(0, str(SCRIPTS))
+CORPUS_SCRIPT = ROOT / "tests" / "data" / "retrieval_corpus.py"
 
-from retrieval_corpus import (  # noqa: E402
+from tests.data.retrieval_corpus import (  # noqa: E402
     QUESTIONS_FILE,
     CorpusError,
     load_questions,
@@ -44,7 +43,7 @@ def _files(root: Path) -> dict[str, bytes]:
 def _generate(out: Path, hash_seed: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, str(SCRIPTS / "retrieval_corpus.py"), str(out)],
+        [sys.executable, str(CORPUS_SCRIPT), str(out)],
         env=env,
         capture_output=True,
         text=True,

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from assistant.core.errors import BuildError, EnclaveError, ModelCorrupt
+from assistant.core.settings import Settings
 from assistant.retrieval.embed import EMBEDDER_NAME, Embedder, embedder_folder, load_embedder
 from tests.cli.test_cli import enclave
 
@@ -29,7 +31,7 @@ REBUILD = f"enclave models build {EMBEDDER_NAME} --force"
 
 
 @pytest.fixture
-def embedder(tiny_embedder: Path):  # type: ignore[no-untyped-def]
+def embedder(tiny_embedder: Path) -> Iterator[Embedder]:
     with Embedder(tiny_embedder, threads=1) as loaded:
         yield loaded
 
@@ -114,11 +116,11 @@ def test_closed_embedder_says_so(embedder: Embedder) -> None:
 
 
 # --------------------------------------------------------------------------- installed
-def test_load_embedder_is_none_until_the_model_is_built(settings) -> None:  # type: ignore[no-untyped-def]
+def test_load_embedder_is_none_until_the_model_is_built(settings: Settings) -> None:
     assert load_embedder(settings) is None
 
 
-def test_load_embedder_checks_the_installed_folder(settings, tiny_embedder_installed: Path) -> None:  # type: ignore[no-untyped-def]
+def test_load_embedder_checks_the_installed_folder(settings: Settings, tiny_embedder_installed: Path) -> None:
     assert tiny_embedder_installed == embedder_folder(settings)
     loaded = load_embedder(settings)
     assert loaded is not None
@@ -144,7 +146,7 @@ def test_missing_weights_package_names_the_pip_command() -> None:
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs the build extra")
-def test_build_converts_installs_and_reports_steps(settings, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_build_converts_installs_and_reports_steps(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole build pipeline (child process, check, manifest, one rename) on tiny weights."""
     from assistant.catalog.convert import embedder as build_module
     from assistant.catalog.convert.recipes import Step
@@ -172,7 +174,7 @@ def test_build_converts_installs_and_reports_steps(settings, tmp_path: Path, mon
     assert any("check: cosine with PyTorch" in s.detail for s in steps)
     assert model.path == embedder_folder(settings) and model.kind == "embedding"
     assert sorted(p.name for p in model.path.iterdir()) == sorted(
-        ["embedder.json", "enclave-manifest.json", "model.onnx", "tokenizer.json"]
+        ["embedder.json", "enclave-manifest.json", "model.onnx", "static-vectors.npy", "static.json", "tokenizer.json"]
     )
     assert catalog.verify(model) == []
     assert not (settings.locations.cache / "build" / EMBEDDER_NAME).exists()  # the work folder is gone
@@ -204,7 +206,7 @@ def test_ask_refuses_the_embedder(enclave_home: Path) -> None:
     assert "--model" in proc.stderr
 
 
-def test_chat_refuses_an_installed_embedder_by_its_manifest(settings, tiny_embedder_installed: Path) -> None:  # type: ignore[no-untyped-def]
+def test_chat_refuses_an_installed_embedder_by_its_manifest(settings: Settings, tiny_embedder_installed: Path) -> None:
     from assistant.app.turns import Assistant
     from assistant.catalog.manifests import Catalog
     from assistant.core.errors import NotALanguageModel
@@ -240,7 +242,7 @@ def test_the_embedder_has_no_litert_build(enclave_home: Path) -> None:
 
 # --------------------------------------------------------------------------- real model
 @pytest.mark.slow
-def test_real_embedder_ranks_by_meaning_and_matches_pytorch(embedder_home: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_real_embedder_ranks_by_meaning_and_matches_pytorch(embedder_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from assistant.catalog.manifests import Catalog
     from assistant.core.settings import Settings
 

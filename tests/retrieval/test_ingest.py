@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from assistant.core.settings import Settings
 from assistant.retrieval.index import Library
 from assistant.retrieval.parsers import clean
 from assistant.retrieval.worker import ParseFailed, ParserPool
@@ -52,7 +54,7 @@ def make_pdf(pages: list[str], password: str | None = None) -> bytes:
 
 
 @pytest.fixture
-def library(settings) -> Library:  # type: ignore[no-untyped-def]
+def library(settings: Settings) -> Iterator[Library]:
     store = Store(settings.locations.database)
     yield Library(store, None, max_file_mb=1, parse_timeout=20)
     store.close()
@@ -241,7 +243,15 @@ def test_reindex_is_incremental(library: Library, tmp_path: Path) -> None:
     assert library.collections() == []
 
 
-def test_vectors_are_stored_searched_and_refreshed(settings, tiny_embedder_installed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def _count(store: Store, kind: str) -> int:
+    return int(
+        store.db.execute(
+            "select count(*) from passage_vectors v join vector_spaces s on s.id = v.space where s.kind = ?", [kind]
+        ).fetchone()[0]
+    )
+
+
+def test_vectors_are_stored_searched_and_refreshed(settings: Settings, tiny_embedder_installed: Path, tmp_path: Path) -> None:
     from assistant.retrieval import open_library
 
     docs = tmp_path / "docs"
@@ -251,21 +261,28 @@ def test_vectors_are_stored_searched_and_refreshed(settings, tiny_embedder_insta
     )
     store = Store(settings.locations.database)
     plain = Library(store, None)
-    plain.add([docs], "v")  # indexed before the embedding model existed
-    assert store.db.execute("select count(*) from chunk_vectors").fetchone()[0] == 0
+    plain.add([docs], "v")  # indexed before the embedding model existed: no vectors at all
+    assert _count(store, "static") == _count(store, "minilm") == 0
     library = open_library(settings, store)
-    assert library.embedder is not None
-    report = library.sync("v")  # fills the missing vectors
-    assert report.vectors == 2 == store.db.execute("select count(*) from chunk_vectors").fetchone()[0]
+    assert library.embedder is not None and library.static is not None
+    library.rescore_top = 0  # the static-only state as search sees it (query-time re-scoring: test_rescore.py)
+    report = library.sync("v")  # the cheap vectors are filled in at once; MiniLM is the background's
+    assert report.vectors == 2 == _count(store, "static") and _count(store, "minilm") == 0
+    cheap = library.search("red reset button", k=2, mode="vector")
+    assert cheap and all(h.similarity is None and h.static_similarity is not None for h in cheap)
+    assert library.vector_progress()["minilm"] == 0
+    assert library.fill_vectors() == 2 == _count(store, "minilm")  # what the background process does
     hits = library.search("red reset button", k=2, mode="vector")
-    assert len(hits) == 2 and all(h.similarity is not None for h in hits)
+    assert len(hits) == 2 and all(h.similarity is not None and h.static_similarity is None for h in hits)
+    assert hits[0].similarity is not None and hits[1].similarity is not None
     assert hits[0].similarity >= hits[1].similarity
     fused = library.search("red reset button", k=2)
     assert fused[0].bm25_rank == 1 and fused[0].vector_rank is not None
-    # A different embedding model (another sha256) gets its own vectors; the old ones go.
-    library.embedder.sha256 = "other-model"  # type: ignore[union-attr]
-    assert library.fill_vectors() == 2
-    assert store.db.execute("select count(distinct embedder) from chunk_vectors").fetchone()[0] == 1
+    progress = library.vector_progress()
+    assert progress["passages"] == progress["static"] == progress["minilm"] == 2
+    # Removing the document removes its passages' vectors in every space (a trigger).
+    assert library.remove("v") == 1
+    assert _count(store, "static") == _count(store, "minilm") == 0
     store.close()
 
 
@@ -281,3 +298,24 @@ def test_a_small_collection_is_searched_even_when_a_big_one_matches_better(libra
     hits = library.search("pump", k=3, collections=["small"], mode="bm25")
     assert [Path(h.path).name for h in hits] == ["s.txt"]
     assert len(library.search("pump", k=60, mode="bm25")) == 50  # CANDIDATES across all collections
+
+
+def test_documents_a_question_names_are_found_after_another_process_adds_one(library: Library, tmp_path: Path) -> None:
+    """The names are parsed once per state of the documents table, so a document added
+    through another connection (a second terminal's `docs add`) is named at once."""
+    docs = tmp_path / "licences"
+    docs.mkdir()
+    (docs / "GPL-2").write_text("GNU GENERAL PUBLIC LICENSE\nVersion 2, June 1991\n\nThe licenses for most software.\n")
+    library.add([docs], "lic")
+    cids = [int(r[0]) for r in library.db.execute("select id from collections")]
+    gpl2 = int(library.db.execute("select id from documents where path like '%GPL-2'").fetchone()[0])
+    assert library.named("Under the GPL 2, may I sell copies?", cids) == {gpl2: "version"}
+    assert library.named("What does the LGPL 2.1 say?", cids) == {}
+
+    (docs / "LGPL-2.1").write_text("GNU LESSER GENERAL PUBLIC LICENSE\nVersion 2.1, February 1999\n\nNO WARRANTY.\n")
+    other = Store(library.store.path)
+    Library(other, None).add([docs], "lic")  # another connection, as another process has
+    other.close()
+    lgpl = int(library.db.execute("select id from documents where path like '%LGPL-2.1'").fetchone()[0])
+    assert library.named("What does the LGPL 2.1 say?", cids) == {lgpl: "version"}
+    assert library.named("the GPL 2 and the LGPL 2.1", cids) == {gpl2: "version", lgpl: "version"}

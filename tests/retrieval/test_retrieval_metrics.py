@@ -3,16 +3,12 @@ weak-evidence threshold, on hand-made outcomes whose right values are worked out
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-
-from measure_retrieval import Outcome, best_threshold, summarise, thresholds  # noqa: E402
-from retrieval_harness import is_answer  # noqa: E402
+from measure_retrieval import Outcome, best_threshold, summarise, thresholds
+from retrieval_harness import is_answer
 
 
 def _q(path: str | None, style: str = "keyword", entity: bool | None = True) -> dict[str, object]:

@@ -7,7 +7,6 @@ scripts/measure_retrieval.py (fused recall@5 was 0.85 when this was written).
 from __future__ import annotations
 
 import io
-import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -18,12 +17,9 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 @pytest.mark.slow
 def test_fused_search_finds_the_answer_passage(embedder_home: Path, tmp_path: Path) -> None:
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        import measure_retrieval
-        import retrieval_corpus
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    import measure_retrieval  # scripts/ is on the path (pytest's pythonpath)
+
+    from tests.data import retrieval_corpus
     root = tmp_path / "corpus"
     with redirect_stdout(io.StringIO()):
         retrieval_corpus.main([str(root)])

@@ -6,6 +6,7 @@ import pytest
 
 from assistant.core.settings import Settings
 from assistant.storage.database import Store
+from tests.tui.helpers import ask, until
 from tui.app import AnswerMessage, EnclaveApp, UserMessage
 from tui.safety import displayable
 
@@ -40,10 +41,7 @@ async def test_every_widget_that_shows_model_text_survives_the_fuzz(tui_settings
     store.rename(cid, NASTY[1] + NASTY[2])  # the sidebar shows titles
     app = EnclaveApp(tui_settings, resume=cid)
     async with app.run_test(size=(120, 40)) as pilot:
-        for _ in range(200):
-            await pilot.pause(0.05)
-            if app.conv is not None and len(app.query(AnswerMessage)) == len(NASTY):
-                break
+        await until(pilot, lambda: app.conv is not None and len(app.query(AnswerMessage)) == len(NASTY), "loaded")
         assert len(app.query(UserMessage)) == len(NASTY)
         assert len(app.query(AnswerMessage)) == len(NASTY)
         # Markup is shown literally, not interpreted.
@@ -51,10 +49,5 @@ async def test_every_widget_that_shows_model_text_survives_the_fuzz(tui_settings
         assert any("[link=https://example.com]click[/link]" in t for t in user_texts)
         assert all("\x1b" not in t for t in user_texts)
         # And the app still works: a real turn runs after all that.
-        app.query_one("#prompt").value = "still alive?"
-        await pilot.press("enter")
-        for _ in range(200):
-            await pilot.pause(0.05)
-            if not app._busy and len(app.query(AnswerMessage)) == len(NASTY) + 1:
-                break
+        await ask(pilot, "still alive?")
         assert len(app.query(AnswerMessage)) == len(NASTY) + 1

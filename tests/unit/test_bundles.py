@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.app.updates import Updates
+from assistant.app.updates import LOADING_MARKER, Updates
 from assistant.catalog.bundles import BundleError, stage
 from assistant.catalog.manifests import Catalog
 from assistant.core.errors import EnclaveError
@@ -176,7 +176,8 @@ def test_a_tampered_bundle_is_refused_before_any_load(
     assert new == ["model_install_refused"]
     assert os.readlink(link) == target
     assert not (tmp_path.parent / "escaped.txt").exists()
-    assert updates.releases.in_state("tiny", "onnx", "current").version == 1  # type: ignore[union-attr]
+    current = updates.releases.in_state("tiny", "onnx", "current")
+    assert current is not None and current.version == 1
     assert not (updates.settings.locations.releases / ".staging").exists()
 
 
@@ -286,7 +287,7 @@ def test_a_load_that_crashed_the_process_counts_at_the_next_start(
     def crashed(times: int) -> None:
         """What a process killed inside the native loader leaves: the attempt counted, its marker behind."""
         updates.releases.set_attempts(current.id, times)
-        updates._marker("tiny", "onnx").write_text(dead_pid.stdout.strip())
+        (updates.release_root("tiny", "onnx") / LOADING_MARKER).write_text(dead_pid.stdout.strip())
 
     crashed(1)  # one crash: noted, and the next load of v2 goes ahead
     model, engine, notices = updates.load_guarded(Catalog(updates.settings).find("tiny", "onnx"))

@@ -16,9 +16,11 @@ from assistant.app.turns import Assistant, Conversation, collect
 from assistant.cloud.client import CloudError
 from assistant.cloud.policy import CloudNotConfigured, api_key
 from assistant.core.errors import EnclaveError
+from assistant.core.records import TurnResult
 from assistant.core.settings import Settings
 from assistant.privacy.guard import GUARD
 from assistant.storage.audit import AuditLog
+from assistant.storage.database import Store
 from tests.fake_openai import FakeOpenAI
 
 
@@ -38,11 +40,16 @@ def conv(settings: Settings, tiny_installed: object, server: FakeOpenAI) -> Iter
     assistant.close()
 
 
-def _cloud_turn(conv: Conversation, text: str, redact: bool | None = None) -> object:
+def _cloud_turn(conv: Conversation, text: str, redact: bool | None = None) -> TurnResult:
     request = conv.cloud_request(text, redact=redact)
     result = collect(conv, conv.stream_cloud(request, text, consent="test"))
     conv.save_turn(result, text)
     return result
+
+
+def _store(conv: Conversation) -> Store:
+    assert conv.store is not None
+    return conv.store
 
 
 def test_settings_read_cloud_options_from_toml_and_the_environment(
@@ -81,7 +88,7 @@ def test_a_cloud_turn_sends_the_history_and_records_where_it_ran(conv: Conversat
     conv.cloud.enable("test", conv.id)
     assert GUARD.allows("127.0.0.1") and GUARD.opened.get("127.0.0.1") == 1
     result = _cloud_turn(conv, "Second, in the cloud")
-    assert result.text == "Hello from the cloud." and result.where == f"cloud:{server.label}"  # type: ignore[attr-defined]
+    assert result.text == "Hello from the cloud." and result.where == f"cloud:{server.label}"
     body = server.requests[0].body
     assert body["model"] == "big-model" and body["stream"] is True
     assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant", "user"]
@@ -93,7 +100,8 @@ def test_a_cloud_turn_sends_the_history_and_records_where_it_ran(conv: Conversat
     third = conv.ask("Third, locally again")
     assert third.where == "local" and third.usage is not None
     assert third.usage.prefilled_tokens < third.usage.prompt_tokens
-    stored = conv.store.messages(conv.id)  # type: ignore[union-attr]
+    assert conv.store is not None and conv.id is not None
+    stored = conv.store.messages(conv.id)
     assert [m.where_ran for m in stored if m.role == "assistant"] == ["local", f"cloud:{server.label}", "local"]
     assert [m.engine for m in stored if m.role == "assistant"] == ["onnx", "cloud", "onnx"]
     assert stored[3].model == "big-model"
@@ -109,7 +117,8 @@ def test_redaction_changes_what_is_sent_not_what_is_kept(conv: Conversation, ser
     sent = server.requests[0].body["messages"][-1]["content"]
     assert sent == "Email [email] or call [phone] about the pump."
     assert conv.messages[-2]["content"] == text
-    assert conv.store.messages(conv.id)[0].content == text  # type: ignore[union-attr]
+    assert conv.store is not None and conv.id is not None
+    assert conv.store.messages(conv.id)[0].content == text
     # The per-request toggle sends the original.
     _cloud_turn(conv, text, redact=False)
     assert server.requests[1].body["messages"][-1]["content"] == text
@@ -125,7 +134,7 @@ def test_audit_records_enable_egress_refusal_and_disable_and_still_verifies(
     sent = conv.cloud_request("This one, mail a@example.org")
     collect(conv, conv.stream_cloud(sent, "This one, mail a@example.org", consent="interactive prompt"))
     conv.cloud.disable("test /cloud off")
-    log = AuditLog(conv.store)  # type: ignore[arg-type]
+    log = AuditLog(_store(conv))
     entries = [(e["kind"], json.loads(e["detail"])) for e in log.entries() if e["kind"].startswith("cloud")]
     assert [k for k, _ in entries] == ["cloud_enabled", "cloud_refused", "cloud_egress", "cloud_disabled"]
     egress = entries[2][1]
@@ -145,7 +154,7 @@ def test_the_key_comes_from_the_environment_and_never_reaches_the_audit(
     assert key == "sk-secret-42" and "ENCLAVE_CLOUD_API_KEY" in source and "sk-" not in source
     _cloud_turn(conv, "hello")
     assert server.requests[0].headers["authorization"] == "Bearer sk-secret-42"
-    dump = AuditLog(conv.store).export()  # type: ignore[arg-type]
+    dump = AuditLog(_store(conv)).export()
     assert "sk-secret-42" not in dump
 
 
@@ -156,8 +165,8 @@ def test_without_a_keyring_backend_the_key_source_says_so(monkeypatch: pytest.Mo
     from assistant.cloud.policy import store_key
 
     monkeypatch.delenv("ENCLAVE_CLOUD_API_KEY", raising=False)
-    previous = keyring.core._keyring_backend  # type: ignore[attr-defined]
-    keyring.set_keyring(fail.Keyring())
+    previous = keyring.core._keyring_backend
+    keyring.set_keyring(fail.Keyring())  # type: ignore[no-untyped-call]  # keyring is untyped
     try:
         key, source = api_key("127.0.0.1")
         assert key is None and "no keyring backend" in source
@@ -165,23 +174,23 @@ def test_without_a_keyring_backend_the_key_source_says_so(monkeypatch: pytest.Mo
             store_key("127.0.0.1", "sk-x")
         assert "ENCLAVE_CLOUD_API_KEY" in info.value.hint
     finally:
-        keyring.core._keyring_backend = previous  # type: ignore[attr-defined]
+        keyring.core._keyring_backend = previous
 
 
 def test_server_gone_is_a_clean_error_cloud_turns_off_and_the_next_turn_runs_locally(
     conv: Conversation, server: FakeOpenAI
 ) -> None:
     conv.cloud.enable("test")
-    assert _cloud_turn(conv, "one").text  # type: ignore[attr-defined]
+    assert _cloud_turn(conv, "one").text
     server.stop()
     result = _cloud_turn(conv, "two")
-    assert isinstance(result.error, CloudError) and result.error.connection  # type: ignore[attr-defined]
-    assert "Could not reach the cloud endpoint" in result.error.message  # type: ignore[attr-defined]
+    assert isinstance(result.error, CloudError) and result.error.connection
+    assert "Could not reach the cloud endpoint" in result.error.message
     assert not conv.cloud_enabled and "127.0.0.1" not in GUARD.opened
     assert len(conv.messages) == 2  # the failed turn is not part of the conversation
     local = conv.ask("three")
     assert local.error is None and local.where == "local" and local.text
-    cloud = [e for e in AuditLog(conv.store).entries() if e["kind"].startswith("cloud")]  # type: ignore[arg-type]
+    cloud = [e for e in AuditLog(_store(conv)).entries() if e["kind"].startswith("cloud")]
     assert [e["kind"] for e in cloud] == ["cloud_enabled", "cloud_egress", "cloud_egress", "cloud_disabled"]
     assert json.loads(cloud[-1]["detail"])["how"] == "automatic"
 

@@ -112,6 +112,7 @@ def test_client_errors_are_not_retried_and_get_a_fitting_hint(server: FakeOpenAI
     server.behaviour.fail = [401]
     client, waits = _client(server)
     (err,) = [e.error for e in client.stream(_body()) if isinstance(e, Error)]
+    assert isinstance(err, CloudError)
     assert len(server.requests) == 1 and waits == []
     assert "HTTP 401" in err.message and "enclave cloud key set" in err.hint
 
@@ -139,9 +140,9 @@ def test_a_stalled_server_times_out_with_a_clear_message(server: FakeOpenAI) -> 
     client, waits = _client(server, timeout=0.3)
     events = list(client.stream(_body()))
     err = events[-1]
-    assert isinstance(err, Error)
+    assert isinstance(err, Error) and isinstance(err.error, CloudError)
     assert f"{server.label} did not answer within 0.3 s" in err.error.message
-    assert "cloud_timeout" in err.error.hint  # type: ignore[attr-defined]
+    assert "cloud_timeout" in err.error.hint
     assert len(server.requests) == 1  # a slow server is not asked again
 
 
@@ -149,6 +150,7 @@ def test_nothing_listening_gives_up_with_the_fix(server: FakeOpenAI) -> None:
     server.stop()
     client, waits = _client(server, retries=1, backoff=0.01)
     (err,) = [e.error for e in client.stream(_body()) if isinstance(e, Error)]
+    assert isinstance(err, CloudError)
     assert f"Could not reach the cloud endpoint {server.label} (2 attempts)" in err.message
     assert "cloud_base_url" in err.hint and len(waits) == 1
 

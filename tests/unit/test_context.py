@@ -7,7 +7,9 @@ from dataclasses import replace
 import pytest
 
 from assistant.app.turns import Assistant, Conversation
+from assistant.catalog.manifests import InstalledModel
 from assistant.core.errors import ContextExhausted
+from assistant.core.settings import Settings
 
 WINDOW = 512
 RESERVE = 64
@@ -15,7 +17,7 @@ BUDGET = WINDOW - RESERVE
 NEW = "What now?"
 
 
-def _conversation(settings, policy: str) -> Conversation:  # type: ignore[no-untyped-def]
+def _conversation(settings: Settings, policy: str) -> Conversation:
     settings = replace(settings, context_window=WINDOW, answer_reserve=RESERVE, context_policy=policy, max_tokens=16)
     return Assistant(settings).conversation("tiny", save=False)
 
@@ -23,7 +25,9 @@ def _conversation(settings, policy: str) -> Conversation:  # type: ignore[no-unt
 def _fill(conv: Conversation, target: int) -> None:
     """Give ``conv`` a history whose next prompt (with NEW) needs exactly ``target`` tokens."""
     conv.messages = [{"role": "user", "content": "First: the pump manual."}, {"role": "assistant", "content": "Noted."}]
-    count = lambda: len(conv.tokens_for(conv._system_messages() + conv.messages + [{"role": "user", "content": NEW}]))  # noqa: E731
+    def count() -> int:
+        return len(conv.tokens_for(conv.system_messages() + conv.messages + [{"role": "user", "content": NEW}]))
+
     turn = 0
     while True:
         # Whole turns while far from the target, then one-token padding to land on it.
@@ -43,12 +47,12 @@ def _fill(conv: Conversation, target: int) -> None:
 
 @pytest.mark.parametrize("factor", [0.5, 0.9, 1.0, 1.1, 2.0])
 @pytest.mark.parametrize("policy", ["stop", "drop-oldest", "truncate-middle"])
-def test_policy_at_fraction_of_the_window(settings, tiny_installed, policy: str, factor: float) -> None:  # type: ignore[no-untyped-def]
+def test_policy_at_fraction_of_the_window(settings: Settings, tiny_installed: InstalledModel, policy: str, factor: float) -> None:
     conv = _conversation(settings, policy)
     target = round(factor * BUDGET)
     _fill(conv, target)
     history = [dict(m) for m in conv.messages]
-    needed = len(conv.tokens_for(conv._system_messages() + history + [{"role": "user", "content": NEW}]))
+    needed = len(conv.tokens_for(conv.system_messages() + history + [{"role": "user", "content": NEW}]))
     assert abs(needed - target) <= 1
 
     if needed <= BUDGET:
@@ -85,7 +89,7 @@ def test_policy_at_fraction_of_the_window(settings, tiny_installed, policy: str,
     assert conv.messages[: len(history)] == history
 
 
-def test_a_message_too_long_for_the_window_is_refused_with_numbers(settings, tiny_installed) -> None:  # type: ignore[no-untyped-def]
+def test_a_message_too_long_for_the_window_is_refused_with_numbers(settings: Settings, tiny_installed: InstalledModel) -> None:
     for policy in ("stop", "drop-oldest", "truncate-middle"):
         conv = _conversation(settings, policy)
         with pytest.raises(ContextExhausted) as info:
@@ -95,7 +99,7 @@ def test_a_message_too_long_for_the_window_is_refused_with_numbers(settings, tin
         assert f"{err.needed - BUDGET} too many" in err.message
 
 
-def test_after_a_drop_the_cache_keeps_the_shared_prefix(settings, tiny_installed) -> None:  # type: ignore[no-untyped-def]
+def test_after_a_drop_the_cache_keeps_the_shared_prefix(settings: Settings, tiny_installed: InstalledModel) -> None:
     conv = _conversation(settings, "drop-oldest")
     turns = 0
     while True:
@@ -113,12 +117,12 @@ def test_after_a_drop_the_cache_keeps_the_shared_prefix(settings, tiny_installed
     # The cache was rewound to the longest prefix it shared with the new prompt
     # (at least the whole system prompt), not emptied.
     tok = conv.engine.tokenizer
-    system = len(tok.encode(tok.render(conv._system_messages(), add_generation_prompt=False)))
+    system = len(tok.encode(tok.render(conv.system_messages(), add_generation_prompt=False)))
     assert shared >= system
     assert result.usage.prefilled_tokens == result.usage.prompt_tokens - shared
 
 
-def test_twenty_turns_never_re_prefill_the_history(settings, tiny_installed) -> None:  # type: ignore[no-untyped-def]
+def test_twenty_turns_never_re_prefill_the_history(settings: Settings, tiny_installed: InstalledModel) -> None:
     settings = replace(settings, context_window=1024, max_tokens=8)
     conv = Assistant(settings).conversation("tiny", save=False)
     previous = None

@@ -51,7 +51,7 @@ def db(tmp_path: Path) -> Path:
 def file_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FileKeyring]:
     monkeypatch.setenv("ENCLAVE_TEST_KEYRING", str(tmp_path / "keyring.json"))
     previous = keyring.get_keyring()
-    backend = FileKeyring()
+    backend = FileKeyring()  # type: ignore[no-untyped-call]  # keyring is untyped
     keyring.set_keyring(backend)
     yield backend
     keyring.set_keyring(previous)
@@ -105,7 +105,7 @@ def test_no_keyring_backend_is_said_plainly(db: Path, monkeypatch: pytest.Monkey
     from keyring.backends import fail
 
     previous = keyring.get_keyring()
-    keyring.set_keyring(fail.Keyring())
+    keyring.set_keyring(fail.Keyring())  # type: ignore[no-untyped-call]  # keyring is untyped
     try:
         assert crypt.keyring_backend() is None
         assert crypt.key_from_keyring(db) is None

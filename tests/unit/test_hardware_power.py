@@ -48,7 +48,6 @@ def test_a_laptop_on_battery_gets_the_saver_profile(tmp_path: Path, settings: Se
     assert state.batteries[0].capacity_percent == 57 and state.batteries[0].status == "Discharging"
     chosen = power.profile(replace(settings, power="auto", threads=0), root / "sys")
     assert (chosen.effective, chosen.threads, chosen.pause_background_indexing) == ("saver", 1, True)
-    assert chosen.prefer_speculation is True  # greedy answers: speculation saves target passes
     assert chosen.reason == "auto: on battery"
     # An explicit --threads wins over the profile; performance leaves the engine's choice.
     assert power.profile(replace(settings, power="auto", threads=2), root / "sys").threads == 2
@@ -130,3 +129,20 @@ def test_the_golden_set_is_shipped() -> None:
     golden = drift.golden_set()
     assert {p.persona for p in golden.prompts} == {"general", "technician", "legal"}
     assert golden.tokens == 16 and len(golden.text) > 1000
+
+
+def test_a_turn_is_held_against_the_budgets_only_when_long_enough_to_measure() -> None:
+    from assistant.app.hardware import missed_budgets
+    from assistant.core.events import Usage
+    from assistant.core.settings import Settings
+
+    settings = Settings(budget_ttft_ms=3000.0, budget_decode_tokens_per_s=10.0)
+    # 600 tokens prefilled in 1.2 s: 500 would take 1.0 s; 41 tokens decoded in 8 s: 5 tok/s.
+    slow = Usage(prompt_tokens=600, prefilled_tokens=600, completion_tokens=41, ttft_ms=1200, prefill_ms=1200, decode_ms=8000)
+    assert missed_budgets(slow, settings) == ["decode 5.0 < 10 tok/s"]
+    # 200 tokens in 2 s: 500 would take 5 s, over the 3 s budget.
+    slow_prefill = Usage(200, 200, 41, 2000, 2000, 1000)
+    assert missed_budgets(slow_prefill, settings) == ["TTFT 5.0 s per 500 tokens > 3.0 s"]
+    # A turn that reused its cache (12 tokens prefilled) and a 3-token answer are not judged.
+    short = Usage(prompt_tokens=900, prefilled_tokens=12, completion_tokens=3, ttft_ms=900, prefill_ms=900, decode_ms=900)
+    assert missed_budgets(short, settings) == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from assistant.cli.root import BUILTIN_COMMANDS
+
 RUNTIME_MODULES = [
     "assistant.cli.root",
     "assistant.app.turns",
@@ -16,6 +18,8 @@ RUNTIME_MODULES = [
     "assistant.retrieval.embed",
     "assistant.catalog.convert.embedder",
 ]
+# The root group imports its commands on first use: every command module is checked too.
+RUNTIME_MODULES += sorted({module for module, _ in BUILTIN_COMMANDS.values()})
 BUILD_TOOLS = ["torch", "transformers", "gguf", "onnx", "onnx_ir", "accelerate", "safetensors", "litert_torch", "jax"]
 
 

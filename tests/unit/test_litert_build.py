@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("jinja2")
 
-from assistant.catalog.convert import litert  # noqa: E402
+from assistant.catalog.convert import litert
 
 GEMMA = Path(__file__).parents[2] / "models" / "templates" / "gemma3.jinja"
 

@@ -37,7 +37,7 @@ def test_udp_sendto_is_refused() -> None:
 
 def test_loopback_stays_open() -> None:
     class Hello(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server API
+        def do_GET(self) -> None:
             self.send_response(200)
             self.end_headers()
             self.wfile.write(b"local")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ KEY = crypt.DatabaseKey("correct horse battery staple", "the test")
 
 
 def _turn(store: Store, cid: int, user: str, answer: str, **extra: object) -> tuple[int, int]:
-    fields = dict(
+    fields: dict[str, Any] = dict(
         model="tiny",
         model_sha256="ab" * 32,
         engine="onnx",
@@ -27,7 +28,7 @@ def _turn(store: Store, cid: int, user: str, answer: str, **extra: object) -> tu
         context={"window": 512, "used": 10, "reserved_for_answer": 64, "dropped_turns": 0, "drops": []},
     )
     fields.update(extra)
-    return store.add_turn(cid, user, answer, **fields)  # type: ignore[arg-type]
+    return store.add_turn(cid, user, answer, **fields)
 
 
 @pytest.fixture(params=["plaintext", "encrypted"])

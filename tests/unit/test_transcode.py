@@ -237,3 +237,51 @@ def test_transcode_end_to_end(tmp_path: Path, mode: tc.Mode) -> None:
     np.testing.assert_allclose(logits[0], h[0] @ we.T, rtol=1e-4, atol=1e-5)
     for _name, w in tc.effective_weights(folder):
         assert w.shape in (wqkv.shape, we.shape)
+
+
+# ---- k-quants and Q5_0, checked against gguf-py's own dequantisation ----
+
+
+def _random_blocks(rows: int, n_blocks: int, size: int, fp16_at: tuple[int, ...]) -> np.ndarray:
+    """Random ggml blocks whose fp16 fields (byte offsets ``fp16_at``) hold sane scales."""
+    raw = RNG.integers(0, 256, (rows, n_blocks, size)).astype(np.uint8)
+    for at in fp16_at:
+        scale = (RNG.random((rows, n_blocks)) * 0.01 + 1e-4).astype(np.float16)
+        raw[..., at : at + 2] = scale[..., None].view(np.uint8)
+    return raw.reshape(rows, n_blocks * size)
+
+
+@pytest.mark.parametrize(
+    ("kind", "size", "fp16_at"), [("Q4_K", 144, (0, 2)), ("Q5_0", 22, (0,)), ("Q6_K", 210, (208,))]
+)
+def test_k_quant_and_q5_0_blocks_become_exactly_the_gguf_weight(kind: str, size: int, fp16_at: tuple[int, ...]) -> None:
+    gguf = pytest.importorskip("gguf")
+    rows, n_blocks = 6, 3
+    raw = _random_blocks(rows, n_blocks, size, fp16_at)
+    reference = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[kind]).astype(np.float32)
+    if kind == "Q4_K":
+        b, scales, offsets = tc.q4_1_to_split(raw, "Q4_K")
+        ours = tc.dequantize_nbits(b, scales, 4) + np.repeat(offsets, 32, axis=1)
+    else:
+        convert, block = tc.TO_8BIT[kind]
+        b8, scales8 = convert(raw)
+        assert b8.shape[-1] == block
+        ours = tc.dequantize_nbits(b8, scales8, 8)
+    assert ours.shape == reference.shape
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-6 * float(np.abs(reference).max()))
+
+
+def test_a_fused_projection_mixing_8bit_types_is_one_exact_8bit_weight() -> None:
+    """Gemma 3's Q4_K_M GGUF fuses Q5_0 q/k with a Q8_0 v, and a Q6_K (blocks of 16) may join them."""
+    gguf = pytest.importorskip("gguf")
+    parts = [
+        ("Q5_0", _random_blocks(4, 8, 22, (0,))),
+        ("Q8_0", _random_blocks(2, 8, 34, (0,))),
+        ("Q6_K", _random_blocks(3, 1, 210, (208,))),
+    ]
+    b, scales, block = tc.to_8bit(parts)
+    assert block == 16 and b.shape == (9, 16, 16) and scales.shape == (9, 16)
+    reference = np.concatenate(
+        [gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[kind]) for kind, raw in parts], axis=0
+    )
+    np.testing.assert_allclose(tc.dequantize_nbits(b, scales, 8), reference, rtol=0, atol=1e-7)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Label, OptionList, Static
+from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from assistant.cloud.policy import CloudRequest
+from assistant.app.cloud import CloudRequest
 from tui.safety import displayable
+
+T = TypeVar("T")
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -63,21 +67,61 @@ class CloudConsentScreen(ModalScreen[str | None]):
         self.dismiss("toggle")
 
 
-class PickerScreen(ModalScreen[str | None]):
-    """Pick one of a list of options (models, personas)."""
+class PickerScreen(ModalScreen[T | None], Generic[T]):
+    """Pick one of a list of options (models with their engine, personas): each option is
+    a value and the label shown; the value of the chosen one is returned (None: Esc).
+
+    Options are told apart by position, never by their value: one model can be
+    installed for two engines under the same name."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
 
-    def __init__(self, title: str, options: list[tuple[str, str]]) -> None:
+    def __init__(self, title: str, options: list[tuple[T, str]], current: T | None = None) -> None:
         super().__init__()
         self.title_text = title
         self.options = options
+        self.current = current
 
     def compose(self) -> ComposeResult:
         with Vertical(id="picker-box"):
             yield Label(self.title_text)
-            yield OptionList(*[Option(Text(label), id=value) for value, label in self.options])
+            yield OptionList(
+                *[
+                    Option(Text(("● " if value == self.current else "  ") + label), id=f"option-{i}")
+                    for i, (value, label) in enumerate(self.options)
+                ]
+            )
+            yield Static("↑↓ choose · Enter picks · Esc closes", classes="dim")
+
+    def on_mount(self) -> None:
+        picker = self.query_one(OptionList)
+        for i, (value, _) in enumerate(self.options):
+            if value == self.current:
+                picker.highlighted = i
+        picker.focus()
 
     @on(OptionList.OptionSelected)
     def chosen(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(event.option.id)
+        self.dismiss(self.options[event.option_index][0])
+
+
+class AskScreen(ModalScreen[str | None]):
+    """One line of text (a path to index, a title): Enter returns it, Esc cancels."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, question: str, placeholder: str = "", value: str = "") -> None:
+        super().__init__()
+        self.question = question
+        self.placeholder = placeholder
+        self.value = value
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="ask-box"):
+            yield Static(Text(self.question))
+            yield Input(value=self.value, placeholder=self.placeholder, id="ask-input")
+            yield Static("Enter = OK · Esc = cancel", classes="dim")
+
+    @on(Input.Submitted)
+    def submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)

@@ -13,8 +13,10 @@ from tui.safety import displayable
 class UserMessage(Static):
     """What the user typed, shown as plain text (never markup)."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, footer: str = "") -> None:
         super().__init__(Text(displayable(text)), classes="user-message")
+        self.text = text
+        self.footer = footer
 
 
 class AnswerMessage(Vertical):
@@ -35,5 +37,15 @@ class AnswerMessage(Vertical):
     def body(self) -> Markdown:
         return self.query_one(Markdown)
 
+    @property
+    def text(self) -> str:
+        """The answer as it was written (Markdown)."""
+        return self.body.source
+
+    @property
+    def footer(self) -> str:
+        return self._footer
+
     def set_footer(self, text: str) -> None:
+        self._footer = text
         self.query_one(".answer-footer", Static).update(Text(text))

@@ -10,6 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Input, Label, ListItem, ListView
 
+from assistant.app.history import title_for
 from tui.safety import displayable
 
 
@@ -26,7 +27,8 @@ class Sidebar(Vertical):
         await view.clear()
         items = [
             ListItem(
-                Label(Text(displayable(row.get("title") or row.get("first") or "(empty)")[:40])), id=f"conv-{row['id']}"
+                Label(Text(displayable(title_for(row.get("title") or row.get("first") or "(empty)", 60)))),
+                id=f"conv-{row['id']}",
             )
             for row in rows
         ]

@@ -10,11 +10,13 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Label, Static
 
+from assistant.app.notices import source_status
 from tui.safety import displayable
 
 
 class SourcesPanel(VerticalScroll):
-    """The passages behind the last answer: number, file, page, lines, and the text."""
+    """The passages behind the last answer: number, file, page, lines, and the text.
+    Focusable (Tab), so that its arrows and PgUp/PgDn scroll it."""
 
     def compose(self) -> ComposeResult:
         yield Label("Sources", classes="sidebar-title")
@@ -25,13 +27,11 @@ class SourcesPanel(VerticalScroll):
         if note:
             body.append(note + "\n", style="italic")
         for c in citations or []:
-            where = [Path(c["path"]).name]
-            if c.get("page") is not None:
-                where.append(f"p. {c['page']}")
-            span = str(c["line_start"]) if c["line_start"] == c["line_end"] else f"{c['line_start']}–{c['line_end']}"
-            where.append(f"{c['unit'][0] if c.get('unit') else 'l'}. {span}")
-            status = "cited" if c.get("cited") else ("matches the answer" if c.get("supports") else "not used")
-            body.append(f"[{c['n']}] {', '.join(where)}", style="bold")
+            # The one wording of a location (retrieval/location.py), with the file's name only.
+            where = str(c.get("location") or c["path"])  # citations stored before locations were kept
+            where = where.replace(c["path"], Path(c["path"]).name, 1)
+            status = source_status(c)
+            body.append(f"[{c['n']}] {where}", style="bold")
             body.append(f"  {status}\n", style="dim")
             body.append(displayable(c["path"]) + "\n", style="dim")
             text = displayable(c["text"])

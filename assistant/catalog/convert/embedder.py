@@ -14,6 +14,8 @@ The installed folder::
     model.onnx             input_ids, attention_mask (int64, batch x seq) -> sentence_embedding (batch x dim)
     tokenizer.json         the package's WordPiece tokenizer, unchanged
     embedder.json          dim, max_seq_length, pooling, precision, source package + version
+    static-vectors.npy     static word-piece vectors distilled from the same weights, the cheap
+    static.json            first vector of every passage (:mod:`assistant.catalog.convert.static`)
     enclave-manifest.json  sha256 of every file (written by the catalog)
 """
 
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 CONFIG_NAME = "embedder.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
+STATIC_VECTORS = "static-vectors.npy"  # assistant.catalog.convert.static.VECTORS_FILE
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "sentence_embedding"
 PRECISIONS = ("fp32", "int8")
@@ -94,7 +97,9 @@ def build_embedding(
     progress = progress or _noop
     require_build_tools(("safetensors",))
     target = catalog.install_dir(recipe.name, "onnx")
-    if (target / MANIFEST_NAME).exists() and not force:
+    # An install from before the static vectors existed is rebuilt (~2 min once): the
+    # cheap first vector of every passage comes from the same build.
+    if (target / MANIFEST_NAME).exists() and (target / STATIC_VECTORS).exists() and not force:
         return catalog.find(recipe.name, "onnx")
     options = recipe.build.get("onnx", {})
     precision = str(options.get("precision", "fp32"))
@@ -111,7 +116,7 @@ def build_embedding(
     if recipe.source.get("sha256"):
         _checked(weights / "model.safetensors", recipe.source, progress, step)
 
-    step = Step(2, total, f"Converting to an ONNX sentence encoder ({precision})")
+    step = Step(2, total, f"Converting to an ONNX sentence encoder ({precision}) and static vectors")
     progress(step)
     work = catalog.settings.locations.cache / "build" / recipe.name
     out = work / "onnx.partial"
@@ -181,7 +186,8 @@ def _encoder(src: Path) -> Any:
             hidden = self.bert(
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids)
             ).last_hidden_state
-            return mean_pool_normalise(hidden, attention_mask)
+            pooled: torch.Tensor = mean_pool_normalise(hidden, attention_mask)
+            return pooled
 
     return SentenceEncoder().eval()
 
@@ -242,6 +248,10 @@ def export(src: Path, out: Path, precision: str = "fp32", name: str = "", source
     }
     (out / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     check(encoder, out, config["max_seq_length"], MIN_CHECK_COSINE[precision])
+    print("distilling static word-piece vectors (the cheap first vector of each passage)", flush=True)
+    from assistant.catalog.convert.static import distill
+
+    distill(encoder.bert, out / TOKENIZER_FILE, out)
 
 
 def quantize_int8(fp32: Path, target: Path) -> None:

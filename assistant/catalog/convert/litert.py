@@ -316,8 +316,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if os.environ.get("PYTHONHASHSEED") != "0":
         command = [sys.executable, "-m", "assistant.catalog.convert.litert", *(sys.argv[1:] if argv is None else argv)]
         os.execve(sys.executable, command, {**os.environ, "PYTHONHASHSEED": "0"})
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # The offline switches are set: importing `assistant` applied them (assistant.privacy.offline).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = parse_args(argv)
     convert(

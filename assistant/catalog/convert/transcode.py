@@ -37,6 +37,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -97,23 +98,92 @@ def unpack_q8_0(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return d, q
 
 
+def unpack_q4_k(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split raw Q4_K rows ``[rows, ns*144] uint8`` into the same ``d, m [rows, nb]`` and
+    ``q [rows, nb, 32]`` as :func:`unpack_q4_1` (``w = d*q + m`` per block of 32).
+
+    ggml layout per 256-value super-block: fp16 d, fp16 dmin, 12 bytes packing eight
+    6-bit scales and eight 6-bit minimums, then 128 bytes of nibbles: the 32 bytes of
+    chunk c hold block 2c in their low nibbles and block 2c+1 in their high nibbles.
+    Block j's weight is ``d*sc[j]*q - dmin*mn[j]``: Q4_1 with a float32 scale and
+    minimum (both products are exact in float32: 11-bit mantissas times 6-bit integers).
+    """
+    rows = raw.shape[0]
+    blocks = np.ascontiguousarray(raw, dtype=np.uint8).reshape(rows, -1, 144)
+    ns = blocks.shape[1]
+    d = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
+    dmin = blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)
+    packed = blocks[..., 4:16].reshape(rows, ns, 3, 4)
+    lo, hi, mixed = packed[..., 0, :], packed[..., 1, :], packed[..., 2, :]
+    sc = np.concatenate([lo & 0x3F, (mixed & 0x0F) | ((lo >> 2) & 0x30)], axis=-1).astype(np.float32)
+    mn = np.concatenate([hi & 0x3F, (mixed >> 4) | ((hi >> 2) & 0x30)], axis=-1).astype(np.float32)
+    qs = blocks[..., 16:].reshape(rows, ns, 4, 1, 32) >> np.array([0, 4], dtype=np.uint8).reshape(1, 1, 1, 2, 1)
+    q = (qs & 0x0F).reshape(rows, ns * 8, 32).astype(np.uint8)
+    scale = (d[..., None] * sc).reshape(rows, ns * 8)
+    minimum = -(dmin[..., None] * mn).reshape(rows, ns * 8)
+    return scale.astype(np.float32), minimum.astype(np.float32), q
+
+
+def q5_0_to_nbits(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Q5_0 rows ``[rows, nb*22]`` → (``B [N, nb, 32]`` uint8, ``scales [N, nb]``) for
+    MatMulNBits bits=8 with its default zero point 128: exact.
+
+    ggml layout per block: fp16 d, 4 bytes of high bits (bit j of the little-endian
+    uint32 is element j's fifth bit), 16 bytes of nibbles (element j low, j+16 high);
+    ``w = d*(q - 16)`` with q in 0..31, stored as ``q + 112`` so that ``B - 128 = q - 16``.
+    """
+    rows = raw.shape[0]
+    blocks = np.ascontiguousarray(raw, dtype=np.uint8).reshape(rows, -1, 22)
+    d = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
+    high = blocks[..., 2:6].copy().view("<u4")[..., 0]
+    bits = ((high[..., None] >> np.arange(32, dtype=np.uint32)) & 1).astype(np.uint8)
+    qs = blocks[..., 6:]
+    q = np.concatenate([qs & 0x0F, qs >> 4], axis=-1) | (bits << 4)
+    return (q + np.uint8(112)).astype(np.uint8), d
+
+
+def q6_k_to_nbits(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Q6_K rows ``[rows, ns*210]`` → (``B [N, nb, 16]`` uint8, ``scales [N, nb]``) for
+    MatMulNBits bits=8, **block size 16**, default zero point 128: exact.
+
+    ggml layout per 256-value super-block: 128 bytes of low nibbles, 64 bytes of high
+    2-bit pairs, 16 int8 block scales, fp16 d; ``w = d*sc[j]*(q - 32)`` with q in 0..63
+    per block of 16, stored as ``q + 96`` (so ``B - 128 = q - 32``); ``d*sc[j]`` is exact
+    in float32."""
+    rows = raw.shape[0]
+    blocks = np.ascontiguousarray(raw, dtype=np.uint8).reshape(rows, -1, 210)
+    ns = blocks.shape[1]
+    ql = blocks[..., :128].reshape(rows, ns, 2, 1, 64)
+    qh = blocks[..., 128:192].reshape(rows, ns, 2, 1, 32)
+    sc = blocks[..., 192:208].copy().view(np.int8).astype(np.float32)
+    d = blocks[..., 208:210].copy().view(np.float16)[..., 0].astype(np.float32)
+    low = (ql >> np.array([0, 4], dtype=np.uint8).reshape(1, 1, 1, 2, 1)) & 0x0F
+    low = low.reshape(rows, ns, 2, 4, 32)  # half, quarter (low/high nibble of two byte runs), element
+    high = (qh >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 1, 4, 1)) & 0x03
+    q = (low | (high.reshape(rows, ns, 2, 4, 32) << 4)).reshape(rows, ns * 16, 16)
+    return (q + np.uint8(96)).astype(np.uint8), (d[..., None] * sc).reshape(rows, ns * 16).astype(np.float32)
+
+
 def dequantize_q4_1(raw: np.ndarray) -> np.ndarray:
     """Reference dequantisation, as ggml does it: ``w = d*q + m`` → ``[rows, K]``."""
     d, m, q = unpack_q4_1(raw)
-    return (d[..., None] * q + m[..., None]).reshape(raw.shape[0], -1)
+    weights: np.ndarray = (d[..., None] * q + m[..., None]).reshape(raw.shape[0], -1)
+    return weights
 
 
 def dequantize_q8_0(raw: np.ndarray) -> np.ndarray:
     """Reference dequantisation, as ggml does it: ``w = d*q`` → ``[rows, K]``."""
     d, q = unpack_q8_0(raw)
-    return (d[..., None] * q).reshape(raw.shape[0], -1)
+    weights: np.ndarray = (d[..., None] * q).reshape(raw.shape[0], -1)
+    return weights
 
 
 def pack_nibbles(q: np.ndarray) -> np.ndarray:
     """MatMulNBits bits=4 packing: ``[N, nb, 32]`` 0..15 → ``[N, nb, 16]`` uint8, element
     2i in the low nibble and 2i+1 in the high nibble (unlike ggml's j / j+16)."""
     q = q.astype(np.uint8)
-    return (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+    packed: np.ndarray = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+    return packed
 
 
 def unpack_nibbles(packed: np.ndarray) -> np.ndarray:
@@ -124,27 +194,28 @@ def unpack_nibbles(packed: np.ndarray) -> np.ndarray:
     return out
 
 
-def q4_1_to_split(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def q4_1_to_split(raw: np.ndarray, kind: str = "Q4_1") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Q4_1 rows → (``B [N, nb, 16]``, ``scales [N, nb]``, ``offsets [N, nb]``) with
     ``w = scales*(q - 8) + offsets`` exactly the GGUF weight.
 
     The first term is what symmetric MatMulNBits (no zero-point input, implicit zp 8)
     computes; the block offset ``m + 8d`` is added by a tiny float MatMul on the
     per-block sums of the activations. A block with d == 0 (constant block) needs no
-    special case: its q term vanishes and the offset is m.
+    special case: its q term vanishes and the offset is m. ``kind`` ``"Q4_K"`` reads
+    Q4_K rows, whose blocks of 32 have the same form.
     """
-    d, m, q = unpack_q4_1(raw)
+    d, m, q = UNPACK_4BIT[kind](raw)
     return pack_nibbles(q), d, (m + np.float32(8.0) * d).astype(np.float32)
 
 
-def q4_1_to_float_zp(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def q4_1_to_float_zp(raw: np.ndarray, kind: str = "Q4_1") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Q4_1 rows → (``B [N, nb, 16]``, ``scales [N, nb]``, ``zero_points [N*nb]`` float32)
     with ``w = scales*(q - zp)``, ``zp = -m/d``.
 
     Blocks with d == 0 are constant (w = m): they are rewritten as q = 0, scale = m,
     zp = -1 so that no infinity reaches the kernel.
     """
-    d, m, q = unpack_q4_1(raw)
+    d, m, q = UNPACK_4BIT[kind](raw)
     q = q.copy()
     scale = d.copy()
     zp = np.zeros_like(d)
@@ -155,6 +226,10 @@ def q4_1_to_float_zp(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     scale[flat] = m[flat]
     zp[flat & (m != 0)] = -1.0
     return pack_nibbles(q), scale, zp.reshape(-1)
+
+
+#: The 4-bit GGUF types whose blocks of 32 are ``w = d*q + m`` (q in 0..15).
+UNPACK_4BIT = {"Q4_1": unpack_q4_1, "Q4_K": unpack_q4_k}
 
 
 def q8_0_to_nbits(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -179,7 +254,8 @@ def dequantize_nbits(b: np.ndarray, scales: np.ndarray, bits: int, zero_points: 
         zp = (unpack_nibbles(packed)[:, :nb] if bits == 4 else packed).astype(np.float32)
     else:
         zp = zero_points.astype(np.float32).reshape(n, nb)
-    return (scales.reshape(n, nb)[..., None] * (q - zp[..., None])).reshape(n, -1)
+    weights: np.ndarray = (scales.reshape(n, nb)[..., None] * (q - zp[..., None])).reshape(n, -1)
+    return weights
 
 
 def reverse_permute_rows(rows: int, n_head: int) -> np.ndarray:
@@ -208,10 +284,12 @@ class _Gguf:
         self.reader = GGUFReader(str(path))
         self.tensors = {t.name: t for t in self.reader.tensors}
         arch = self._field("general.architecture")
-        if arch != "llama":
-            raise ValueError(f"only llama-architecture GGUFs are supported, not {arch!r}")
-        self.n_head = int(self._field("llama.attention.head_count"))
-        self.n_head_kv = int(self._field("llama.attention.head_count_kv"))
+        if arch not in ("llama", "gemma3"):
+            raise ValueError(f"only llama- and gemma3-architecture GGUFs are supported, not {arch!r}")
+        # llama.cpp permutes attn_q/attn_k rows for RoPE in llama GGUFs only.
+        self.permuted = arch == "llama"
+        self.n_head = int(self._field(f"{arch}.attention.head_count"))
+        self.n_head_kv = int(self._field(f"{arch}.attention.head_count_kv"))
 
     def _field(self, key: str) -> Any:
         field = self.reader.fields[key]
@@ -224,7 +302,9 @@ class _Gguf:
         """(ggml type name, raw uint8 rows ``[N, bytes]``) in transformers' row order."""
         tensor = self.tensors[name]
         raw = np.asarray(tensor.data)
-        if ".attn_q." in name:
+        if not self.permuted:
+            pass
+        elif ".attn_q." in name:
             raw = raw[reverse_permute_rows(raw.shape[0], self.n_head)]
         elif ".attn_k." in name:
             raw = raw[reverse_permute_rows(raw.shape[0], self.n_head_kv)]
@@ -287,14 +367,15 @@ class _Rewriter:
                 del self.inits[init.name]
 
 
-def _gguf_names(node_name: str) -> list[str] | None:
+def _gguf_names(node_name: str, tied: bool = True) -> list[str] | None:
     match = _LAYER_NODE.match(node_name)
     if match:
         layer, proj = match.groups()
         parts = _PROJ_TO_GGUF.get(proj)
         return [f"blk.{layer}.{p}.weight" for p in parts] if parts else None
     if _LM_HEAD_NODE.match(node_name):
-        return ["token_embd.weight"]  # tied: SmolLM2 has no separate output.weight
+        # Tied (SmolLM2): no separate output.weight, the head is the token embedding.
+        return ["token_embd.weight" if tied else "output.weight"]
     return None
 
 
@@ -317,14 +398,15 @@ def _transcode_body(
     mode: Mode,
     new_nodes: list[onnx.NodeProto],
     blocksums: dict[str, str],
+    kind: str = "Q4_1",
 ) -> None:
-    """Replace one body MatMulNBits with the exact Q4_1 weight."""
+    """Replace one body MatMulNBits with the exact Q4_1 (or Q4_K) weight."""
     import onnx
 
     k = _attr(node, "K")
     base = node.input[1].rsplit("_Q", 1)[0]
     if mode == "float_zp":
-        b, scales, zp = q4_1_to_float_zp(raw)
+        b, scales, zp = q4_1_to_float_zp(raw, kind)
         inputs = [
             node.input[0],
             rw.put(base + "_Q4", b),
@@ -334,7 +416,7 @@ def _transcode_body(
         del node.input[:]
         node.input.extend(inputs)
     else:
-        b, scales, offsets = q4_1_to_split(raw)
+        b, scales, offsets = q4_1_to_split(raw, kind)
         x = node.input[0]
         inputs = [x, rw.put(base + "_Q4", b), rw.put(base + "_scales", scales)]
         del node.input[:]
@@ -372,6 +454,43 @@ def _transcode_lm_head(rw: _Rewriter, node: onnx.NodeProto, raw: np.ndarray) -> 
     _set_attr(node, "block_size", QK)
     node.name = "/lm_head/MatMul_Q8"
     return inputs[1], inputs[2]
+
+
+#: The GGUF types carried over as 8-bit MatMulNBits (zero point 128): (B, scales) and block size.
+TO_8BIT: dict[str, tuple[Any, int]] = {
+    "Q8_0": (q8_0_to_nbits, QK),
+    "Q5_0": (q5_0_to_nbits, QK),
+    "Q6_K": (q6_k_to_nbits, 16),
+}
+
+
+def to_8bit(parts: Sequence[tuple[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, int]:
+    """GGUF row blocks of 8-bit-representable types, concatenated along N (a fused q/k/v
+    may mix Q5_0 and Q8_0, or Q6_K): (``B [N, nb, block]``, ``scales [N, nb]``, block).
+
+    Blocks of 32 are split into two blocks of 16 with the same scale when any part is
+    Q6_K (blocks of 16), which is exact."""
+    block = 16 if any(kind == "Q6_K" for kind, _ in parts) else QK
+    bs, ss = [], []
+    for kind, raw in parts:
+        b, scales = TO_8BIT[kind][0](raw)
+        if b.shape[-1] != block:  # 32 -> two blocks of 16
+            b = b.reshape(b.shape[0], -1, block)
+            scales = np.repeat(scales, QK // block, axis=1)
+        bs.append(b)
+        ss.append(scales)
+    return np.concatenate(bs, axis=0), np.concatenate(ss, axis=0), block
+
+
+def _transcode_body_q8(rw: _Rewriter, node: onnx.NodeProto, b: np.ndarray, scales: np.ndarray, block: int) -> None:
+    """Replace one body MatMulNBits with exact 8-bit blocks (from Q8_0, Q5_0 or Q6_K;
+    default zero point 128)."""
+    base = node.input[1].rsplit("_Q", 1)[0]
+    inputs = [node.input[0], rw.put(base + "_Q8", b), rw.put(base + "_scales", scales)]
+    del node.input[:]
+    node.input.extend(inputs)
+    _set_attr(node, "bits", 8)
+    _set_attr(node, "block_size", block)
 
 
 def _share_embedding(rw: _Rewriter, weight: str, scales: str, n: int, k: int) -> bool:
@@ -480,9 +599,15 @@ def transcode_gguf_weights(
     lm_head_accuracy_level: int | None = None,
     check_tolerance: float = 0.5,
     filename: str = "model.onnx",
+    types: Iterable[str] | None = None,
+    head: bool = True,
 ) -> dict[str, Any]:
     """Replace every recognised MatMulNBits weight (and the lm_head / embedding) in a
     genai-builder output folder with the GGUF's own quantised blocks, in place.
+
+    ``types``: only matrices whose GGUF types are all among these (default: every type
+    the transcoder knows); ``head=False`` leaves the output head (and a tied embedding)
+    as the builder wrote it. Both exist to measure what each part costs.
 
     ``mode``: ``"split"`` (fast symmetric kernel + exact offset term, default) or
     ``"float_zp"`` (single MatMulNBits with float zero points; exact but slow on CPU).
@@ -502,69 +627,98 @@ def transcode_gguf_weights(
     gguf = _Gguf(gguf_path)
     model = onnx.load(str(onnx_dir / filename), load_external_data=True)
     rw = _Rewriter(model)
-    new_nodes: list[onnx.NodeProto] = []
-    blocksums: dict[str, str] = {}
-    left: dict[str, str] = {}
-    transcoded = 0
-    max_diff = 0.0
-    lm_head: tuple[str, str, int, int] | None = None
-
+    state = _State(tied="output.weight" not in gguf.tensors, types=set(types) if types else None, head=head)
     for node in list(model.graph.node):
-        if node.op_type != "MatMulNBits":
-            continue
-        names = _gguf_names(node.name)
-        if names is None or any(n not in gguf.tensors for n in names):
-            left[node.name] = "no matching GGUF tensor"
-            continue
-        if _attr(node, "block_size") != QK or any(node.input[4:]):
-            left[node.name] = "unexpected block_size or g_idx/bias inputs"
-            continue
-        parts = [gguf.rows(n) for n in names]
-        kinds = {kind for kind, _ in parts}
-        raw = np.concatenate([r for _, r in parts], axis=0)
-        n, k = _attr(node, "N"), _attr(node, "K")
-        zp = node.input[3] if len(node.input) > 3 and node.input[3] else None
-        builder_w = dequantize_nbits(
-            rw.array(node.input[1]), rw.array(node.input[2]), _attr(node, "bits"), rw.array(zp) if zp else None
-        )
-        if kinds == {"Q4_1"} and not _LM_HEAD_NODE.match(node.name):
-            exact = dequantize_q4_1(raw)
-            if exact.shape != (n, k):
-                left[node.name] = f"shape {exact.shape} != {(n, k)}"
-                continue
-            max_diff = max(max_diff, _check_close(exact, builder_w, node.name, check_tolerance))
-            _transcode_body(rw, node, raw, mode, new_nodes, blocksums)
-        elif kinds == {"Q8_0"} and _LM_HEAD_NODE.match(node.name):
-            exact = dequantize_q8_0(raw)
-            if exact.shape != (n, k):
-                left[node.name] = f"shape {exact.shape} != {(n, k)}"
-                continue
-            max_diff = max(max_diff, _check_close(exact, builder_w, node.name, check_tolerance))
-            weight, scales = _transcode_lm_head(rw, node, raw)
-            lm_head = (weight, scales, n, k)
-        else:
-            left[node.name] = f"GGUF type {sorted(kinds)} not supported here"
-            continue
-        level = lm_head_accuracy_level if _LM_HEAD_NODE.match(node.name) else None
-        level = level if level is not None else accuracy_level
-        if level is not None:
-            _set_attr(node, "accuracy_level", level)
-        transcoded += 1
+        if node.op_type == "MatMulNBits":
+            _transcode_node(rw, gguf, node, mode, check_tolerance, state)
+    for node in model.graph.node:
+        if node.name in state.transcoded:
+            level = lm_head_accuracy_level if _LM_HEAD_NODE.match(node.name) else None
+            level = level if level is not None else accuracy_level
+            if level is not None:
+                _set_attr(node, "accuracy_level", level)
 
     embedding = "left as built"
-    if lm_head is not None and _share_embedding(rw, *lm_head):
+    # Only a tied head is the embedding: an untied model keeps the builder's own lookup.
+    if state.lm_head is not None and state.tied and _share_embedding(rw, *state.lm_head):
         embedding = "GatherBlockQuantized bits=8 sharing the Q8_0 lm_head"
-    model.graph.node.extend(new_nodes)
+    model.graph.node.extend(state.new_nodes)
     _toposort(model.graph)
     rw.prune()
     _save(model, onnx_dir, filename)
     return {
         "mode": mode,
-        "transcoded": transcoded,
-        "left_as_is": left,
+        "transcoded": len(state.transcoded),
+        "transcoded_nodes": state.transcoded,
+        "left_as_is": state.left,
         "embedding": embedding,
-        "max_rtn_diff": round(max_diff, 4),
+        "max_rtn_diff": round(state.max_diff, 4),
     }
+
+
+@dataclass
+class _State:
+    """What one transcoding pass has done so far."""
+
+    tied: bool
+    new_nodes: list[onnx.NodeProto] = field(default_factory=list)
+    blocksums: dict[str, str] = field(default_factory=dict)
+    left: dict[str, str] = field(default_factory=dict)
+    transcoded: list[str] = field(default_factory=list)
+    max_diff: float = 0.0
+    lm_head: tuple[str, str, int, int] | None = None
+    types: set[str] | None = None
+    head: bool = True
+
+
+def _transcode_node(
+    rw: _Rewriter, gguf: _Gguf, node: onnx.NodeProto, mode: Mode, tolerance: float, state: _State
+) -> None:
+    """Replace one MatMulNBits' weight with the GGUF's blocks when their type is exact here
+    (Q4_1 or Q8_0 in the body, Q8_0 in the head); else record why it is left as built."""
+    names = _gguf_names(node.name, state.tied)
+    if names is None or any(n not in gguf.tensors for n in names):
+        state.left[node.name] = "no matching GGUF tensor"
+        return
+    if _attr(node, "block_size") != QK or any(node.input[4:]):
+        state.left[node.name] = "unexpected block_size or g_idx/bias inputs"
+        return
+    parts = [gguf.rows(n) for n in names]
+    kinds = {kind for kind, _ in parts}
+    if (state.types is not None and not kinds <= state.types) or (not state.head and _LM_HEAD_NODE.match(node.name)):
+        state.left[node.name] = "not asked for"
+        return
+    head = bool(_LM_HEAD_NODE.match(node.name))
+    kind = next(iter(kinds)) if len(kinds) == 1 else ""
+    # One type: the rows concatenate as raw blocks; mixed 8-bit types only after conversion.
+    raw = np.concatenate([r for _, r in parts], axis=0) if kind else np.empty((0, 0), dtype=np.uint8)
+    eight: tuple[np.ndarray, np.ndarray, int] | None = None
+    if kind in UNPACK_4BIT and not head:
+        d, m, q = UNPACK_4BIT[kind](raw)
+        exact = (d[..., None] * q + m[..., None]).reshape(raw.shape[0], -1)
+    elif kinds <= set(TO_8BIT) and (not head or kind == "Q8_0" or not state.tied):
+        eight = to_8bit(parts)
+        exact = dequantize_nbits(eight[0], eight[1], 8)
+    else:
+        state.left[node.name] = f"GGUF type {sorted(kinds)} not supported here"
+        return
+    n, k = _attr(node, "N"), _attr(node, "K")
+    if exact.shape != (n, k):
+        state.left[node.name] = f"shape {exact.shape} != {(n, k)}"
+        return
+    zp = node.input[3] if len(node.input) > 3 and node.input[3] else None
+    builder_w = dequantize_nbits(
+        rw.array(node.input[1]), rw.array(node.input[2]), _attr(node, "bits"), rw.array(zp) if zp else None
+    )
+    state.max_diff = max(state.max_diff, _check_close(exact, builder_w, node.name, tolerance))
+    if head and kind == "Q8_0":
+        weight, scales = _transcode_lm_head(rw, node, raw)
+        state.lm_head = (weight, scales, n, k)
+    elif eight is not None:
+        _transcode_body_q8(rw, node, *eight)
+    else:
+        _transcode_body(rw, node, raw, mode, state.new_nodes, state.blocksums, kind)
+    state.transcoded.append(node.name)
 
 
 # --------------------------------------------------------------------------- #
@@ -608,8 +762,12 @@ def effective_weights(onnx_dir: Path, filename: str = "model.onnx") -> Iterable[
         yield node.name, w
 
 
-def verify_against_hf(onnx_dir: Path, hf_dir: Path, filename: str = "model.onnx") -> dict[str, float]:
-    """Max relative error (per node) between the graph's weights and the fp32 safetensors."""
+def verify_against_hf(
+    onnx_dir: Path, hf_dir: Path, filename: str = "model.onnx", only: Iterable[str] | None = None
+) -> dict[str, float]:
+    """Max relative error (per node) between the graph's weights and the fp32 safetensors
+    (of the nodes in ``only``, when given: those the transcoder replaced)."""
+    wanted = set(only) if only is not None else None
     from safetensors.numpy import load_file
 
     tensors: dict[str, np.ndarray] = {}
@@ -617,6 +775,8 @@ def verify_against_hf(onnx_dir: Path, hf_dir: Path, filename: str = "model.onnx"
         tensors.update(load_file(str(f)))
     errors: dict[str, float] = {}
     for name, w in effective_weights(onnx_dir, filename):
+        if wanted is not None and name not in wanted:
+            continue
         match = _LAYER_NODE.match(name)
         if match:
             layer, proj = match.groups()
@@ -640,6 +800,8 @@ def _main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--accuracy-level", type=int, default=None)
     parser.add_argument("--lm-head-accuracy-level", type=int, default=None)
     parser.add_argument("--verify-hf", type=Path, default=None, help="fp32 transformers folder to compare against")
+    parser.add_argument("--types", default="", help="only these GGUF types, comma-separated (default: all known)")
+    parser.add_argument("--no-head", action="store_true", help="leave the output head as the builder wrote it")
     args = parser.parse_args(argv)
     report = transcode_gguf_weights(
         args.gguf,
@@ -647,14 +809,16 @@ def _main(argv: Sequence[str] | None = None) -> None:
         mode=args.mode,
         accuracy_level=args.accuracy_level,
         lm_head_accuracy_level=args.lm_head_accuracy_level,
+        types=[t for t in args.types.split(",") if t] or None,
+        head=not args.no_head,
     )
     if args.verify_hf is not None:
-        errors = verify_against_hf(args.onnx_dir, args.verify_hf)
+        errors = verify_against_hf(args.onnx_dir, args.verify_hf, only=report["transcoded_nodes"])
         report["verify_max_rel_err"] = max(errors.values()) if errors else None
         report["verified_nodes"] = len(errors)
     print(json.dumps(report, indent=2))
     worst = report.get("verify_max_rel_err")
-    if args.verify_hf is not None and (worst is None or worst > 1e-5):
+    if args.verify_hf is not None and report["transcoded"] and (worst is None or worst > 1e-5):
         raise SystemExit(f"the transcoded weights do not match the dequantised GGUF (max relative error {worst})")
 
 
