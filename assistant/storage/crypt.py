@@ -39,6 +39,7 @@ import os
 import re
 import sqlite3
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,9 +117,7 @@ def file_state(path: Path) -> FileState:
     random; anything else without SQLite's header is a damaged file, not a wrong key.
     """
     try:
-        with path.open("rb") as handle:
-            head = handle.read(1024)
-            size = os.fstat(handle.fileno()).st_size
+        head, size = read_head(path, 1024)
     except FileNotFoundError:
         return "missing"
     if not head:
@@ -129,6 +128,60 @@ def file_state(path: Path) -> FileState:
     if size % 512 == 0 and len(head) == 1024 and len(set(head)) > 128:
         return "encrypted"
     return "damaged"
+
+
+#: Held while this process reads a database file's first bytes and while it opens an SQLite
+#: connection, so that no connection opens the file between the two steps of read_head.
+_OPENING = threading.Lock()
+#: Where the process's open descriptors are listed (Linux: a link to /proc/self/fd; macOS too).
+_FD_DIR = "/dev/fd"
+
+
+def read_head(path: Path, count: int) -> tuple[bytes, int]:
+    """The first ``count`` bytes of ``path`` and its size, read without dropping this process's locks.
+
+    POSIX record locks belong to a process and a file, and closing *any* descriptor of
+    that file releases all of them -- including the SHARED lock an SQLite connection in
+    this process holds on its database. Another process then sees no reader, takes the
+    database for itself when its own connection closes, checkpoints and deletes the WAL
+    under the live connection, and the file ends up damaged ("database disk image is
+    malformed"; SQLite's *How To Corrupt An SQLite Database File*, section 2.2). So
+    where this process already has the file open (an SQLite connection), the bytes are
+    read through that descriptor and nothing is opened or closed; otherwise the file is
+    opened and closed here while :data:`_OPENING` keeps a connection from opening it in
+    between. Raises FileNotFoundError for a missing file.
+    """
+    with _OPENING:
+        wanted = os.stat(path)
+        for _ in range(3):
+            fd = _descriptor_of(wanted)
+            if fd is None:
+                break
+            try:
+                head = os.pread(fd, count, 0)
+                now = os.fstat(fd)
+            except OSError:  # closed by its connection meanwhile: look again
+                continue
+            if (now.st_dev, now.st_ino) == (wanted.st_dev, wanted.st_ino):
+                return head, now.st_size
+        with path.open("rb") as handle:
+            return handle.read(count), os.fstat(handle.fileno()).st_size
+
+
+def _descriptor_of(wanted: os.stat_result) -> int | None:
+    """A descriptor this process already holds on the file ``wanted`` describes, if any."""
+    try:
+        names = os.listdir(_FD_DIR)
+    except OSError:
+        return None
+    for name in names:
+        try:
+            found = os.fstat(int(name))
+        except (OSError, ValueError):
+            continue
+        if (found.st_dev, found.st_ino) == (wanted.st_dev, wanted.st_ino):
+            return int(name)
+    return None
 
 
 # --------------------------------------------------------------------------- keys
@@ -301,7 +354,8 @@ def connect(path: Path, key: DatabaseKey | None, *, timeout: float = BUSY_TIMEOU
 
 
 def _opened(module: Any, target: str, path: Path, key: DatabaseKey | None, timeout: float, *, uri: bool) -> Any:
-    conn = module.connect(target, uri=uri, check_same_thread=False, timeout=timeout)
+    with _OPENING:  # SQLite opens the file here; its locks come later, through that descriptor
+        conn = module.connect(target, uri=uri, check_same_thread=False, timeout=timeout)
     if key is None:
         return conn
     try:
