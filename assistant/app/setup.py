@@ -17,9 +17,9 @@ from typing import Any
 from assistant.core.errors import EnclaveError
 from assistant.core.files import write_private
 from assistant.core.settings import RULES, InvalidSetting, Locations, Settings, parse_setting, write_setting
-from assistant.storage import crypt, encryption
+from assistant.storage import crypt, encryption, repair
 from assistant.storage.audit import AuditLog
-from assistant.storage.database import Store, writable
+from assistant.storage.database import Store, damaged, writable
 
 __all__ = [
     "KEY_ENV",
@@ -143,7 +143,7 @@ def check_database(settings: Settings, *, terminal: bool) -> DatabaseCheck:
         return report
     if state == "plain" and not settings.encrypt:
         report.lines.append("  ok   plaintext (encrypt is off; `enclave init --encrypt` turns it on)")
-        return report
+        return _check_pages(report, path, None)
     try:
         key = crypt.key_for(path, settings.encrypt, interactive=False)
     except crypt.EncryptionError as exc:
@@ -161,7 +161,55 @@ def check_database(settings: Settings, *, terminal: bool) -> DatabaseCheck:
     report.lines.append(
         f"  ok   encrypted with SQLCipher {crypt.sqlcipher_version()}; key from {source} (it opens the database)"
     )
+    return _check_pages(report, path, key)
+
+
+def _check_pages(report: DatabaseCheck, path: Path, key: DatabaseKey | None) -> DatabaseCheck:
+    """SQLite's quick_check over every page: a damaged file is named here, with the fix."""
+    problems = repair.check(path, key)
+    if problems:
+        report.ok = False
+        report.lines.append(f"  FAIL damaged: {problems[0]}")
+        report.lines.append(f"       fix: {REPAIR_COMMAND} (keeps the damaged file, copies every readable row)")
+    else:
+        report.lines.append("  ok   intact (SQLite quick_check of every page)")
     return report
+
+
+#: The command that rebuilds a damaged database.
+REPAIR_COMMAND = "enclave doctor --repair"
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Whether an error is SQLite saying the database file is damaged (see :func:`damaged_database`)."""
+    return repair.is_damage(exc)
+
+
+def damaged_database(exc: BaseException, settings: Settings) -> EnclaveError | None:
+    """A user's message for an SQLite error that says the database file is damaged; None for others."""
+    if not repair.is_damage(exc):
+        return None
+    return damaged(settings.locations.database, exc)
+
+
+def repair_database(settings: Settings, *, interactive: bool | None = None, force: bool = False) -> repair.Repair:
+    """Rebuild a damaged database (see :mod:`assistant.storage.repair`); records what it did in the audit log."""
+    path = settings.locations.database
+    if crypt.file_state(path) == "missing":
+        return repair.Repair(path)
+    key = crypt.key_for(path, settings.encrypt, interactive=interactive)
+    result = repair.repair(path, key, force=force)
+    if result.kept:
+        store = Store(path, key, config_dir=settings.locations.config)
+        try:
+            audit_log(store).record(
+                "database_repaired", kept=result.kept, copied=sum(result.copied.values()),
+                unreadable=result.unreadable, lost_tables=result.lost_tables,
+                unreadable_file=result.unreadable_file,
+            )  # fmt: skip
+        finally:
+            store.close()
+    return result
 
 
 # --------------------------------------------------------------------------- the settings file

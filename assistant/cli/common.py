@@ -63,6 +63,19 @@ def confirm_destructive(question: str, yes: bool, refusal: str) -> str:
     return "confirmed at the prompt"
 
 
+def _damaged_database(ctx: click.Context, exc: Exception) -> EnclaveError | None:
+    """The message for an SQLite error that says the database file is damaged (None for any other)."""
+    from assistant.app.setup import damaged_database, is_damage
+
+    if not is_damage(exc):
+        return None
+    try:
+        settings = _settings(ctx)
+    except EnclaveError:  # the settings themselves are broken: the generic message stands
+        return None
+    return damaged_database(exc, settings)
+
+
 class EnclaveGroup(click.Group):
     """Turns EnclaveError (and anything unexpected) into a message, not a traceback.
 
@@ -108,6 +121,11 @@ class EnclaveGroup(click.Group):
         except Exception as exc:  # the last line of defence for users
             if os.environ.get("ENCLAVE_DEBUG"):
                 raise
+            damage = _damaged_database(ctx, exc)
+            if damage is not None:
+                _err(click.style("error: ", fg="red", bold=True) + displayable(damage.message))
+                _err("  " + displayable(damage.hint))
+                ctx.exit(1)
             _err(click.style("internal error: ", fg="red", bold=True) + displayable(f"{type(exc).__name__}: {exc}"))
             _err("  This is a bug in Enclave. Run again with ENCLAVE_DEBUG=1 for the details.")
             ctx.exit(70)

@@ -26,6 +26,31 @@ def _doctor_database(settings: Any) -> bool:
     return report.ok
 
 
+def _doctor_repair(settings: Any, as_json: bool) -> None:
+    """`enclave doctor --repair`: check every page; rebuild the database only if it is damaged."""
+    from assistant.app.setup import repair_database
+
+    if not as_json:
+        click.echo(f"Checking {inline(str(settings.locations.database))} ...", err=True)
+    result = repair_database(settings)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=1, ensure_ascii=False))
+        return
+    if not result.kept:
+        click.echo("ok   the database is intact (SQLite integrity_check); nothing was changed")
+        return
+    click.echo(f"repaired {inline(str(settings.locations.database))}: {sum(result.copied.values())} rows copied")
+    for table, count in sorted(result.copied.items()):
+        if count or table in result.unreadable:
+            skipped = result.unreadable.get(table)
+            click.echo(f"  {table:22} {count:>8}" + (f"  ({skipped} unreadable stretch(es) stepped over)" if skipped else ""))
+    if result.unreadable_file:
+        click.echo(f"  nothing could be read ({inline(result.unreadable_file)}): the new database is empty")
+    for table in result.lost_tables:
+        click.echo(f"  {table:22}  unreadable: nothing could be copied")
+    click.echo(f"the damaged file is kept at {inline(result.kept)} (delete it once you are satisfied)")
+
+
 def _doctor_files(settings: Any) -> bool:
     """Files: every folder and file that holds conversations, keys or the audit trail is private."""
     from assistant.app.files import exposed_files
@@ -170,10 +195,14 @@ def _doctor_locations(settings: Any) -> None:
     "--hardware", is_flag=True, help="The hardware matrix: CPU, RAM, GPU, power, and each model against the budgets."
 )
 @click.option(
+    "--repair", is_flag=True,
+    help="Rebuild a damaged database from every row that can be read (the damaged file is kept beside it).",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print the privacy (or with --hardware, the hardware) report as JSON."
 )
 @click.pass_context
-def doctor(ctx: click.Context, privacy: bool, hardware: bool, as_json: bool) -> None:
+def doctor(ctx: click.Context, privacy: bool, hardware: bool, repair: bool, as_json: bool) -> None:
     """Check the installation: models, database, and that nothing can leave the machine.
 
     The privacy section names each layer (the telemetry switches per library, the
@@ -181,6 +210,9 @@ def doctor(ctx: click.Context, privacy: bool, hardware: bool, as_json: bool) -> 
     in this process) and whether it holds, and runs a self-test inside a sealed worker.
     """
     settings = _settings(ctx)
+    if repair:
+        _doctor_repair(settings, as_json)
+        return
     if hardware:
         if not _doctor_hardware(settings, as_json):
             ctx.exit(1)

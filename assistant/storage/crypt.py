@@ -184,6 +184,17 @@ def _descriptor_of(wanted: os.stat_result) -> int | None:
     return None
 
 
+def is_damage(exc: BaseException) -> bool:
+    """Whether an SQLite error says the file itself is damaged (not locked, full or read-only)."""
+    if not isinstance(exc, DATABASE_ERRORS):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF == 11:  # SQLITE_CORRUPT and its extended codes
+        return True
+    text = str(exc).lower()
+    return "malformed" in text or "corrupt" in text
+
+
 # --------------------------------------------------------------------------- keys
 def key_statement(secret: str) -> str:
     """``PRAGMA key`` for a passphrase, quoted as an SQL string (PRAGMA takes no parameters)."""

@@ -32,6 +32,33 @@ if TYPE_CHECKING:
     from assistant.core.settings import Settings
 
 
+
+def damaged(path: Path, exc: BaseException) -> StoreError:
+    """The message for SQLite saying the database file is damaged: what, and the command that fixes it."""
+    return StoreError(
+        f"The database {path} is damaged (SQLite: {exc}).",
+        "Run `enclave doctor --repair`: it keeps the damaged file beside it and rebuilds the "
+        "database from every row that can still be read.",
+    )
+
+
+class _Guard:
+    """The store's lock. An SQLite error raised while it is held that says the file is
+    damaged leaves as :func:`damaged`'s StoreError, so every front end shows the fix."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.RLock()
+        self._path = path
+
+    def __enter__(self) -> _Guard:
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self._lock.release()
+        if exc is not None and not isinstance(exc, StoreError) and crypt.is_damage(exc):
+            raise damaged(self._path, exc) from exc
+
 class StoreError(EnclaveError):
     """The database cannot be opened or written."""
 
@@ -311,7 +338,7 @@ class Store:
         self.readonly = readonly
         #: Where the audit log keeps its key and counter (outside the data directory).
         self.config_dir = config_dir
-        self._lock = threading.RLock()
+        self._lock = _Guard(path)
         try:
             if not readonly:
                 # Private from the first byte: SQLite gives the -wal and -shm files the
@@ -358,8 +385,8 @@ class Store:
                 raise crypt.missing_key(path) from None
             raise StoreError(
                 f"The database {path} cannot be opened: {exc}.",
-                "If the disk is full, free space and retry; if the file is damaged, move it aside "
-                "(Enclave starts a new one) and keep the old copy for recovery.",
+                "If the disk is full, free space and retry; if the file is damaged, run "
+                "`enclave doctor --repair` (it keeps the damaged file and copies every readable row).",
             ) from exc
 
     @classmethod

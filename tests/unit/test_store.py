@@ -150,7 +150,7 @@ def test_a_damaged_database_is_a_clear_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(EnclaveError) as info:
         Store(path)
-    assert "cannot be opened" in info.value.message and "move it aside" in info.value.hint
+    assert "cannot be opened" in info.value.message and "enclave doctor --repair" in info.value.hint
 
 
 def test_integrity_after_many_turns(store: Store) -> None:

@@ -1,0 +1,273 @@
+"""Check the database, and rebuild a damaged one from every row that can still be read.
+
+A database can be damaged by things outside Enclave (a disk that lies about fsync, a
+copy taken while it was written, a file restored without its ``-wal``) or by the lock
+bug fixed in :func:`assistant.storage.crypt.read_head`. SQLite then answers "database
+disk image is malformed" on some reads and not others. :func:`repair` keeps the damaged
+file (and its ``-wal``) under a dated name, builds a new database with the current
+schema, copies every row it can read table by table -- skipping over unreadable pages by
+rowid -- rebuilds the full-text indexes from the copied rows, checks the result and puts
+it in place. Nothing is deleted: what could not be read stays in the kept copy. A file
+of which not even the list of tables can be read ("file is not a database") is kept the
+same way, and Enclave starts again with an empty database.
+
+Python 3.11's ``sqlite3`` has no binding of the SQLite shell's ``.recover``; this is the
+part of it Enclave needs: its own tables, whose schema it knows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from assistant.core.errors import EnclaveError
+from assistant.storage import crypt
+
+#: Whether an SQLite error says the database file is damaged.
+is_damage = crypt.is_damage
+
+#: Rows read per query while copying; a failing batch is retried one row at a time.
+_BATCH = 500
+
+
+@dataclass
+class Repair:
+    """What :func:`repair` did."""
+
+    path: Path
+    #: Where the damaged file is kept ("" when it was not damaged and nothing was done).
+    kept: str = ""
+    #: Rows copied, per table.
+    copied: dict[str, int] = field(default_factory=dict)
+    #: Stretches of rows that could not be read (and were stepped over), per table.
+    unreadable: dict[str, int] = field(default_factory=dict)
+    #: Tables that could not be read at all.
+    lost_tables: list[str] = field(default_factory=list)
+    #: Why nothing at all could be read ("" when the list of tables could): the new database is empty.
+    unreadable_file: str = ""
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "database": str(self.path),
+            "damaged": bool(self.kept),
+            "kept": self.kept,
+            "copied": self.copied,
+            "unreadable": self.unreadable,
+            "lost_tables": self.lost_tables,
+            "unreadable_file": self.unreadable_file,
+            "problems": self.problems,
+        }
+
+
+def check(path: Path, key: crypt.DatabaseKey | None, *, full: bool = False) -> list[str]:
+    """SQLite's ``quick_check`` (``integrity_check`` with ``full``): [] when the file is sound."""
+    try:
+        conn = crypt.connect(path, key, readonly=True)
+    except crypt.DATABASE_ERRORS as exc:  # not even the first page reads ("file is not a database")
+        return [str(exc)]
+    try:
+        pragma = "integrity_check" if full else "quick_check"
+        rows = [str(row[0]) for row in conn.execute(f"PRAGMA {pragma}(20)").fetchall()]
+    except crypt.DATABASE_ERRORS as exc:
+        return [str(exc)]
+    finally:
+        conn.close()
+    return [] if rows == ["ok"] else rows
+
+
+def repair(path: Path, key: crypt.DatabaseKey | None, *, force: bool = False) -> Repair:
+    """Rebuild the database at ``path`` if it is damaged (or with ``force``); see the module docstring.
+
+    Holds the database's lock file exclusively, so it refuses to run while any Enclave
+    has the database open (an :class:`~assistant.storage.crypt.EncryptionError` that says so).
+    """
+    from assistant.storage.database import Store
+
+    result = Repair(path)
+    with crypt._flock(path, exclusive=True, blocking=False):
+        problems = check(path, key, full=True)
+        if not problems and not force:
+            return result
+        result.problems = problems
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        partial = path.with_name(f"{path.name}.repairing")
+        for leftover in (partial, _sibling(partial, "-wal"), _sibling(partial, "-shm")):
+            leftover.unlink(missing_ok=True)
+        try:
+            source = crypt.connect(path, key, readonly=True)
+            tables = set(_tables(source)[0])
+        except crypt.DATABASE_ERRORS as exc:  # nothing readable: an empty database, the file kept
+            source, tables = None, set()
+            result.unreadable_file = str(exc)
+        try:
+            target = Store(partial, key)
+            try:
+                if source is not None:
+                    _copy_all(source, tables, target, result)
+                after = [str(row[0]) for row in target.db.execute("PRAGMA integrity_check(20)").fetchall()]
+                # Everything into the main file, and out of WAL mode: nothing of the copy is left
+                # in a -wal under the temporary name when the file is renamed.
+                target.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                target.db.execute("PRAGMA journal_mode = DELETE")
+            finally:
+                target.close()
+        finally:
+            if source is not None:
+                source.close()
+        for leftover in (crypt.lock_path(partial), _sibling(partial, "-wal"), _sibling(partial, "-shm")):
+            leftover.unlink(missing_ok=True)
+        if after != ["ok"]:
+            raise RepairError(
+                f"The rebuilt copy {partial} did not pass SQLite's integrity check ({after[0]}); "
+                f"{path} was left as it was.",
+                "Free disk space and run `enclave doctor --repair` again; keep both files for recovery.",
+            )
+        kept = path.with_name(f"{path.name}.damaged-{stamp}")
+        _keep(path, kept)
+        os.replace(partial, path)
+        crypt._fsync_dir(path.parent)
+        result.kept = str(kept)
+    return result
+
+
+class RepairError(EnclaveError):
+    """The rebuilt database could not be checked, so the damaged one was left in place."""
+
+
+def _sibling(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def _keep(path: Path, kept: Path) -> None:
+    """A second name for the damaged file and its WAL; then the live WAL and -shm go.
+
+    The WAL must not stay beside the new file: its frames carry no database identity,
+    and SQLite would apply them to the rebuilt database.
+    """
+    os.link(path, kept)
+    with contextlib.suppress(OSError):  # it holds conversations: private, as the database should be
+        os.chmod(kept, 0o600)
+    wal = _sibling(path, "-wal")
+    if wal.exists():
+        os.link(wal, _sibling(kept, "-wal"))
+        wal.unlink()
+    _sibling(path, "-shm").unlink(missing_ok=True)
+
+
+def _tables(conn: Any) -> tuple[list[str], list[str], set[str]]:
+    """Ordinary tables, FTS tables, and the names of tables that are parts of FTS tables."""
+    rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall()
+    virtual = [str(name) for name, sql in rows if sql and str(sql).upper().startswith("CREATE VIRTUAL")]
+    shadow = {str(name) for name, _ in rows for v in virtual if str(name).startswith(v + "_")}
+    plain = [
+        str(name) for name, _ in rows if name not in shadow and name not in virtual and not str(name).startswith("sqlite_")
+    ]
+    return plain, virtual, shadow
+
+
+def _columns(conn: Any, table: str) -> list[str]:
+    return [str(row[1]) for row in conn.execute(f'PRAGMA table_info("{table}")').fetchall()]
+
+
+def _copy_all(source: Any, have: set[str], target: Any, result: Repair) -> None:
+    """Every readable row of the tables ``have`` (the source's) that the new schema has too."""
+    plain, virtual, _ = _tables(target.db.conn)
+    conn = target.db.conn
+    conn.execute("PRAGMA foreign_keys = OFF")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table in plain:
+            if table not in have:
+                continue
+            try:
+                columns = [c for c in _columns(target.db.conn, table) if c in set(_columns(source, table))]
+            except crypt.DATABASE_ERRORS:
+                result.lost_tables.append(table)
+                continue
+            if columns:
+                _copy_table(source, conn, table, columns, result)
+        for table in virtual:  # rebuilt from the copied rows (external content or their own)
+            with contextlib.suppress(*crypt.DATABASE_ERRORS):
+                conn.execute(f'INSERT INTO "{table}"("{table}") VALUES (\'rebuild\')')
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.execute("PRAGMA foreign_keys = ON")
+
+
+def _has_rowid(conn: Any, table: str) -> bool:
+    try:
+        conn.execute(f'SELECT rowid FROM "{table}" LIMIT 0').fetchall()
+    except crypt.DATABASE_ERRORS:
+        return False
+    return True
+
+
+def _copy_table(source: Any, conn: Any, table: str, columns: list[str], result: Repair) -> None:
+    names = ", ".join(f'"{c}"' for c in columns)
+    insert = f'INSERT OR IGNORE INTO "{table}" ({names}) VALUES ({", ".join("?" for _ in columns)})'
+    copied = 0
+    if not _has_rowid(source, table):  # WITHOUT ROWID: all or nothing
+        try:
+            rows = source.execute(f'SELECT {names} FROM "{table}"').fetchall()
+        except crypt.DATABASE_ERRORS:
+            result.lost_tables.append(table)
+            return
+        conn.executemany(insert, rows)
+        result.copied[table] = len(rows)
+        return
+    last = -(2**63)
+    skipped = 0
+    size = _BATCH  # one row at a time near damage, then batches again
+    singles = 0
+    while True:
+        try:
+            batch = source.execute(
+                f'SELECT rowid, {names} FROM "{table}" WHERE rowid > ? ORDER BY rowid LIMIT {size}', [last]
+            ).fetchall()
+        except crypt.DATABASE_ERRORS:
+            if size > 1:
+                size, singles = 1, 0
+                continue
+            found = _step_over(source, table, names, last)
+            if found is None:
+                break
+            skipped += 1
+            last = found - 1
+            continue
+        if not batch:
+            break
+        conn.executemany(insert, [row[1:] for row in batch])
+        copied += len(batch)
+        last = int(batch[-1][0])
+        if size == 1:
+            singles += 1
+            if singles >= _BATCH:
+                size = _BATCH
+    result.copied[table] = copied
+    if skipped:
+        result.unreadable[table] = skipped
+
+
+def _step_over(source: Any, table: str, names: str, last: int) -> int | None:
+    """The first rowid after ``last`` whose row reads again, probing further and further on."""
+    step = 1
+    while step < 2**62:
+        start = last + step
+        try:
+            row = source.execute(
+                f'SELECT rowid, {names} FROM "{table}" WHERE rowid >= ? ORDER BY rowid LIMIT 1', [start]
+            ).fetchone()
+        except crypt.DATABASE_ERRORS:
+            step *= 2
+            continue
+        return None if row is None else int(row[0])
+    return None

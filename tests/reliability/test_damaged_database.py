@@ -1,0 +1,190 @@
+"""A damaged database is named with its fix, and `enclave doctor --repair` gets back every readable row.
+
+The database is a real SQLite file written by Enclave's Store; one page in the middle of
+the messages is overwritten on disk, the way a torn write or a lost -wal leaves a file.
+Every command runs as a user's would, in its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from assistant.core.settings import Settings
+from assistant.storage.database import Store
+from tests.cli.test_cli import enclave
+
+CONVERSATIONS = 2
+TURNS = 300
+
+
+def _fill(home: Path) -> list[int]:
+    """Two conversations of 300 turns each, every message carrying a findable marker."""
+    store = Store.open(Settings.load(), interactive=False)
+    ids = []
+    try:
+        for c in range(CONVERSATIONS):
+            cid = store.create_conversation(
+                model="m", engine="onnx", persona="default", system_prompt="", context_policy="drop-oldest"
+            )
+            ids.append(cid)
+            for i in range(TURNS):
+                store.add_turn(
+                    cid,
+                    f"question marker-{c}-{i} about the pump " + "lorem ipsum " * 8,
+                    f"answer marker-{c}-{i} the pressure is {i} kPa " + "dolor sit amet " * 8,
+                    model="m", model_sha256="0" * 64, engine="onnx", where_ran="local",
+                    finish_reason="stop", usage=None, context=None,
+                )  # fmt: skip
+    finally:
+        store.close()
+    database = home / "data" / "enclave.db"
+    with sqlite3.connect(database) as conn:  # everything in the main file before it is damaged
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return ids
+
+
+def _damage(database: Path, marker: bytes) -> int:
+    """Overwrite the page that holds ``marker`` with garbage; the page's number."""
+    data = database.read_bytes()
+    page_size = int.from_bytes(data[16:18], "big")
+    where = data.index(marker)
+    page = where // page_size
+    with database.open("r+b") as handle:
+        handle.seek(page * page_size)
+        handle.write(b"\xa5" * page_size)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return page + 1
+
+
+def _no_traceback(proc: object) -> None:
+    stderr = proc.stderr  # type: ignore[attr-defined]
+    assert "Traceback" not in stderr and "internal error" not in stderr.lower(), stderr
+
+
+@pytest.fixture
+def damaged(enclave_home: Path) -> tuple[Path, list[int]]:
+    ids = _fill(enclave_home)
+    database = enclave_home / "data" / "enclave.db"
+    _damage(database, b"marker-0-150 ")
+    return database, ids
+
+
+def test_a_damaged_database_is_named_with_its_fix_and_repaired(damaged: tuple[Path, list[int]], enclave_home: Path) -> None:
+    database, (first, second) = damaged
+    # Reading the damaged conversation: a message that names the file and the command.
+    shown = enclave("history", "show", str(first), home=enclave_home, check=False)
+    assert shown.returncode == 1, shown.stdout[-500:] + shown.stderr
+    _no_traceback(shown)
+    assert "is damaged" in shown.stderr and str(database) in shown.stderr
+    assert "enclave doctor --repair" in shown.stderr
+
+    doctor = enclave("doctor", home=enclave_home, check=False)
+    assert doctor.returncode != 0
+    assert "FAIL damaged" in doctor.stdout and "doctor --repair" in doctor.stdout
+
+    fixed = enclave("doctor", "--repair", "--json", home=enclave_home)
+    report = json.loads(fixed.stdout)  # JSON alone on stdout
+    assert report["damaged"] is True and report["problems"]
+    kept = Path(report["kept"])
+    assert kept.is_file() and kept.parent == database.parent and kept.name.startswith("enclave.db.damaged-")
+    assert kept.stat().st_mode & 0o077 == 0  # the kept copy is as private as the database
+    assert report["unreadable"].get("messages", 0) >= 1
+    total = CONVERSATIONS * TURNS * 2
+    # One 4 KiB page holds a handful of messages; all the others come back.
+    assert total - 40 <= report["copied"]["messages"] < total, report["copied"]
+    assert report["copied"]["conversations"] == CONVERSATIONS
+
+    # The repaired file passes SQLite's full check, from outside Enclave.
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        kept_rows = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+    assert kept_rows == report["copied"]["messages"]
+
+    # Both conversations read again; the one that was not touched is whole.
+    again = enclave("history", "show", "--json", str(second), home=enclave_home)
+    messages = json.loads(again.stdout)["messages"]
+    assert len(messages) == TURNS * 2
+    first_again = enclave("history", "show", "--json", str(first), home=enclave_home)
+    contents = [m["content"] for m in json.loads(first_again.stdout)["messages"]]
+    assert any("marker-0-0 " in text for text in contents) and any("marker-0-299 " in text for text in contents)
+    # Full-text search is rebuilt from the copied rows.
+    found = enclave("history", "search", "--json", "marker-1-123", home=enclave_home)
+    assert any(row["conversation_id"] == second for row in json.loads(found.stdout))
+
+    # The repair is in the audit trail, and the chain still verifies.
+    verified = enclave("audit", "verify", home=enclave_home, check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    log = enclave("audit", "list", home=enclave_home)
+    assert "database_repaired" in log.stdout
+
+    doctor = enclave("doctor", home=enclave_home, check=False)
+    assert "ok   intact" in doctor.stdout and "FAIL damaged" not in doctor.stdout
+    # A second run finds nothing to do and changes nothing.
+    before = database.stat().st_ino
+    second_run = json.loads(enclave("doctor", "--repair", "--json", home=enclave_home).stdout)
+    assert second_run["damaged"] is False and second_run["kept"] == ""
+    assert database.stat().st_ino == before
+
+
+def test_repair_refuses_while_another_enclave_has_the_database_open(
+    damaged: tuple[Path, list[int]], enclave_home: Path
+) -> None:
+    database, _ = damaged
+    size = database.stat().st_size
+    holder = Store.open(Settings.load(), interactive=False, write=False)
+    try:
+        refused = enclave("doctor", "--repair", home=enclave_home, check=False)
+    finally:
+        holder.close()
+    assert refused.returncode == 1
+    _no_traceback(refused)
+    assert "in use by another Enclave process" in refused.stderr
+    assert database.stat().st_size == size
+    assert not list(database.parent.glob("enclave.db.damaged-*"))
+    assert not database.with_name("enclave.db.repairing").exists()
+
+
+def test_repair_of_a_home_without_a_database_does_nothing(enclave_home: Path) -> None:
+    report = json.loads(enclave("doctor", "--repair", "--json", home=enclave_home).stdout)
+    assert report["damaged"] is False
+    assert not (enclave_home / "data" / "enclave.db").exists()
+
+
+def test_a_file_that_is_not_a_database_is_kept_and_enclave_starts_again(enclave_home: Path) -> None:
+    database = enclave_home / "data" / "enclave.db"
+    database.parent.mkdir(parents=True)
+    database.write_bytes(b"this is not a database\n" * 200)
+    listed = enclave("history", "list", home=enclave_home, check=False)
+    assert listed.returncode == 1 and "enclave doctor --repair" in listed.stderr
+    _no_traceback(listed)
+    doctor = enclave("doctor", home=enclave_home, check=False)
+    _no_traceback(doctor)
+    assert "doctor --repair" in doctor.stdout
+
+    report = json.loads(enclave("doctor", "--repair", "--json", home=enclave_home).stdout)
+    assert report["damaged"] is True and "not a database" in report["unreadable_file"]
+    kept = Path(report["kept"])
+    assert kept.read_bytes() == b"this is not a database\n" * 200  # kept byte for byte
+    assert kept.stat().st_mode & 0o077 == 0
+    assert enclave("history", "list", home=enclave_home).stdout.strip() == "No conversations yet."
+
+
+def test_every_front_end_gets_the_fix_from_the_store_itself(damaged: tuple[Path, list[int]]) -> None:
+    """The TUI and the server call the Store directly: its errors carry the fix, not SQLite's text alone."""
+    from assistant.core.errors import EnclaveError
+
+    database, (first, second) = damaged
+    store = Store(database)
+    try:
+        with pytest.raises(EnclaveError) as info:
+            store.messages(first)
+        assert "is damaged" in info.value.message and "enclave doctor --repair" in info.value.hint
+        assert len(store.messages(second)) == TURNS * 2  # the intact conversation still reads
+    finally:
+        store.close()
