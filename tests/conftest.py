@@ -116,48 +116,79 @@ def _real_models_home() -> Path:
     return Path(os.environ.get("ENCLAVE_TEST_MODELS", Path.home() / ".cache" / "enclave-test-models"))
 
 
-def _built(name: str, engine: str) -> Path:
-    """An Enclave home holding ``name`` built for ``engine`` by Enclave's own recipe (once)."""
+def build_in_cache(name: str, engine: str, *, force: bool = False) -> Path:
+    """Build ``name`` for ``engine`` into the shared cache by Enclave's own recipe (once); its folder."""
     from assistant.catalog.convert.recipes import build
     from assistant.catalog.manifests import Catalog
     from assistant.core.settings import Settings
 
-    home = _real_models_home()
     old = os.environ.get("ENCLAVE_HOME")
-    os.environ["ENCLAVE_HOME"] = str(home)
+    os.environ["ENCLAVE_HOME"] = str(_real_models_home())
     try:
-        build(Catalog(Settings.load()), name, engine)
+        catalog = Catalog(Settings.load())
+        build(catalog, name, engine, force=force)
+        return catalog.install_dir(name, engine)
     finally:
         if old is None:
             os.environ.pop("ENCLAVE_HOME", None)
         else:
             os.environ["ENCLAVE_HOME"] = old
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system
+        shutil.copy2(src, dst)
+
+
+def borrow(home: Path, name: str, engine: str, *, force: bool = False) -> Path:
+    """``home`` with the cache's build of ``name`` for ``engine`` in it, linked file by file.
+
+    The cache holds models only. The tests' conversations, audit trail and database live
+    in ``home``, a fresh folder of this run: a database another run left damaged in the
+    cache (a killed run, or older Enclaves sharing it) can fail no test. Files, not one
+    symlink to the folder: the sealed engine worker sees only paths inside its home.
+    """
+    source = build_in_cache(name, engine, force=force)
+    target = home / "data" / "models" / name / engine
+    if force and target.exists():
+        shutil.rmtree(target)
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(source, target, copy_function=_link_or_copy)
     return home
 
 
 @pytest.fixture(scope="session")
-def smollm2_home() -> Path:
-    """SmolLM2-135M-Instruct for onnxruntime-genai, built from PyPI by the recipe."""
-    return _built("smollm2-135m-instruct", "onnx")
+def models_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This run's home for the real models (see :func:`borrow`)."""
+    return tmp_path_factory.mktemp("models-home")
 
 
 @pytest.fixture(scope="session")
-def embedder_home() -> Path:
+def smollm2_home(models_home: Path) -> Path:
+    """SmolLM2-135M-Instruct for onnxruntime-genai, built from PyPI by the recipe."""
+    return borrow(models_home, "smollm2-135m-instruct", "onnx")
+
+
+@pytest.fixture(scope="session")
+def embedder_home(models_home: Path) -> Path:
     """all-MiniLM-L6-v2 as an ONNX sentence encoder, built from PyPI by the recipe (~30 s once);
     the folder is ``embedder_folder(settings)`` with ``ENCLAVE_HOME`` set to this home."""
-    return _built("all-minilm-l6-v2", "onnx")
+    return borrow(models_home, "all-minilm-l6-v2", "onnx")
 
 
 @pytest.fixture(scope="session")
-def smollm2_litert_home() -> Path:
+def smollm2_litert_home(models_home: Path) -> Path:
     """SmolLM2-135M-Instruct as a .litertlm, built from PyPI by the recipe (~5 min once)."""
-    return _built("smollm2-135m-instruct", "litert")
+    return borrow(models_home, "smollm2-135m-instruct", "litert")
 
 
 @pytest.fixture(scope="session")
-def gemma_litert_home() -> Path:
+def gemma_litert_home(models_home: Path) -> Path:
     """Gemma 3 270M (base) as a .litertlm, built from PyPI by the recipe (~7 min once)."""
-    return _built("gemma3-270m", "litert")
+    return borrow(models_home, "gemma3-270m", "litert")
 
 
 # ---------------------------------------------------------------- tiny GGUFs

@@ -16,29 +16,26 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def gemma_onnx_home() -> Path:
+def gemma_onnx_home(models_home: Path) -> Path:
     """The test models home with gemma3-270m built for onnx by the current recipe (a build
-    left there by an older recipe is rebuilt: ~7 minutes on 2 cores)."""
-    from assistant.catalog.convert.recipes import build
+    left in the cache by an older recipe is rebuilt: ~7 minutes on 2 cores)."""
     from assistant.catalog.manifests import Catalog
     from assistant.core.settings import Settings
-    from tests.conftest import _real_models_home
+    from tests.conftest import _real_models_home, borrow
 
-    home = _real_models_home()
     old = os.environ.get("ENCLAVE_HOME")
-    os.environ["ENCLAVE_HOME"] = str(home)
+    os.environ["ENCLAVE_HOME"] = str(_real_models_home())
     try:
         catalog = Catalog(Settings.load())
         wanted = catalog.recipes["gemma3-270m"].build["onnx"].get("transcode")
         manifest = catalog.install_dir("gemma3-270m", "onnx") / "enclave-manifest.json"
         stale = manifest.is_file() and json.loads(manifest.read_text())["build"].get("transcode") != wanted
-        build(catalog, "gemma3-270m", "onnx", force=stale)
     finally:
         if old is None:
             os.environ.pop("ENCLAVE_HOME", None)
         else:
             os.environ["ENCLAVE_HOME"] = old
-    return home
+    return borrow(models_home, "gemma3-270m", "onnx", force=stale)
 
 
 def test_every_matrix_is_the_ggufs_own_and_it_runs(gemma_onnx_home: Path) -> None:
