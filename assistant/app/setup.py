@@ -169,7 +169,8 @@ def _check_pages(report: DatabaseCheck, path: Path, key: DatabaseKey | None) -> 
     problems = repair.check(path, key)
     if problems:
         report.ok = False
-        report.lines.append(f"  FAIL damaged: {problems[0]}")
+        named = [line for line in problems if not line.startswith("***")] or problems
+        report.lines.append(f"  FAIL damaged: {named[0]}")
         report.lines.append(f"       fix: {REPAIR_COMMAND} (keeps the damaged file, copies every readable row)")
     else:
         report.lines.append("  ok   intact (SQLite quick_check of every page)")

@@ -21,6 +21,7 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,8 @@ def check(path: Path, key: crypt.DatabaseKey | None, *, full: bool = False) -> l
         return [str(exc)]
     try:
         pragma = "integrity_check" if full else "quick_check"
-        rows = [str(row[0]) for row in conn.execute(f"PRAGMA {pragma}(20)").fetchall()]
+        # SQLCipher answers with one row holding every line; SQLite with a row per line.
+        rows = [line for row in conn.execute(f"PRAGMA {pragma}(20)").fetchall() for line in str(row[0]).splitlines()]
     except crypt.DATABASE_ERRORS as exc:
         return [str(exc)]
     finally:
@@ -99,7 +101,7 @@ def repair(path: Path, key: crypt.DatabaseKey | None, *, force: bool = False) ->
         for leftover in (partial, _sibling(partial, "-wal"), _sibling(partial, "-shm")):
             leftover.unlink(missing_ok=True)
         try:
-            source = crypt.connect(path, key, readonly=True)
+            source = _Source(path, key)
             tables = set(_tables(source)[0])
         except crypt.DATABASE_ERRORS as exc:  # nothing readable: an empty database, the file kept
             source, tables = None, set()
@@ -133,6 +135,46 @@ def repair(path: Path, key: crypt.DatabaseKey | None, *, force: bool = False) ->
         crypt._fsync_dir(path.parent)
         result.kept = str(kept)
     return result
+
+
+class _Rows(list[Any]):
+    """Rows already fetched, read the way a cursor's are."""
+
+    def fetchall(self) -> list[Any]:
+        return list(self)
+
+    def fetchone(self) -> Any:
+        return self[0] if self else None
+
+
+class _Source:
+    """The damaged database, read-only, with a fresh connection after every failed read.
+
+    Each query is fetched whole before it returns (SQLite reports a bad page while
+    rows are fetched, not when the query starts). After an error the connection is
+    replaced: SQLCipher keeps a page that fails its HMAC check as a lasting error of
+    the connection's pager, so every later read on it would fail too (seen: 684 of
+    1,200 messages copied from a file with one bad page, against 1,169 with this).
+    """
+
+    def __init__(self, path: Path, key: crypt.DatabaseKey | None) -> None:
+        self._path, self._key = path, key
+        self._conn = crypt.connect(path, key, readonly=True)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> _Rows:
+        try:
+            return _Rows(self._conn.execute(sql, params).fetchall())
+        except crypt.DATABASE_ERRORS:
+            self._reopen()
+            raise
+
+    def _reopen(self) -> None:
+        with contextlib.suppress(*crypt.DATABASE_ERRORS):
+            self._conn.close()
+        self._conn = crypt.connect(self._path, self._key, readonly=True)
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 class RepairError(EnclaveError):

@@ -22,7 +22,7 @@ CONVERSATIONS = 2
 TURNS = 300
 
 
-def _fill(home: Path) -> list[int]:
+def _fill(home: Path, *, checkpoint: bool = True) -> list[int]:
     """Two conversations of 300 turns each, every message carrying a findable marker."""
     store = Store.open(Settings.load(), interactive=False)
     ids = []
@@ -43,8 +43,10 @@ def _fill(home: Path) -> list[int]:
     finally:
         store.close()
     database = home / "data" / "enclave.db"
-    with sqlite3.connect(database) as conn:  # everything in the main file before it is damaged
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    if checkpoint:  # everything in the main file before it is damaged (the last close does it too)
+        with sqlite3.connect(database) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert not database.with_name("enclave.db-wal").exists() or not database.with_name("enclave.db-wal").stat().st_size
     return ids
 
 
@@ -130,6 +132,35 @@ def test_a_damaged_database_is_named_with_its_fix_and_repaired(damaged: tuple[Pa
     second_run = json.loads(enclave("doctor", "--repair", "--json", home=enclave_home).stdout)
     assert second_run["damaged"] is False and second_run["kept"] == ""
     assert database.stat().st_ino == before
+
+
+def test_an_encrypted_database_is_repaired_past_a_page_that_fails_its_hmac(
+    enclave_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLCipher keeps a page that fails its HMAC as a lasting error of the connection:
+    the repair reads on with a fresh one, so it copies as much as from a plaintext file."""
+    monkeypatch.setenv("ENCLAVE_DB_KEY", "x'" + "ab" * 32 + "'")
+    enclave("init", "--encrypt", "--key-from-env", home=enclave_home, stdin="")
+    _fill(enclave_home, checkpoint=False)
+    database = enclave_home / "data" / "enclave.db"
+    assert not database.read_bytes().startswith(b"SQLite format 3")
+    pages = database.stat().st_size // 4096
+    with database.open("r+b") as handle:  # a page among the messages (the file is random bytes)
+        handle.seek(4096 * (pages * 3 // 4))
+        handle.write(b"\xa5" * 4096)
+    doctor = enclave("doctor", home=enclave_home, check=False)
+    assert "FAIL damaged" in doctor.stdout and "***" not in doctor.stdout
+
+    report = json.loads(enclave("doctor", "--repair", "--json", home=enclave_home).stdout)
+    total = CONVERSATIONS * TURNS * 2
+    assert report["damaged"] is True and report["unreadable"].get("messages", 0) >= 1
+    assert total - 40 <= report["copied"]["messages"] < total, report["copied"]
+    assert report["copied"]["audit"] == 1  # the `init` entry, in a table after the bad page
+    assert not database.read_bytes().startswith(b"SQLite format 3")  # still encrypted
+    doctor = enclave("doctor", home=enclave_home, check=False)
+    assert "ok   intact" in doctor.stdout
+    verified = enclave("audit", "verify", home=enclave_home, check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def test_repair_refuses_while_another_enclave_has_the_database_open(
