@@ -78,9 +78,11 @@ def test_a_users_gemma_gguf_is_added_block_for_block_and_continues_text(gemma_on
     from assistant.catalog.convert.recipes import local_source
     from assistant.catalog.manifests import Catalog
     from assistant.core.settings import Settings
+    from tests.conftest import _real_models_home
 
     old = os.environ.get("ENCLAVE_HOME")
-    os.environ["ENCLAVE_HOME"] = str(gemma_onnx_home)
+    # The GGUF is assembled in the build cache's own cache folder (this run's home only borrows its models).
+    os.environ["ENCLAVE_HOME"] = str(_real_models_home())
     try:
         settings = Settings.load()
         gguf = local_source(Catalog(settings).recipes["gemma3-270m"], settings.locations.cache)
