@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from assistant.storage import crypt
 #: Whether an SQLite error says the database file is damaged.
 is_damage = crypt.is_damage
 
+#: What writing the repaired copy can fail with (a full disk, most often).
+_BUILD_ERRORS: tuple[type[BaseException], ...] = (OSError, EnclaveError, *crypt.DATABASE_ERRORS)
 #: Rows read per query while copying; a failing batch is retried one row at a time.
 _BATCH = 500
 
@@ -88,41 +91,42 @@ def repair(path: Path, key: crypt.DatabaseKey | None, *, force: bool = False) ->
     Holds the database's lock file exclusively, so it refuses to run while any Enclave
     has the database open (an :class:`~assistant.storage.crypt.EncryptionError` that says so).
     """
-    from assistant.storage.database import Store
-
     result = Repair(path)
-    with crypt._flock(path, exclusive=True, blocking=False):
+    try:
+        lock = crypt.open_lock(path, exclusive=True, blocking=False)
+    except OSError as exc:
+        raise RepairError(
+            f"The database {path} cannot be repaired here: its folder cannot be written ({exc.strerror}).",
+            "Copy the data directory somewhere writable, set ENCLAVE_HOME to the copy, and run this again.",
+        ) from exc
+    try:
         problems = check(path, key, full=True)
         if not problems and not force:
             return result
         result.problems = problems
         stamp = time.strftime("%Y%m%d-%H%M%S")
         partial = path.with_name(f"{path.name}.repairing")
-        for leftover in (partial, _sibling(partial, "-wal"), _sibling(partial, "-shm")):
-            leftover.unlink(missing_ok=True)
+        _remove(partial, _sibling(partial, "-wal"), _sibling(partial, "-shm"))
         try:
-            source = _Source(path, key)
+            source: _Source | None = _Source(path, key)
             tables = set(_tables(source)[0])
         except crypt.DATABASE_ERRORS as exc:  # nothing readable: an empty database, the file kept
             source, tables = None, set()
             result.unreadable_file = str(exc)
         try:
-            target = Store(partial, key)
-            try:
-                if source is not None:
-                    _copy_all(source, tables, target, result)
-                after = [str(row[0]) for row in target.db.execute("PRAGMA integrity_check(20)").fetchall()]
-                # Everything into the main file, and out of WAL mode: nothing of the copy is left
-                # in a -wal under the temporary name when the file is renamed.
-                target.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                target.db.execute("PRAGMA journal_mode = DELETE")
-            finally:
-                target.close()
+            after = _build(partial, key, source, tables, result)
+        except _BUILD_ERRORS as exc:  # a full disk, most often
+            _remove(partial, _sibling(partial, "-wal"), _sibling(partial, "-shm"), crypt.lock_path(partial))
+            raise RepairError(
+                f"The repaired copy of {path} could not be written ({getattr(exc, 'message', exc)}); "
+                "the database was left as it was.",
+                "Free disk space (the copy needs about as much as the database) and run "
+                "`enclave doctor --repair` again.",
+            ) from exc
         finally:
             if source is not None:
                 source.close()
-        for leftover in (crypt.lock_path(partial), _sibling(partial, "-wal"), _sibling(partial, "-shm")):
-            leftover.unlink(missing_ok=True)
+        _remove(crypt.lock_path(partial), _sibling(partial, "-wal"), _sibling(partial, "-shm"))
         if after != ["ok"]:
             raise RepairError(
                 f"The rebuilt copy {partial} did not pass SQLite's integrity check ({after[0]}); "
@@ -134,7 +138,32 @@ def repair(path: Path, key: crypt.DatabaseKey | None, *, force: bool = False) ->
         os.replace(partial, path)
         crypt._fsync_dir(path.parent)
         result.kept = str(kept)
+    finally:
+        crypt.release(lock)
     return result
+
+
+def _build(partial: Path, key: crypt.DatabaseKey | None, source: _Source | None, tables: set[str], result: Repair) -> list[str]:
+    """A new database at ``partial`` with every readable row; SQLite's integrity check of it."""
+    from assistant.storage.database import Store
+
+    target = Store(partial, key)
+    try:
+        if source is not None:
+            _copy_all(source, tables, target, result)
+        after = [str(row[0]) for row in target.db.execute("PRAGMA integrity_check(20)").fetchall()]
+        # Everything into the main file, and out of WAL mode: nothing of the copy is left
+        # in a -wal under the temporary name when the file is renamed.
+        target.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        target.db.execute("PRAGMA journal_mode = DELETE")
+    finally:
+        target.close()
+    return after
+
+
+def _remove(*paths: Path) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 class _Rows(list[Any]):
@@ -191,14 +220,21 @@ def _keep(path: Path, kept: Path) -> None:
     The WAL must not stay beside the new file: its frames carry no database identity,
     and SQLite would apply them to the rebuilt database.
     """
-    os.link(path, kept)
+    _link_or_copy(path, kept)
     with contextlib.suppress(OSError):  # it holds conversations: private, as the database should be
         os.chmod(kept, 0o600)
     wal = _sibling(path, "-wal")
     if wal.exists():
-        os.link(wal, _sibling(kept, "-wal"))
+        _link_or_copy(wal, _sibling(kept, "-wal"))
         wal.unlink()
     _sibling(path, "-shm").unlink(missing_ok=True)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # a file system without hard links
+        shutil.copy2(src, dst)
 
 
 def _tables(conn: Any) -> tuple[list[str], list[str], set[str]]:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -219,3 +222,39 @@ def test_every_front_end_gets_the_fix_from_the_store_itself(damaged: tuple[Path,
         assert len(store.messages(second)) == TURNS * 2  # the intact conversation still reads
     finally:
         store.close()
+
+
+def _can_mount() -> bool:
+    try:
+        probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs x /mnt"], capture_output=True)
+    except FileNotFoundError:
+        return False
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount(), reason="needs a private mount namespace (root or user namespaces)")
+def test_a_disk_too_full_for_the_copy_leaves_the_database_as_it_was(
+    damaged: tuple[Path, list[int]], enclave_home: Path, tmp_path: Path
+) -> None:
+    """The data directory on a small file system (tmpfs in a private mount namespace) with
+    room for the database but not for its repaired copy."""
+    database, _ = damaged
+    original = tmp_path / "original.db"
+    shutil.copy2(database, original)
+    data = enclave_home / "data"
+    size_kib = database.stat().st_size // 1024 + 96
+    command = " ".join([sys.executable, "-m", "assistant", "doctor", "--repair"])
+    script = (
+        f"set -e; cp -a '{data}' '{tmp_path}/data-copy'; mount -t tmpfs -o size={size_kib}k x '{data}'; "
+        f"cp -a '{tmp_path}/data-copy/.' '{data}/'; set +e; {command}; echo \"rc=$?\" >&2; "
+        f"cmp '{data}/enclave.db' '{original}' && echo same; ls '{data}'"
+    )
+    env = dict(os.environ, ENCLAVE_HOME=str(enclave_home))
+    env.pop("ENCLAVE_DEBUG", None)
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert "rc=1" in proc.stderr, proc.stderr
+    _no_traceback(proc)
+    assert "could not be written" in proc.stderr and "Free disk space" in proc.stderr, proc.stderr
+    listed = proc.stdout.split()
+    assert "same" in listed  # the database is byte for byte what it was
+    assert not [name for name in listed if ".repairing" in name or ".damaged-" in name], listed
