@@ -19,7 +19,7 @@ from assistant.core.files import write_private
 from assistant.core.settings import RULES, InvalidSetting, Locations, Settings, parse_setting, write_setting
 from assistant.storage import crypt, encryption, repair
 from assistant.storage.audit import AuditLog
-from assistant.storage.database import Store, damaged, writable
+from assistant.storage.database import REPAIR_COMMAND, Store, damaged, writable
 
 __all__ = [
     "KEY_ENV",
@@ -177,18 +177,9 @@ def _check_pages(report: DatabaseCheck, path: Path, key: DatabaseKey | None) -> 
     return report
 
 
-#: The command that rebuilds a damaged database.
-REPAIR_COMMAND = "enclave doctor --repair"
-
-
-def is_damage(exc: BaseException) -> bool:
-    """Whether an error is SQLite saying the database file is damaged (see :func:`damaged_database`)."""
-    return repair.is_damage(exc)
-
-
 def damaged_database(exc: BaseException, settings: Settings) -> EnclaveError | None:
     """A user's message for an SQLite error that says the database file is damaged; None for others."""
-    if not repair.is_damage(exc):
+    if not crypt.is_damage(exc):
         return None
     return damaged(settings.locations.database, exc)
 

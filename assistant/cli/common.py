@@ -65,10 +65,8 @@ def confirm_destructive(question: str, yes: bool, refusal: str) -> str:
 
 def _damaged_database(ctx: click.Context, exc: Exception) -> EnclaveError | None:
     """The message for an SQLite error that says the database file is damaged (None for any other)."""
-    from assistant.app.setup import damaged_database, is_damage
+    from assistant.app.setup import damaged_database
 
-    if not is_damage(exc):
-        return None
     try:
         settings = _settings(ctx)
     except EnclaveError:  # the settings themselves are broken: the generic message stands

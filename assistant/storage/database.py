@@ -32,12 +32,19 @@ if TYPE_CHECKING:
     from assistant.core.settings import Settings
 
 
+class StoreError(EnclaveError):
+    """The database cannot be opened or written."""
+
+
+#: The command that rebuilds a damaged database (assistant/storage/repair.py).
+REPAIR_COMMAND = "enclave doctor --repair"
+
 
 def damaged(path: Path, exc: BaseException) -> StoreError:
     """The message for SQLite saying the database file is damaged: what, and the command that fixes it."""
     return StoreError(
         f"The database {path} is damaged (SQLite: {exc}).",
-        "Run `enclave doctor --repair`: it keeps the damaged file beside it and rebuilds the "
+        f"Run `{REPAIR_COMMAND}`: it keeps the damaged file beside it and rebuilds the "
         "database from every row that can still be read.",
     )
 
@@ -58,9 +65,6 @@ class _Guard:
         self._lock.release()
         if exc is not None and not isinstance(exc, StoreError) and crypt.is_damage(exc):
             raise damaged(self._path, exc) from exc
-
-class StoreError(EnclaveError):
-    """The database cannot be opened or written."""
 
 
 def _now() -> str:
@@ -386,7 +390,7 @@ class Store:
             raise StoreError(
                 f"The database {path} cannot be opened: {exc}.",
                 "If the disk is full, free space and retry; if the file is damaged, run "
-                "`enclave doctor --repair` (it keeps the damaged file and copies every readable row).",
+                f"`{REPAIR_COMMAND}` (it keeps the damaged file and copies every readable row).",
             ) from exc
 
     @classmethod

@@ -28,9 +28,7 @@ from typing import Any
 
 from assistant.core.errors import EnclaveError
 from assistant.storage import crypt
-
-#: Whether an SQLite error says the database file is damaged.
-is_damage = crypt.is_damage
+from assistant.storage.database import REPAIR_COMMAND, Store
 
 #: What writing the repaired copy can fail with (a full disk, most often).
 _BUILD_ERRORS: tuple[type[BaseException], ...] = (OSError, EnclaveError, *crypt.DATABASE_ERRORS)
@@ -121,7 +119,7 @@ def repair(path: Path, key: crypt.DatabaseKey | None, *, force: bool = False) ->
                 f"The repaired copy of {path} could not be written ({getattr(exc, 'message', exc)}); "
                 "the database was left as it was.",
                 "Free disk space (the copy needs about as much as the database) and run "
-                "`enclave doctor --repair` again.",
+                f"`{REPAIR_COMMAND}` again.",
             ) from exc
         finally:
             if source is not None:
@@ -131,7 +129,7 @@ def repair(path: Path, key: crypt.DatabaseKey | None, *, force: bool = False) ->
             raise RepairError(
                 f"The rebuilt copy {partial} did not pass SQLite's integrity check ({after[0]}); "
                 f"{path} was left as it was.",
-                "Free disk space and run `enclave doctor --repair` again; keep both files for recovery.",
+                f"Free disk space and run `{REPAIR_COMMAND}` again; keep both files for recovery.",
             )
         kept = path.with_name(f"{path.name}.damaged-{stamp}")
         _keep(path, kept)
@@ -145,8 +143,6 @@ def repair(path: Path, key: crypt.DatabaseKey | None, *, force: bool = False) ->
 
 def _build(partial: Path, key: crypt.DatabaseKey | None, source: _Source | None, tables: set[str], result: Repair) -> list[str]:
     """A new database at ``partial`` with every readable row; SQLite's integrity check of it."""
-    from assistant.storage.database import Store
-
     target = Store(partial, key)
     try:
         if source is not None:
