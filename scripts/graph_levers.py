@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+"""Rewrite a built onnxruntime-genai model folder to measure one engine lever.
+
+Two graph edits that the builder has no option for, each written to a copy of the
+folder, then measured against the original with ``scripts/probe_engine_memory.py``::
+
+    python scripts/graph_levers.py kv16 MODEL_DIR OUT_DIR
+    python scripts/graph_levers.py offset-nodes RTN_DIR OUT_DIR
+    python scripts/probe_engine_memory.py MODEL_DIR --variant kv16=OUT_DIR --rounds 2 --short --agreement
+
+``kv16``: the KV cache and attention in fp16 inside an fp32 graph: the packed q/k/v
+goes through a Cast to fp16 before each GroupQueryAttention, its output through a Cast
+back, the rotary caches become fp16, and the past/present inputs and outputs are
+declared fp16 (genai sizes its cache from them), which halves the preallocated cache.
+
+``offset-nodes``: what the GGUF transcoder's extra nodes cost on their own. It adds to
+a build *without* transcoding (the builder's round-to-nearest int4, whose
+MatMulNBits carry their own zero points) the same block-sum MatMul, offset MatMul and
+Add per projection that ``assistant/catalog/convert/transcode.py`` adds, with zero
+offsets, so the answers do not change and only the extra work is measured.
+
+A measurement tool: nothing in Enclave uses these edits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+QK = 32
+
+
+def _load(folder: Path) -> Any:
+    import onnx
+
+    return onnx.load(str(folder / "model.onnx"), load_external_data=True)
+
+
+def _save(model: Any, src: Path, out: Path) -> None:
+    import onnx
+
+    shutil.copytree(src, out, dirs_exist_ok=True)
+    for name in ("model.onnx", "model.onnx.data"):
+        (out / name).unlink(missing_ok=True)
+    used = {i for n in model.graph.node for i in n.input}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    onnx.save(model, str(out / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
+
+
+def kv16(src: Path, out: Path) -> int:
+    """fp16 attention and KV cache; returns the number of attention nodes changed."""
+    from onnx import TensorProto
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    model = _load(src)
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    halves: dict[str, str] = {}
+    nodes = []
+    changed = 0
+    for node in graph.node:
+        if node.op_type != "GroupQueryAttention":
+            nodes.append(node)
+            continue
+        changed += 1
+        packed = node.input[0]
+        nodes.append(h.make_node("Cast", [packed], [packed + "/fp16"], to=TensorProto.FLOAT16, name=node.name + "/in"))
+        node.input[0] = packed + "/fp16"
+        for i in (7, 8):  # cos_cache, sin_cache
+            name = node.input[i]
+            if name in inits and name not in halves:
+                halves[name] = name + "_fp16"
+                graph.initializer.append(nh.from_array(nh.to_array(inits[name]).astype(np.float16), halves[name]))
+            node.input[i] = halves.get(name, name)
+        result = node.output[0]
+        node.output[0] = result + "/fp16"
+        nodes.append(node)
+        nodes.append(h.make_node("Cast", [result + "/fp16"], [result], to=TensorProto.FLOAT, name=node.name + "/out"))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    for value in [*graph.input, *graph.output]:
+        if value.name.startswith(("past_key_values.", "present.")):
+            value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    _save(model, src, out)
+    return changed
+
+
+def offset_nodes(src: Path, out: Path) -> int:
+    """The transcoder's block sums, offset MatMuls and Adds with zero offsets; returns nodes added."""
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    model = _load(src)
+    graph = model.graph
+    nodes = []
+    blocksums: dict[str, str] = {}
+    added = 0
+    for node in graph.node:
+        nodes.append(node)
+        if node.op_type != "MatMulNBits" or "lm_head" in node.name:
+            continue
+        attrs = {a.name: h.get_attribute_value(a) for a in node.attribute}
+        nb, n = attrs["K"] // QK, attrs["N"]
+        x = node.input[0]
+        if x not in blocksums:
+            indicator = node.name + "/zero_offsets_E"
+            graph.initializer.append(nh.from_array(np.repeat(np.eye(nb, dtype=np.float32), QK, axis=0), indicator))
+            blocksums[x] = x + "/blocksum"
+            nodes.append(h.make_node("MatMul", [x, indicator], [blocksums[x]], name=node.name + "/blocksum"))
+            added += 1
+        offsets = node.name + "/zero_offsets"
+        graph.initializer.append(nh.from_array(np.zeros((nb, n), np.float32), offsets))
+        y = node.output[0]
+        node.output[0] = y + "/sym"
+        nodes.append(h.make_node("MatMul", [blocksums[x], offsets], [y + "/offset"], name=node.name + "/offset"))
+        nodes.append(h.make_node("Add", [y + "/sym", y + "/offset"], [y], name=node.name + "/add"))
+        added += 2
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _save(model, src, out)
+    return added
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("lever", choices=("kv16", "offset-nodes"))
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("out_dir", type=Path)
+    args = parser.parse_args()
+    if args.lever == "kv16":
+        print(f"{kv16(args.model_dir, args.out_dir)} attention nodes in fp16 → {args.out_dir}")
+    else:
+        print(f"{offset_nodes(args.model_dir, args.out_dir)} nodes added → {args.out_dir}")
+
+
+if __name__ == "__main__":
+    main()
