@@ -18,6 +18,7 @@ from typing import Any
 
 from assistant.app import power
 from assistant.app.turns import Assistant
+from assistant.core.cpus import inference_threads
 from assistant.core.events import Done, GenerationOptions, Usage
 from assistant.core.settings import Settings
 from assistant.storage.releases import Releases
@@ -121,7 +122,7 @@ def run_bench(
             report["quality"] = measure_quality(settings, model, engine)
     report["background_processes"] = background
     chosen = power.profile(settings)
-    report["threads"] = chosen.threads or "auto"
+    report["threads"] = chosen.threads or inference_threads()
     report["power"] = chosen.effective
     report["device"] = settings.device
     return report

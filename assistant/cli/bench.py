@@ -36,7 +36,7 @@ from assistant.core.errors import EnclaveError
 @click.option("--turns", type=int, default=10, show_default=True, help="Turns of the scripted chat.")
 @click.option("--background-load", type=int, default=0, show_default=True, help="CPU-bound processes to run meanwhile.")
 @click.option("--ctx", "context_window", type=int, help="Context window in tokens (default 2048).")
-@click.option("--threads", type=int, help="Inference threads (default: the engine's choice).")
+@click.option("--threads", type=int, help="Inference threads (default: one per physical core; 1 in the saver power profile).")
 @click.option(
     "--device",
     type=click.Choice(["cpu", "gpu"]),

@@ -139,7 +139,7 @@ def model_options(func: F) -> F:
         click.option("-t", "--temperature", type=float, help="0 = greedy and reproducible (default); >0 samples."),
         click.option("--seed", type=int, help="Random seed when sampling."),
         click.option("--ctx", "context_window", type=int, help="Context window in tokens (default 2048)."),
-        click.option("--threads", type=int, help="Inference threads (default: the engine's choice)."),
+        click.option("--threads", type=int, help="Inference threads (default: one per physical core; 1 in the saver power profile)."),
         click.option(
             "--device",
             type=click.Choice(["cpu", "gpu"]),

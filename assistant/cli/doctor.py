@@ -12,6 +12,7 @@ from assistant.cli.chat import _cloud_line
 from assistant.cli.common import (
     _settings,
 )
+from assistant.core.cpus import inference_threads
 from assistant.core.text import inline
 
 
@@ -130,7 +131,7 @@ def _doctor_hardware(settings: Any, as_json: bool) -> bool:
     profile = power.profile(settings)
     batteries = ", ".join(f"{b.name} {b.capacity_percent}% {b.status}" for b in profile.state.batteries)
     click.echo(f"  power  {profile.state.source}{' · ' + batteries if batteries else ''} · profile "
-               f"{profile.effective} ({profile.reason}), threads {profile.threads or 'auto'}")  # fmt: skip
+               f"{profile.effective} ({profile.reason}), threads {profile.threads or inference_threads()}")  # fmt: skip
     budgets = report["budgets"]
     click.echo(f"Models (budgets: TTFT ≤ {budgets['ttft_ms_for_500_tokens']:.0f} ms for 500 tokens, "
                f"decode ≥ {budgets['decode_tokens_per_s']:.1f} tok/s)")  # fmt: skip

@@ -36,7 +36,6 @@ constrained decoding and says why.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -44,6 +43,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from assistant.core.cpus import inference_threads
 from assistant.core.errors import ContextExhausted, EnclaveError, EngineError, EngineUnavailable, ModelCorrupt
 from assistant.core.events import Constraint, Done, Error, Event, FinishReason, GenerationOptions, TextDelta, Usage
 from assistant.engines.base import Capabilities, Engine, ModelInfo, Session, Tokenizer
@@ -485,7 +485,7 @@ class LitertEngine(Engine):
         try:
             self.native = self.lm.Engine(
                 str(path),
-                backend=self.lm.Backend.CPU(thread_count=threads or os.cpu_count() or 2),
+                backend=self.lm.Backend.CPU(thread_count=threads or inference_threads()),
                 max_num_tokens=max_tokens,
                 cache_dir=str(cache_dir),
                 enable_benchmark=True,

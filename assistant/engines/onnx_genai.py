@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from assistant.core.cpus import inference_threads
 from assistant.core.errors import ContextExhausted, EngineError, EngineUnavailable, ModelCorrupt
 from assistant.core.events import CONSTRAINT_KINDS, Event, GenerationOptions
 from assistant.core.records import PLAIN_TEMPLATE
@@ -326,6 +327,8 @@ class OnnxGenaiEngine(Engine):
 
     def __init__(self, model_dir: Path, name: str, threads: int | None = None, device: str = "cpu") -> None:
         self.og = _import_og()
+        #: The inference threads this model runs (0 on a GPU).
+        self.threads = 0
         if not (model_dir / "genai_config.json").is_file():
             raise ModelCorrupt(
                 f"{model_dir} is not an onnxruntime-genai model folder (no genai_config.json).",
@@ -370,10 +373,11 @@ class OnnxGenaiEngine(Engine):
     def _load(self, model_dir: Path, name: str, threads: int | None) -> None:
         try:
             config = self.og.Config(str(model_dir))
-            if threads:
-                config.overlay(
-                    json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}})
-                )
+            # Always explicit: genai's own default is one thread (see assistant.core.cpus).
+            self.threads = threads or inference_threads()
+            config.overlay(
+                json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": self.threads}}}})
+            )
             self.model = self.og.Model(config)
         except Exception as exc:
             raise ModelCorrupt(
