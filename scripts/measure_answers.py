@@ -533,7 +533,9 @@ def index(enclave: str, corpus: Path, collection: str, env: dict[str, str]) -> d
     say(f"indexing {corpus} into collection {collection!r} …")
     start = time.monotonic()
     proc = subprocess.run(
-        [enclave, "docs", "add", str(corpus), "-c", collection, "--json"],
+        # --wait: score the index a user has once indexing is done, not the keyword and
+        # cheap-vector stage (and not beside the background embedder on the same cores).
+        [enclave, "docs", "add", str(corpus), "-c", collection, "--json", "--wait"],
         env=env,
         capture_output=True,
         text=True,
