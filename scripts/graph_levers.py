@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Rewrite a built onnxruntime-genai model folder to measure one engine lever.
 
-Two graph edits that the builder has no option for, each written to a copy of the
+Graph edits that the builder has no option for, each written to a copy of the
 folder, then measured against the original with ``scripts/probe_engine_memory.py``::
 
     python scripts/graph_levers.py kv16 MODEL_DIR OUT_DIR
     python scripts/graph_levers.py offset-nodes RTN_DIR OUT_DIR
+    python scripts/graph_levers.py reduce-blocksum|fuse-gate-up MODEL_DIR OUT_DIR
     python scripts/probe_engine_memory.py MODEL_DIR --variant kv16=OUT_DIR --rounds 2 --short --agreement
 
 ``kv16``: the KV cache and attention in fp16 inside an fp32 graph: the packed q/k/v
@@ -19,7 +20,13 @@ MatMulNBits carry their own zero points) the same block-sum MatMul, offset MatMu
 Add per projection that ``assistant/catalog/convert/transcode.py`` adds, with zero
 offsets, so the answers do not change and only the extra work is measured.
 
-A measurement tool: nothing in Enclave uses these edits.
+``reduce-blocksum``: the transcoder's block-sum MatMuls (the input times a 0/1
+indicator matrix) as a Reshape to blocks of 32 and a ReduceSum.
+
+``fuse-gate-up``: each layer's gate and up projections, which read the same input, as
+one MatMulNBits of twice the width with one offset MatMul and one Add, then a Split.
+
+A measurement tool: nothing in Enclave uses these edits (docs/engine.md has the figures).
 """
 
 from __future__ import annotations
@@ -128,16 +135,125 @@ def offset_nodes(src: Path, out: Path) -> int:
     return added
 
 
+def reduce_blocksum(src: Path, out: Path) -> int:
+    """The transcoder's block-sum MatMuls (x times a 0/1 indicator) as Reshape + ReduceSum;
+    returns the number of MatMuls replaced."""
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    model = _load(src)
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    nodes = []
+    shapes: set[int] = set()
+    changed = 0
+    for node in graph.node:
+        weight = node.input[1] if node.op_type == "MatMul" and len(node.input) > 1 else ""
+        if not weight.startswith("transcode.blocksum."):
+            nodes.append(node)
+            continue
+        nb = int(inits[weight].dims[1])
+        shape = f"reduce_blocksum.shape.{nb}"
+        if nb not in shapes:
+            shapes.add(nb)
+            graph.initializer.append(nh.from_array(np.array([0, 0, nb, QK], np.int64), shape))
+        x, y = node.input[0], node.output[0]
+        nodes.append(h.make_node("Reshape", [x, shape], [y + "/blocks"], name=node.name + "/reshape"))
+        nodes.append(h.make_node("ReduceSum", [y + "/blocks", "reduce_blocksum.axis"], [y], keepdims=0, name=node.name))
+        changed += 1
+    graph.initializer.append(nh.from_array(np.array([-1], np.int64), "reduce_blocksum.axis"))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _save(model, src, out)
+    return changed
+
+
+def fuse_gate_up(src: Path, out: Path) -> int:
+    """Each layer's gate and up projections (same input) as one MatMulNBits of twice the
+    width, one offset MatMul and one Add, then a Split; returns the layers fused."""
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    model = _load(src)
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    by_out = {o: n for n in graph.node for o in n.output}
+    drop: set[int] = set()
+    fused: dict[int, list[Any]] = {}
+    layers = 0
+    for gate in graph.node:
+        if gate.op_type != "MatMulNBits" or "/mlp/gate_proj/" not in gate.name:
+            continue
+        up = next(
+            n for n in graph.node if n.op_type == "MatMulNBits" and n.name == gate.name.replace("gate_proj", "up_proj")
+        )
+
+        # the transcoder's tail of each: output → Add(sym, offset) → the projection's output
+        def tail(mnb: Any) -> tuple[Any, Any]:
+            add = next(n for n in graph.node if n.op_type == "Add" and mnb.output[0] in n.input)
+            off = by_out[next(i for i in add.input if i != mnb.output[0])]
+            return add, off
+
+        g_add, g_off = tail(gate)
+        u_add, u_off = tail(up)
+        n = int(h.get_attribute_value(next(a for a in gate.attribute if a.name == "N")))
+        base = gate.name.replace("gate_proj", "gate_up_proj")
+
+        def cat(a: str, b: str, axis: int, name: str) -> str:
+            graph.initializer.append(
+                nh.from_array(np.concatenate([nh.to_array(inits[a]), nh.to_array(inits[b])], axis=axis), name)
+            )
+            return name
+
+        w = cat(gate.input[1], up.input[1], 0, base + ".weight_Q4")
+        sc = cat(gate.input[2], up.input[2], 0, base + ".weight_scales")
+        of = cat(g_off.input[1], u_off.input[1], 1, base + ".weight_block_offsets")
+        attrs = {a.name: h.get_attribute_value(a) for a in gate.attribute}
+        attrs["N"] = 2 * n
+        new = [
+            h.make_node(
+                "MatMulNBits", [gate.input[0], w, sc], [base + "/sym"], domain="com.microsoft", name=base, **attrs
+            ),
+            h.make_node("MatMul", [g_off.input[0], of], [base + "/offset"], name=base + "/offset"),
+            h.make_node("Add", [base + "/sym", base + "/offset"], [base + "/out"], name=base + "/add"),
+            h.make_node(
+                "Split",
+                [base + "/out", base + "/split"],
+                [g_add.output[0], u_add.output[0]],
+                axis=-1,
+                name=base + "/split",
+            ),
+        ]
+        graph.initializer.append(nh.from_array(np.array([n, n], np.int64), base + "/split"))
+        for node in (gate, up, g_add, u_add, g_off, u_off):
+            drop.add(id(node))
+        fused[id(u_add)] = new  # the last of the six in graph order: the block sums exist by then
+        layers += 1
+    nodes = []
+    for node in graph.node:
+        nodes.extend(fused.get(id(node), []))
+        if id(node) not in drop:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _save(model, src, out)
+    return layers
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("lever", choices=("kv16", "offset-nodes"))
+    parser.add_argument("lever", choices=("kv16", "offset-nodes", "reduce-blocksum", "fuse-gate-up"))
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("out_dir", type=Path)
     args = parser.parse_args()
     if args.lever == "kv16":
         print(f"{kv16(args.model_dir, args.out_dir)} attention nodes in fp16 → {args.out_dir}")
-    else:
+    elif args.lever == "offset-nodes":
         print(f"{offset_nodes(args.model_dir, args.out_dir)} nodes added → {args.out_dir}")
+    elif args.lever == "reduce-blocksum":
+        print(f"{reduce_blocksum(args.model_dir, args.out_dir)} block-sum MatMuls replaced → {args.out_dir}")
+    else:
+        print(f"{fuse_gate_up(args.model_dir, args.out_dir)} layers fused → {args.out_dir}")
 
 
 if __name__ == "__main__":
