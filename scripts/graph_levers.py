@@ -7,6 +7,7 @@ folder, then measured against the original with ``scripts/probe_engine_memory.py
     python scripts/graph_levers.py kv16 MODEL_DIR OUT_DIR
     python scripts/graph_levers.py offset-nodes RTN_DIR OUT_DIR
     python scripts/graph_levers.py reduce-blocksum|fuse-gate-up MODEL_DIR OUT_DIR
+    python scripts/graph_levers.py fp32-activations MODEL_DIR OUT_DIR [--which body|head|all]
     python scripts/probe_engine_memory.py MODEL_DIR --variant kv16=OUT_DIR --rounds 2 --short --agreement
 
 ``kv16``: the KV cache and attention in fp16 inside an fp32 graph: the packed q/k/v
@@ -25,6 +26,9 @@ indicator matrix) as a Reshape to blocks of 32 and a ReduceSum.
 
 ``fuse-gate-up``: each layer's gate and up projections, which read the same input, as
 one MatMulNBits of twice the width with one offset MatMul and one Add, then a Split.
+
+``fp32-activations [--which body|head|all]``: the MatMulNBits' ``accuracy_level`` set
+to 1 (fp32 activations) instead of the build's 4 (int8), weights unchanged.
 
 A measurement tool: nothing in Enclave uses these edits (docs/engine.md has the figures).
 """
@@ -177,40 +181,38 @@ def fuse_gate_up(src: Path, out: Path) -> int:
     model = _load(src)
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    by_out = {o: n for n in graph.node for o in n.output}
+    producer = {o: n for n in graph.node for o in n.output}
+    adds = {i: n for n in graph.node if n.op_type == "Add" for i in n.input}
+    projections = {n.name: n for n in graph.node if n.op_type == "MatMulNBits"}
+
+    def tail(mnb: Any) -> tuple[Any, Any]:
+        """The transcoder's Add(sym, offset) after a projection, and the offset MatMul."""
+        add = adds[mnb.output[0]]
+        return add, producer[next(i for i in add.input if i != mnb.output[0])]
+
+    def cat(a: str, b: str, axis: int, name: str) -> str:
+        graph.initializer.append(
+            nh.from_array(np.concatenate([nh.to_array(inits[a]), nh.to_array(inits[b])], axis=axis), name)
+        )
+        return name
+
     drop: set[int] = set()
     fused: dict[int, list[Any]] = {}
-    layers = 0
-    for gate in graph.node:
-        if gate.op_type != "MatMulNBits" or "/mlp/gate_proj/" not in gate.name:
+    for name, gate in projections.items():
+        if "/mlp/gate_proj/" not in name:
             continue
-        up = next(
-            n for n in graph.node if n.op_type == "MatMulNBits" and n.name == gate.name.replace("gate_proj", "up_proj")
-        )
-
-        # the transcoder's tail of each: output → Add(sym, offset) → the projection's output
-        def tail(mnb: Any) -> tuple[Any, Any]:
-            add = next(n for n in graph.node if n.op_type == "Add" and mnb.output[0] in n.input)
-            off = by_out[next(i for i in add.input if i != mnb.output[0])]
-            return add, off
-
-        g_add, g_off = tail(gate)
-        u_add, u_off = tail(up)
-        n = int(h.get_attribute_value(next(a for a in gate.attribute if a.name == "N")))
-        base = gate.name.replace("gate_proj", "gate_up_proj")
-
-        def cat(a: str, b: str, axis: int, name: str) -> str:
-            graph.initializer.append(
-                nh.from_array(np.concatenate([nh.to_array(inits[a]), nh.to_array(inits[b])], axis=axis), name)
-            )
-            return name
-
+        up = projections[name.replace("gate_proj", "up_proj")]
+        (g_add, g_off), (u_add, u_off) = tail(gate), tail(up)
+        attrs = {a.name: h.get_attribute_value(a) for a in gate.attribute}
+        n = int(attrs["N"])
+        attrs["N"] = 2 * n
+        base = name.replace("gate_proj", "gate_up_proj")
         w = cat(gate.input[1], up.input[1], 0, base + ".weight_Q4")
         sc = cat(gate.input[2], up.input[2], 0, base + ".weight_scales")
         of = cat(g_off.input[1], u_off.input[1], 1, base + ".weight_block_offsets")
-        attrs = {a.name: h.get_attribute_value(a) for a in gate.attribute}
-        attrs["N"] = 2 * n
-        new = [
+        graph.initializer.append(nh.from_array(np.array([n, n], np.int64), base + "/split"))
+        # placed where the up projection's Add was, the last of the six: its inputs exist by then
+        fused[id(u_add)] = [
             h.make_node(
                 "MatMulNBits", [gate.input[0], w, sc], [base + "/sym"], domain="com.microsoft", name=base, **attrs
             ),
@@ -224,11 +226,7 @@ def fuse_gate_up(src: Path, out: Path) -> int:
                 name=base + "/split",
             ),
         ]
-        graph.initializer.append(nh.from_array(np.array([n, n], np.int64), base + "/split"))
-        for node in (gate, up, g_add, u_add, g_off, u_off):
-            drop.add(id(node))
-        fused[id(u_add)] = new  # the last of the six in graph order: the block sums exist by then
-        layers += 1
+        drop.update(id(node) for node in (gate, up, g_add, u_add, g_off, u_off))
     nodes = []
     for node in graph.node:
         nodes.extend(fused.get(id(node), []))
@@ -237,23 +235,48 @@ def fuse_gate_up(src: Path, out: Path) -> int:
     del graph.node[:]
     graph.node.extend(nodes)
     _save(model, src, out)
-    return layers
+    return len(fused)
+
+
+def fp32_activations(src: Path, out: Path, which: str) -> int:
+    """``accuracy_level`` 1 (fp32 activations) on the 4-bit body, the 8-bit head, or every
+    MatMulNBits; the weights are untouched. Returns the number of nodes changed."""
+    from onnx import helper as h
+
+    model = _load(src)
+    changed = 0
+    for node in model.graph.node:
+        if node.op_type != "MatMulNBits":
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        head = h.get_attribute_value(attrs["bits"]) == 8
+        if which == "all" or (which == "head") == head:
+            attrs["accuracy_level"].i = 1
+            changed += 1
+    _save(model, src, out)
+    return changed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("lever", choices=("kv16", "offset-nodes", "reduce-blocksum", "fuse-gate-up"))
+    parser.add_argument(
+        "lever", choices=("kv16", "offset-nodes", "reduce-blocksum", "fuse-gate-up", "fp32-activations")
+    )
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("out_dir", type=Path)
+    parser.add_argument(
+        "--which", choices=("body", "head", "all"), default="body", help="fp32-activations: which MatMulNBits"
+    )
     args = parser.parse_args()
-    if args.lever == "kv16":
-        print(f"{kv16(args.model_dir, args.out_dir)} attention nodes in fp16 → {args.out_dir}")
-    elif args.lever == "offset-nodes":
-        print(f"{offset_nodes(args.model_dir, args.out_dir)} nodes added → {args.out_dir}")
-    elif args.lever == "reduce-blocksum":
-        print(f"{reduce_blocksum(args.model_dir, args.out_dir)} block-sum MatMuls replaced → {args.out_dir}")
-    else:
-        print(f"{fuse_gate_up(args.model_dir, args.out_dir)} layers fused → {args.out_dir}")
+    src, out = args.model_dir, args.out_dir
+    done = {
+        "kv16": lambda: f"{kv16(src, out)} attention nodes in fp16",
+        "offset-nodes": lambda: f"{offset_nodes(src, out)} nodes added",
+        "reduce-blocksum": lambda: f"{reduce_blocksum(src, out)} block-sum MatMuls replaced",
+        "fuse-gate-up": lambda: f"{fuse_gate_up(src, out)} layers fused",
+        "fp32-activations": lambda: f"{fp32_activations(src, out, args.which)} MatMulNBits at accuracy_level 1",
+    }[args.lever]()
+    print(f"{done} → {out}")
 
 
 if __name__ == "__main__":
