@@ -22,7 +22,7 @@ engines alternate, and the table shows medians over all rounds:
 
 Enclave is measured the way its engine runs the model: ``onnxruntime_genai``
 imported directly on the built folder, ``max_length`` bounded to the window and
-``intra_op_num_threads`` from the thread count, prompts prefilled in chunks of 512 tokens (no UI, store or app code in the
+``intra_op_num_threads`` from the thread count, prompts prefilled in chunks of 128 tokens (no UI, store or app code in the
 process; this script imports nothing from ``assistant``). ``--overlay`` merges a
 genai_config overlay (JSON) and ``--prefill-chunk N`` prefills in chunks, for
 experiments; ``--model-dir`` may point at any build of the same model.
@@ -559,8 +559,8 @@ def main() -> None:
     parser.add_argument(
         "--prefill-chunk",
         type=int,
-        default=512,
-        help="Enclave: prefill in chunks of N tokens (512 as assistant/engines/onnx_genai.py does; 0: one call)",
+        default=128,
+        help="Enclave: prefill in chunks of N tokens (128 as assistant/engines/onnx_genai.py does; 0: one call)",
     )
     parser.add_argument("--llama-params", default="", help="CommonParams fields (JSON) for the llama.cpp worker")
     parser.add_argument("--only", choices=ENGINES, help="measure one engine")

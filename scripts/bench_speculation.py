@@ -2,7 +2,7 @@
 """N-gram (prompt-lookup) speculation in onnxruntime-genai 0.18: where it wins, where it loses.
 
 Each configuration runs in a fresh child process (``onnxruntime_genai`` on a built
-folder, ``intra_op_num_threads`` = ``--threads``, prompts prefilled in chunks of 512
+folder, ``intra_op_num_threads`` = ``--threads``, prompts prefilled in chunks of 128
 as the engine does) over three workloads, with SmolLM2's chat template:
 
 * ``quote``: document answers: a manual passage in the system prompt, a question
@@ -63,7 +63,7 @@ _FILLER = (
 )
 LONG = _FILLER * 34 + "Summarise what the log records."  # ~1,200 tokens with the template
 CHILD_ENV = {"ORT_DISABLE_TELEMETRY": "1", "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1"}
-CHUNK = 512
+CHUNK = 128
 
 
 def cpu_s() -> float:

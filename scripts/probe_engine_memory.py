@@ -4,7 +4,7 @@
 Each configuration runs in a fresh child process that records its resident set
 (``VmRSS``, and the peak ``VmHWM``, split into anonymous and file-backed pages)
 after each step: bare python; ``import onnxruntime_genai``; ``og.Model`` loaded;
-an ``og.Generator`` with ``max_length`` = the window; a ~950-token prompt
+an ``og.Generator`` with ``max_length`` = the window; a ~950-token prompt (``--prompt-repeats``)
 prefilled; 128 tokens decoded. The same child times the prefill and the decode (wall
 clock, and CPU ms per token: with ``--threads 1`` the CPU time is a measure of work
 that other processes sharing the cores barely change), so a lever's cost in speed
@@ -41,7 +41,13 @@ _FILLER = (
     "the pressure at the inlet and outlet, vibration readings, and any parts replaced. "
 )
 SYSTEM = "You are Enclave, a helpful AI assistant that runs entirely on this computer. Answer clearly and briefly."
-LONG_PROMPT = _FILLER * 27 + "Summarise what the log records."
+LONG_REPEATS = 27  # ~934 tokens with SmolLM2's template and system prompt
+
+
+def long_prompt(repeats: int = LONG_REPEATS) -> str:
+    return _FILLER * repeats + "Summarise what the log records."
+
+
 AGREEMENT_PROMPTS = [
     "What is the capital of France?",
     "Explain in two sentences what a heat exchanger does.",
@@ -110,7 +116,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
     if spec.get("task") == "reference":
         return {"answers": reference_answers(og, model, encode, int(spec["tokens"]))}
-    ids = encode(LONG_PROMPT)
+    ids = encode(long_prompt(int(spec.get("repeats") or LONG_REPEATS)))
     n_tokens = int(spec["tokens"])
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=int(spec["window"]), do_sample=False, min_length=len(ids) + n_tokens)
@@ -233,6 +239,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--window", type=int, default=2048)
     parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument(
+        "--prompt-repeats",
+        type=int,
+        default=LONG_REPEATS,
+        help=f"repeats of the filler sentence in the long prompt ({LONG_REPEATS}: ~934 tokens; 56: ~1,900)",
+    )
     parser.add_argument("--short", action="store_true", help="also short-prompt decode")
     parser.add_argument("--agreement", action="store_true", help="top-1 agreement with the baseline")
     parser.add_argument("--json", action="store_true")
@@ -283,6 +295,7 @@ def _run_once(
         "threads": args.threads,
         "window": args.window,
         "tokens": args.tokens,
+        "repeats": args.prompt_repeats,
         "short": args.short,
         "forced": forced if (forced and rnd == 0) else None,
     }

@@ -33,12 +33,14 @@ from assistant.engines.templates import ChatTemplate, detect_tool_format
 
 log = logging.getLogger(__name__)
 
-#: Prompts are prefilled in chunks of at most this many tokens: the activation arena
-#: grows with the tokens of one ``append_tokens`` call, and 512 bounds it. Measured on
-#: SmolLM2 int4, 2,048 window, a 934-token prompt (scripts/probe_engine_memory.py,
-#: 1 thread): peak RSS 394 -> 371 MiB for +2 % prefill CPU time; 256 saves more
-#: (-37 MiB) but costs a quarter of the prefill speed.
-PREFILL_CHUNK = 512
+#: Prompts are prefilled in chunks of at most this many tokens. GroupQueryAttention's
+#: score buffer is (heads x chunk x max_length) floats, and the activation arena keeps
+#: its largest size, so the chunk bounds the peak. Measured on SmolLM2 int4, 2,048
+#: window, 2 threads (scripts/probe_engine_memory.py, 934-token prompt, 3 rounds):
+#: peak RSS 392 MiB in one call, 368 at 512, 353 at 256, 346 at 128, 342 at 64, with
+#: prefill no slower down to 128 (548 -> 580 tok/s; a 1,900-token prompt: 520 -> 550)
+#: and slower below it (32: 476). docs/engine.md, "Prefill chunks, re-measured".
+PREFILL_CHUNK = 128
 
 #: N-gram (prompt-lookup) speculation: look up the last NGRAM_SIZE tokens in the
 #: prompt and answer so far, draft up to MAX_DRAFT_TOKENS tokens that followed them,
