@@ -209,18 +209,22 @@ def _cancel_after_first_text(session: Session, engine: Engine) -> tuple[str | No
 
 def test_cancel_stops_within_a_few_tokens(engine: Engine) -> None:
     session = engine.open_session(1024)
-    if engine.isolation is not None and not engine.capabilities.token_level:
-        # LiteRT-LM decodes in its own native thread, ~2,300 tok/s on the tiny model (900
-        # tokens in ~0.4 s), which no delay in the worker can slow; on a loaded machine the
-        # cancel crossing the pipe can lose that race (no timed assertions here). So: at
-        # least one of a few turns is cut short by its cancel, and none fails.
+    if engine.isolation is not None:
+        # Behind the worker's pipe the cancel races the decoder: LiteRT-LM decodes in its
+        # own native thread, ~2,300 tok/s on the tiny model (900 tokens in ~0.4 s), and the
+        # tiny ONNX model decodes hundreds of tokens a second, so on a loaded machine the
+        # cancel can arrive a dozen tokens late (no timed assertions here). So: every turn
+        # ends (cancelled, or LiteRT-LM's at its limit), and at least one of a few turns is
+        # cut short by its cancel within a few tokens (ONNX) or before its limit (LiteRT-LM).
+        bound = 8 if engine.capabilities.token_level else 899
+        allowed = ("cancelled",) if engine.capabilities.token_level else ("cancelled", "length")
         results = []
         for _ in range(5):
             results.append(_cancel_after_first_text(session, engine))
-            if results[-1][0] == "cancelled":
+            if results[-1][0] == "cancelled" and results[-1][1] <= bound:
                 break
-        assert all(reason in ("cancelled", "length") for reason, _ in results), results
-        assert results[-1][0] == "cancelled" and results[-1][1] < 900, results
+        assert all(reason in allowed for reason, _ in results), results
+        assert results[-1][0] == "cancelled" and results[-1][1] <= bound, results
     else:
         reason, completion = _cancel_after_first_text(session, engine)
         assert reason == "cancelled" and completion <= 8, (reason, completion)
