@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 #: its largest size, so the chunk bounds the peak. Measured on SmolLM2 int4, 2,048
 #: window, 2 threads (scripts/probe_engine_memory.py, 934-token prompt, 3 rounds):
 #: peak RSS 392 MiB in one call, 368 at 512, 353 at 256, 346 at 128, 342 at 64, with
-#: prefill no slower down to 128 (548 -> 580 tok/s; a 1,900-token prompt: 520 -> 550)
-#: and slower below it (32: 476). docs/engine.md, "Prefill chunks, re-measured".
+#: prefill no slower down to 128 (548 -> 580 tok/s; a 1,891-token prompt with
+#: --prompt-repeats 56: 517 -> 533) and slower below it (32: 458); docs/engine.md,
+#: "Prefill chunks, re-measured".
 PREFILL_CHUNK = 128
 
 #: N-gram (prompt-lookup) speculation: look up the last NGRAM_SIZE tokens in the
