@@ -90,7 +90,8 @@ async def _rename(app: EnclaveApp, arg: str) -> None:
 
 
 async def _export(app: EnclaveApp, arg: str) -> None:
-    export(app, Path(arg).expanduser() if arg else None)
+    target = commands.parse_export(arg)
+    export(app, Path(target.path).expanduser() if target.path else None, force=target.force)
 
 
 async def _cloud(app: EnclaveApp, arg: str) -> None:
@@ -240,14 +241,14 @@ def set_cloud(app: EnclaveApp, arg: str = "") -> None:
     app.query_one(StatusBar).show_privacy(conv)
 
 
-def export(app: EnclaveApp, path: Path | None) -> None:
+def export(app: EnclaveApp, path: Path | None, *, force: bool = False) -> None:
     conv = app.conv
     if conv is None or conv.id is None:
         app.say("Nothing to export yet.")
         return
     path = path or Path.cwd() / f"enclave-conversation-{conv.id}.md"
     try:
-        app.assistant.history.export(conv.id, "md", path)
+        app.assistant.history.export(conv.id, "md", path, force=force)
     except OSError as exc:
         app.say(f"Could not write {path}: {exc.strerror or exc}", severity="error")
         return

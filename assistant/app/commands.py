@@ -59,7 +59,11 @@ COMMANDS: tuple[CommandSpec, ...] = (
     ),
     CommandSpec("persona", "/persona [NAME]", "choose a persona (a new conversation)"),
     CommandSpec("rename", "/rename TITLE", "rename this conversation"),
-    CommandSpec("export", "/export [PATH]", "write this conversation as Markdown"),
+    CommandSpec(
+        "export",
+        "/export [PATH] [--force]",
+        "write this conversation as Markdown (--force: replace a link or special file)",
+    ),
     CommandSpec("cloud", "/cloud [on|off]", "cloud fallback for this conversation (each request is shown first)"),
     CommandSpec("bye", "/bye", "leave (also /exit, /quit, Ctrl-D)", aliases=("exit", "quit"), frontends=("chat",)),
     CommandSpec("bye", "/bye", "leave (also /exit, /quit, Ctrl+Q)", aliases=("exit", "quit"), frontends=("tui",)),
@@ -184,6 +188,38 @@ def parse_docs(arg: str) -> DocsAdd | DocsSync | str:
             "Usage: /docs add PATH [-c NAME].", "Name a file or folder to index, e.g. /docs add ~/manuals."
         )
     return DocsAdd(tuple(paths), collection)
+
+
+# --------------------------------------------------------------------------- /export
+@dataclass(frozen=True)
+class Export:
+    """``/export [PATH] [--force]``: where to write (None: a default name) and whether
+    a path that is not a regular file may be replaced."""
+
+    path: str | None
+    force: bool = False
+
+
+def parse_export(arg: str) -> Export:
+    """``/export [PATH] [--force]``. The path is the rest of the line, so it may hold
+    spaces; ``--force`` (or ``-f``) is taken as a word before or after it, never as part
+    of the file name, and quotes around the path are dropped."""
+    words = arg.strip()
+    force = False
+    for flag in ("--force", "-f"):
+        if words == flag:
+            words, force = "", True
+        elif words.startswith(flag + " "):
+            words, force = words[len(flag) :].strip(), True
+        elif words.endswith(" " + flag):
+            words, force = words[: -len(flag)].strip(), True
+    path = _unquote(words)
+    if path.startswith("-"):
+        raise EnclaveError(
+            f"Unknown option for /export: {path.split()[0]}.",
+            "Usage: /export [PATH] [--force]; write ./-name for a file whose name starts with -.",
+        )
+    return Export(path or None, force)
 
 
 # --------------------------------------------------------------------------- /set

@@ -159,8 +159,11 @@ def _rename(chat: Chat, arg: str, kw: dict[str, Any], interactive: bool) -> None
 def _export(chat: Chat, arg: str, kw: dict[str, Any], interactive: bool) -> None:
     conv = chat.conv
     _require_saved(conv)
-    path = Path(arg).expanduser() if arg else Path.cwd() / f"enclave-conversation-{conv.id}.md"
-    chat.assistant.history.export(conv.id, "md", path)
+    from assistant.app.commands import parse_export
+
+    target = parse_export(arg)
+    path = Path(target.path).expanduser() if target.path else Path.cwd() / f"enclave-conversation-{conv.id}.md"
+    chat.assistant.history.export(conv.id, "md", path, force=target.force)
     _err(f"Wrote {path}")
 
 

@@ -150,3 +150,18 @@ def test_continue_restores_documents_and_sources(home: Path, tmp_path: Path) -> 
     enclave("docs", "remove", "manuals", "--yes", home=home)
     proc = enclave("chat", "--continue", home=home, stdin="/show\n")
     assert "collections are gone; documents are off" in proc.stderr and "Documents off." in proc.stderr
+
+
+def test_export_refuses_a_link_and_force_replaces_it_without_a_stray_file(home: Path, tmp_path: Path) -> None:
+    real = tmp_path / "real.md"
+    real.write_text("keep me\n")
+    link = tmp_path / "link.md"
+    link.symlink_to(real)
+    proc = enclave("chat", "-m", "tiny", "--max-tokens", "4", home=home, stdin=f"hello\n/export {link}\n", check=False)
+    assert proc.returncode == 1 and "is a symbolic link" in proc.stderr and "--force" in proc.stderr
+    assert link.is_symlink() and real.read_text() == "keep me\n"
+    # Following the hint: --force is a word of the command, not part of the file name.
+    enclave("chat", "-m", "tiny", "--max-tokens", "4", home=home, stdin=f"hello\n/export {link} --force\n")
+    assert not link.is_symlink() and "hello" in link.read_text()
+    assert real.read_text() == "keep me\n"  # the link was replaced, not the file it pointed to
+    assert not (tmp_path / "link.md --force").exists()

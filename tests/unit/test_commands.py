@@ -59,6 +59,27 @@ def test_parse_docs(arg: str, parsed: object) -> None:
     assert commands.parse_docs(arg) == parsed
 
 
+@pytest.mark.parametrize(
+    ("arg", "parsed"),
+    [
+        ("", commands.Export(None)),
+        ("--force", commands.Export(None, True)),
+        ("/tmp/My Notes.md", commands.Export("/tmp/My Notes.md")),
+        ("/dev/null --force", commands.Export("/dev/null", True)),
+        ("-f link.md", commands.Export("link.md", True)),
+        ('"/tmp/a b.md" --force', commands.Export("/tmp/a b.md", True)),
+        ("./-odd.md", commands.Export("./-odd.md")),
+    ],
+)
+def test_parse_export_takes_force_as_a_word_never_as_part_of_the_name(arg: str, parsed: object) -> None:
+    assert commands.parse_export(arg) == parsed
+
+
+def test_parse_export_refuses_an_unknown_option() -> None:
+    with pytest.raises(EnclaveError, match="Unknown option for /export: --forse"):
+        commands.parse_export("--forse out.md")
+
+
 def test_parse_model() -> None:
     engines = ("onnx", "litert")
     assert commands.parse_model("", engines) == (None, None)
