@@ -106,6 +106,7 @@ class Grounding:
     notices: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     contexts: dict[int, str] = field(default_factory=dict)  # passage n → heading, title, file name
+    documents: dict[int, str] = field(default_factory=dict)  # passage n → title, file name
 
     @property
     def found(self) -> bool:
@@ -148,6 +149,7 @@ def ground(
     pool = candidates(sources_of(passages))
     grounding.pool = pool
     grounding.contexts = {p.n: _context(p) for p in passages}
+    grounding.documents = {p.n: _document(p) for p in passages}
     cids = [library.collection_id(name) for name in retrieval.collections] or [
         library.collection_id(c["name"]) for c in library.collections()
     ]
@@ -170,6 +172,11 @@ def _context(p: Passage) -> str:
     """What a sentence of passage ``p`` is read with: its section, the document's title
     and file name ("GPL-3" says which licence "this License" is)."""
     return " ".join(x for x in (p.hit.heading, p.hit.title, Path(p.hit.path).name) if x)
+
+
+def _document(p: Passage) -> str:
+    """What names passage ``p``'s document: its title and file name."""
+    return " ".join(x for x in (p.hit.title, Path(p.hit.path).name) if x)
 
 
 def _quoted(c: Candidate, passages: Sequence[Passage]) -> AnswerSentence:
@@ -251,7 +258,8 @@ def verify(text: str, grounding: Grounding, passages: Sequence[Passage]) -> list
     for claim in claims(_strip_markers(text)):
         backing = None
         for c in grounding.pool:
-            if check(claim, c.sentence.text, grounding.contexts.get(c.sentence.n, "")).stated:
+            n = c.sentence.n
+            if check(claim, c.sentence.text, grounding.contexts.get(n, ""), grounding.documents.get(n, "")).stated:
                 backing = c
                 break
         if backing is None:
@@ -408,5 +416,6 @@ def grounding_for(conv: Conversation, text: str, retrieval: Retrieval) -> Ground
         return grounding
     grounding.pool = candidates(sources_of(retrieval.passages))
     grounding.contexts = {p.n: _context(p) for p in retrieval.passages}
+    grounding.documents = {p.n: _document(p) for p in retrieval.passages}
     grounding.sentences = verify(text, grounding, retrieval.passages)  # the cloud saw these only
     return grounding

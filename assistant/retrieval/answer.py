@@ -121,9 +121,10 @@ def supporting(answer: str, passages: Sequence[Passage]) -> dict[int, int]:
     counts: dict[int, int] = {}
     for claim in claims(answer):
         for p in passages:
-            context = " ".join(x for x in (p.hit.heading, p.hit.title, Path(p.hit.path).name) if x)
+            document = " ".join(x for x in (p.hit.title, Path(p.hit.path).name) if x)
+            context = " ".join(x for x in (p.hit.heading, document) if x)
             found = sentences(p.n, p.text, None, p.hit.line_start, p.hit.line_end, shortened=p.shortened)
-            if any(states(claim, s.text, context) for s in found):
+            if any(states(claim, s.text, context, document) for s in found):
                 counts[p.n] = counts.get(p.n, 0) + 1
     return counts
 

@@ -272,31 +272,49 @@ class Verdict:
 WORD_SHARE = 0.6
 
 
-def check(claim: str, sentence: str, context: str = "") -> Verdict:
+#: Fewest words a claim must say beyond the name of the document it is about.
+MIN_OWN_WORDS = 2
+
+
+def check(claim: str, sentence: str, context: str = "", document: str = "") -> Verdict:
     """Does ``sentence`` (with ``context``: its section heading, the document's title
-    and file name) state ``claim``? See the module docstring for the rules."""
+    and file name) state ``claim``? See the module docstring for the rules.
+
+    ``document`` is what names the document (its title and file name). Those words are
+    in every sentence's context, so they are no evidence that this sentence says what
+    the claim says: "You cannot use the trademarks under Apache 2.0" is not stated by
+    Apache-2.0's "Licensed under the Apache License, Version 2.0 … you may not use this
+    file", which shares only the licence's name and "use". They are left out of the
+    share of words (and a claim that says nothing else is not checkable); names must
+    still be found."""
     mine = content_words(claim)
     if len(mine) < MIN_SENTENCE_WORDS:
         return Verdict(False, "too short to check")
+    own = mine - content_words(document)
+    if len(own) < MIN_OWN_WORDS:
+        return Verdict(False, "says nothing beyond the document's name")
     theirs = content_words(sentence) | content_words(context)
-    if len(mine & theirs) < WORD_SHARE * len(mine):
+    if len(own & theirs) < WORD_SHARE * len(own):
         return Verdict(False, "different words")
     given = quantities(sentence)
+    named = set(re.findall(r"\d+(?:\.\d+)*", document))  # "Apache 2.0" names the document
     for q in quantities(claim):
+        if q.unit is None and named.issuperset(q.values):
+            continue
         if not any(_same_quantity(q, g, sentence + " " + context) for g in given):
             return Verdict(False, f"no source figure {' '.join(q.values)}{' ' + q.unit if q.unit else ''}")
     if negated(claim) != negated(sentence):
         return Verdict(False, "negation differs")
-    where = (sentence + " " + context).lower()
+    where = (sentence + " " + context + " " + document).lower()
     missing = [n for n in names(claim) if n not in where]
     if missing:
         return Verdict(False, f"{missing[0]} is not in the source")
     return Verdict(True)
 
 
-def states(claim: str, sentence: str, context: str = "") -> bool:
+def states(claim: str, sentence: str, context: str = "", document: str = "") -> bool:
     """True when ``sentence`` states ``claim`` (:func:`check`)."""
-    return check(claim, sentence, context).stated
+    return check(claim, sentence, context, document).stated
 
 
 def _same_quantity(claim: Quantity, source: Quantity, source_text: str) -> bool:

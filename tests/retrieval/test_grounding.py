@@ -93,6 +93,39 @@ def test_support_needs_figures_negation_and_names_to_match(claim: str, source: s
     assert check(claim, source).stated is stated, check(claim, source)
 
 
+APACHE_NOTICE = (
+    'Licensed under the Apache License, Version 2.0 (the "License"); you may not use this file except in '
+    "compliance with the License."
+)
+APACHE_TRADEMARKS = (
+    "This License does not grant permission to use the trade names, trademarks, service marks, or product "
+    "names of the Licensor, except as required for reasonable and customary use in describing the origin of "
+    "the Work and reproducing the content of the NOTICE file."
+)
+GPL3_CURE = (
+    "Moreover, your license from a particular copyright holder is reinstated permanently if the copyright "
+    "holder notifies you of the violation by some reasonable means, this is the first time you have received "
+    "notice of violation of this License (for any work) from that copyright holder, and you cure the "
+    "violation prior to 30 days after your receipt of the notice."
+)
+
+
+@pytest.mark.parametrize(
+    ("claim", "source", "context", "stated"),
+    [
+        # Found by a user: only the licence's name and "use" are shared; the trademarks are not in it.
+        ("You cannot use the trademarks of the licensor under Apache 2.0.", APACHE_NOTICE, "Apache License Apache-2.0", False),
+        ("The GPL-3 is a version of the GNU General Public.", GPL3_CURE, "GNU GENERAL PUBLIC LICENSE GPL-3", False),
+        # What the passages do say is still supported, with the document's name in the claim.
+        ("Apache 2.0 does not grant permission to use the trademarks of the Licensor.", APACHE_TRADEMARKS, "Apache License Apache-2.0", True),
+        ("Under the GPL-3 you cure the violation prior to 30 days after receipt of the notice.", GPL3_CURE, "GNU GENERAL PUBLIC LICENSE GPL-3", True),
+    ],
+)  # fmt: skip
+def test_the_documents_own_name_is_no_evidence(claim: str, source: str, context: str, stated: bool) -> None:
+    verdict = check(claim, source, "8. Termination. " + context, context)
+    assert verdict.stated is stated, verdict
+
+
 def test_quantities_keep_their_shape() -> None:
     shapes = {(q.values, q.shape, q.unit) for q in quantities("3-5 years; 2, 5, 7, or 10 minutes; thirty days; -1")}
     assert (("3", "5"), "range", "year") in shapes
