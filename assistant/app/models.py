@@ -106,7 +106,9 @@ class BuildPlan:
     def what_to_install(self) -> str | None:
         """The command that makes the build possible, or None when it is ready."""
         if self.missing_tools:
-            return "pip install 'enclave[build]'  (in a checkout: pip install -e '.[build]')"
+            from assistant.core.install import extra_command
+
+            return extra_command("build")
         if not self.source_ready:
             return self.package_command
         return None

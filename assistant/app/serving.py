@@ -86,7 +86,7 @@ FALLBACK_KV_BYTES_PER_TOKEN = 48 * 1024
 #: must not fill the disk with audit entries (each is a synchronous transaction).
 REFUSAL_AUDIT_INTERVAL_S = 1.0
 
-ModelKind = Literal["chat", "embedding"]
+ModelKind = Literal["chat", "base", "embedding"]  # base: a language model without chat tuning
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
 Endpoint = Literal["chat", "completions", "embeddings", "models"]
@@ -596,7 +596,7 @@ class ModelServer:
                     id=self.model_id(model),
                     name=model.name,
                     engine=model.engine,
-                    kind="chat",
+                    kind="chat" if model.chat else "base",
                     sha256=model.sha256,
                     created=created,
                     context_window=min(self.settings.context_window, int(model.manifest.get("context_length") or 0))
@@ -640,7 +640,7 @@ class ModelServer:
             id=self.model_id(model),
             name=model.name,
             engine=model.engine,
-            kind="chat",
+            kind="chat" if model.chat else "base",
             sha256=model.sha256,
             created=int(model.manifest_path.stat().st_mtime),
             context_window=None if engine is None else min(self.settings.context_window, engine.info.context_length),
@@ -888,7 +888,10 @@ class ModelServer:
                 f"Use /v1/chat/completions with {model.name}, or an onnx build of a model for /v1/completions.",
                 param="model",
             )
-        tokens = engine.tokenizer.encode(request.prompt)
+        # A base model's completion starts with its start token, as llama.cpp's does (the
+        # engines' tokenizers never add it; a chat model's raw text is left as written).
+        start = "" if model.chat else str(engine.info.extra.get("start_text", ""))
+        tokens = engine.tokenizer.encode(start + request.prompt) if request.prompt else []
         if not tokens:
             raise InvalidRequest("The prompt is empty.", "Send some text to continue.", param="prompt")
         slot, _ = pool.take(None, lambda: tokens)

@@ -43,7 +43,7 @@ from assistant.core.records import AnswerMode, Plan, TurnResult
 from assistant.core.settings import Settings
 from assistant.core.text import for_model
 from assistant.engines import ENGINE_NAMES
-from assistant.engines.base import Engine, Session
+from assistant.engines.base import CompletionTokenizer, Engine, Session
 from assistant.privacy.report import privacy_state
 from assistant.retrieval.answer import (
     MIN_PASSAGE_TOKENS,
@@ -141,6 +141,10 @@ class Assistant:
             # of an installed release counted (and reverted after two).
             model, loaded, notices = Updates(self.settings, self.store).load_guarded(model)
             self.notices.extend(notices)
+            if not model.chat and loaded.capabilities.token_level:
+                # A base model continues text: no chat template around it (turns.py's
+                # prompts, the server's chat requests and bench all render through this).
+                loaded.tokenizer = CompletionTokenizer(loaded.tokenizer, str(loaded.info.extra.get("start_text", "")))
             self._loaded[key] = (model, loaded)
             self.audit.record("model_load", model=model.name, engine=model.engine, sha256=model.sha256)
             self.audit.record("privacy_state", model=model.name, **privacy_state(loaded.isolation))
@@ -192,8 +196,17 @@ class Assistant:
             persona_name = persona or self.settings.persona
             prompt = load_persona(self.settings, persona_name)
         installed, loaded = self.load(model, engine)
+        if system is None and not installed.chat and stored is None:
+            # A persona's instructions would only be continued by a base model as more
+            # text ("You are Enclave, a helpful…"); a system prompt the user gives is kept.
+            prompt = ""
         conv = Conversation(
-            self.settings, installed, loaded, for_model(system or prompt).text, history, persona=persona_name
+            self.settings,
+            installed,
+            loaded,
+            for_model(prompt if system is None else system).text,
+            history,
+            persona=persona_name,
         )
         conv.audit = self.audit
         if save and store is not None:
@@ -214,7 +227,7 @@ class Assistant:
             engine or (conv.model.engine if same_model else None),
             persona or conv.persona,
             save=conv.store is not None,
-            system=None if persona else conv.system,
+            system=None if persona or not conv.system else conv.system,  # none: the persona's
         )
         new.temperature, new.repetition_penalty = conv.temperature, conv.repetition_penalty
         if conv.library is not None:

@@ -25,6 +25,7 @@ from assistant.catalog.convert.recipes import Progress, Step, build_lock, build_
 from assistant.catalog.ggufinfo import SUPPORTED_ARCHITECTURES, GgufInfo, QuantPlan, read_gguf
 from assistant.catalog.manifests import NAME_PATTERN, Catalog, InstalledModel, Recipe, sha256_file, slug
 from assistant.core.errors import BuildError, EnclaveError
+from assistant.core.install import extra_command
 from assistant.core.records import PLAIN_TEMPLATE
 from assistant.core.text import inline
 
@@ -173,7 +174,7 @@ def add_gguf(catalog: Catalog, plan: GgufPlan, progress: Progress) -> InstalledM
     if missing:
         raise BuildError(
             f"Converting a GGUF needs the model build tools, which are not installed (missing: {', '.join(missing)}).",
-            "Install them with `pip install 'enclave[build]'` (in a checkout: `pip install -e '.[build]'`).",
+            f"Install them with `{extra_command('build')}`.",
         )
     with build_lock(catalog, plan.name, "onnx"):
         _check_name(catalog, plan.name)  # a second `add` may have taken it meanwhile

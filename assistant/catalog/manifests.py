@@ -131,7 +131,8 @@ class InstalledModel:
             "size_bytes": self.size,
             "sha256": self.sha256,
             "chat": self.chat,
-            "kind": self.kind,
+            # "chat", "base" (a language model without chat tuning: continues text) or "embedding"
+            "kind": "base" if self.kind == "chat" and not self.chat else self.kind,
             "licence": self.manifest.get("licence", "unknown"),
             "context_length": self.manifest.get("context_length"),
             "source": self.manifest.get("source", {}).get("package", "user"),

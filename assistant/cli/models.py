@@ -38,7 +38,13 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         rows = [m.summary() for m in installed]
         buildable = [
-            {"name": r.name, "engines": sorted(r.build), "chat": r.chat, "kind": r.kind, "licence": r.licence}
+            {
+                "name": r.name,
+                "engines": sorted(r.build),
+                "chat": r.chat,
+                "kind": "base" if r.kind == "chat" and not r.chat else r.kind,
+                "licence": r.licence,
+            }
             for r in found.recipes
         ]
         damaged = [{"name": b.name, "engine": b.engine, "problem": b.problem} for b in broken]

@@ -115,6 +115,61 @@ class Tokenizer(ABC):
         raise EngineError("This model's chat template has no tool-call format.", "Send the request without tools.")
 
 
+def start_text(tokenizer: Tokenizer, bos: str, add_bos: bool | None = None) -> str:
+    """The start token a prompt of this model begins with, as text ("" for none).
+
+    A model is given its start token when its own template writes it first (Gemma's
+    ``<bos>``, a GGUF's ``add_bos_token`` turned into ``{{ bos_token }}``), or when its
+    tokenizer's configuration says ``add_bos_token``. The engines' tokenizers never add
+    it themselves, so text that skips the template (a base model's completion) needs it
+    from here: without it Gemma 3 270M continues "The capital of France is" with
+    "France. France. France."."""
+    if not bos:
+        return ""
+    if add_bos is not None:
+        return bos if add_bos else ""
+    try:
+        probe = tokenizer.render([{"role": "user", "content": "x"}], add_generation_prompt=False)
+    except Exception:  # noqa: BLE001 - a template that refuses a lone user message: no evidence either way
+        return ""
+    return bos if probe.startswith(bos) else ""
+
+
+class CompletionTokenizer(Tokenizer):
+    """A base model's tokenizer: the conversation is one plain text that the model continues.
+
+    A base model (no chat template, or one it was never tuned on) does not answer turns:
+    it continues text. So nothing is wrapped around the messages: the start token if the
+    model takes one, a system prompt (only one the user wrote) and a blank line, then
+    each message as written, a continuation directly after the text it continues and the
+    next message on a new line. Encoding and decoding are the model's own."""
+
+    def __init__(self, inner: Tokenizer, start: str = "") -> None:
+        self.inner = inner
+        self.start = start
+
+    def encode(self, text: str) -> list[int]:
+        return self.inner.encode(text)
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        return self.inner.decode(tokens)
+
+    def render(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        parts = [self.start]
+        previous = ""
+        for message in messages:
+            role, content = message["role"], message["content"]
+            if role == "system":
+                if content:
+                    parts.append(content + "\n\n")
+                continue
+            if role == "user" and previous == "assistant":
+                parts.append("\n")
+            parts.append(content)
+            previous = role
+        return "".join(parts)
+
+
 class StreamDecoder:
     """Turns a growing list of generated tokens into whole-character text deltas.
 

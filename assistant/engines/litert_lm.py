@@ -46,7 +46,8 @@ from typing import Any
 from assistant.core.cpus import inference_threads
 from assistant.core.errors import ContextExhausted, EnclaveError, EngineError, EngineUnavailable, ModelCorrupt
 from assistant.core.events import Constraint, Done, Error, Event, FinishReason, GenerationOptions, TextDelta, Usage
-from assistant.engines.base import Capabilities, Engine, ModelInfo, Session, Tokenizer
+from assistant.core.install import requirement_command
+from assistant.engines.base import Capabilities, Engine, ModelInfo, Session, Tokenizer, start_text
 from assistant.engines.repetition import RepetitionGuard
 from assistant.engines.templates import detect_tool_format
 
@@ -58,7 +59,8 @@ def _import_litert() -> Any:
         import litert_lm
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise EngineUnavailable(
-            f"litert-lm-api is not installed ({exc}).", "Install Enclave's runtime: pip install -e ."
+            f"litert-lm-api is not installed ({exc}).",
+            f"Install Enclave's runtime: {requirement_command('litert-lm-api')}",
         ) from exc
     # The native library logs to stderr, which would scribble over the terminal UI.
     litert_lm.set_min_log_severity(litert_lm.LogSeverity.ERROR)
@@ -507,7 +509,11 @@ class LitertEngine(Engine):
             context_length=max_tokens,
             eos_token_ids=eos,
             # Recorded for GET /v1/models; tool calls need a Lark grammar, which LiteRT-LM lacks.
-            extra={"has_chat_template": tokenizer.has_template, "tool_format": detect_tool_format(template)},
+            extra={
+                "has_chat_template": tokenizer.has_template,
+                "tool_format": detect_tool_format(template),
+                "start_text": start_text(tokenizer, tokenizer.bos) if template else "",
+            },
         )
         # Without a template counts are approximate: say so through the capability flag.
         self.capabilities = replace(type(self).capabilities, token_count=tokenizer.has_template, gpu=gpu)

@@ -27,8 +27,9 @@ import numpy as np
 from assistant.core.cpus import inference_threads
 from assistant.core.errors import ContextExhausted, EngineError, EngineUnavailable, ModelCorrupt
 from assistant.core.events import CONSTRAINT_KINDS, Event, GenerationOptions
+from assistant.core.install import requirement_command
 from assistant.core.records import PLAIN_TEMPLATE
-from assistant.engines.base import Capabilities, Engine, ModelInfo, Tokenizer, TokenSession
+from assistant.engines.base import Capabilities, Engine, ModelInfo, Tokenizer, TokenSession, start_text
 from assistant.engines.templates import ChatTemplate, detect_tool_format
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def _import_og() -> Any:
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise EngineUnavailable(
             f"onnxruntime-genai is not installed ({exc}).",
-            "Install Enclave's runtime: pip install -e .",
+            f"Install Enclave's runtime: {requirement_command('onnxruntime-genai')}",
         ) from exc
     return og
 
@@ -112,6 +113,16 @@ def read_special_tokens(model_dir: Path) -> tuple[str, str]:
     return (text(config.get("bos_token")), text(config.get("eos_token"))) if isinstance(config, dict) else ("", "")
 
 
+def read_add_bos(model_dir: Path) -> bool | None:
+    """``add_bos_token`` of ``tokenizer_config.json`` (None when it does not say)."""
+    try:
+        config = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = config.get("add_bos_token") if isinstance(config, dict) else None
+    return value if isinstance(value, bool) else None
+
+
 class GenaiTokenizer(Tokenizer):
     def __init__(self, og: Any, model: Any, template: str | None, specials: tuple[str, str] = ("", "")) -> None:
         self._tok = og.Tokenizer(model)
@@ -119,6 +130,7 @@ class GenaiTokenizer(Tokenizer):
         self.has_template = template is not None
         self.tool_format = detect_tool_format(template)
         self._specials = specials
+        self.specials = specials  # (BOS, EOS) as text
         self._tool_template: ChatTemplate | None = None
 
     def encode(self, text: str) -> list[int]:
@@ -353,7 +365,11 @@ class OnnxGenaiEngine(Engine):
             path=str(model_dir),
             context_length=int(genai_config.get("model", {}).get("context_length", 2048)),
             eos_token_ids=tuple(int(e) for e in eos_ids) or tokenizer.eos_token_ids,
-            extra={"has_chat_template": tokenizer.has_template, "tool_format": tokenizer.tool_format},
+            extra={
+                "has_chat_template": tokenizer.has_template,
+                "tool_format": tokenizer.tool_format,
+                "start_text": start_text(tokenizer, tokenizer.specials[0], read_add_bos(model_dir)),
+            },
             kv_bytes_per_token=_kv_bytes_per_token(genai_config),
         )
         super().__init__(info, tokenizer)

@@ -94,8 +94,15 @@ def test_a_base_gguf_is_registered_as_base_with_a_warning(enclave_home: Path, ti
     assert listing[1].split()[0] == "plain" and listing[1].endswith("base (not for chat)")
     assert not (enclave_home / "data" / "models" / "plain" / "onnx" / "chat_template.jinja").exists()
     # It runs as plain completion, and says so.
-    asked = enclave("ask", "-m", "plain", "--max-tokens", "4", "The pump", home=enclave_home)
+    asked = enclave("ask", "-m", "plain", "--max-tokens", "4", "--json", "The pump", home=enclave_home)
     assert "note: plain is a base model: it continues text rather than answering questions." in asked.stderr
+    # The text itself is the prompt: no persona, no "Question:/Answer:" frame around it.
+    bare = json.loads(asked.stdout)["usage"]["prompt_tokens"]
+    framed = enclave("ask", "-m", "plain", "--max-tokens", "4", "--json", "-s", "Pumps and valves.", "The pump", home=enclave_home)
+    assert json.loads(framed.stdout)["usage"]["prompt_tokens"] > bare
+    assert bare <= len("The pump") + 1  # the text's own tokens (and a start token), nothing around them
+    listed = json.loads(enclave("models", "list", "--json", home=enclave_home).stdout)
+    assert [(m["name"], m["kind"], m["chat"]) for m in listed["installed"]] == [("plain", "base", False)]
 
 
 @pytest.mark.parametrize(

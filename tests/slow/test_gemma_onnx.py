@@ -64,6 +64,9 @@ def test_every_matrix_is_the_ggufs_own_and_it_runs(gemma_onnx_home: Path) -> Non
     )  # fmt: skip
     answer = json.loads(proc.stdout)
     assert answer["usage"]["completion_tokens"] > 0 and answer["text"].strip()
+    # A base model continues the text itself: <bos> and the 5 tokens of the sentence, no
+    # persona and no turn markers around it (those made it continue "You are Enclave, …").
+    assert answer["usage"]["prompt_tokens"] == 6 and "You are" not in answer["text"]
     # Scoring a short text (the drift check's perplexity) needs a cache at least as long
     # as Gemma's 512-token sliding window.
     checked = json.loads(enclave("models", "check", "gemma3-270m", "--json", home=gemma_onnx_home, timeout=300).stdout)

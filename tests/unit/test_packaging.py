@@ -85,3 +85,19 @@ def test_the_installed_wheel_answers_from_outside_the_checkout(installed: Path, 
     assert result["model"] == "tiny" and result["usage"]["completion_tokens"] > 0
     help_text = _enclave(installed, where, home, "--help")
     assert "tui" in help_text.stdout  # the terminal UI registered itself through its entry point
+
+
+def test_the_installed_wheel_names_pip_commands_that_work_without_a_checkout(installed: Path, tmp_path: Path) -> None:
+    """A hint of `pip install -e '.[build]'` is no use to someone who installed the wheel
+    (there is no checkout), nor is `enclave[build]` (the index's "enclave" is another
+    project): the pinned requirements are named from the wheel's own metadata."""
+    code = (
+        "from assistant.core.install import checkout, extra_command, requirement_command\n"
+        "print(checkout()); print(extra_command('build')); print(requirement_command('onnxruntime-genai'))"
+    )
+    out = subprocess.run([str(installed / "bin" / "python"), "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    where, build, runtime = out.stdout.splitlines()
+    assert where == "None"
+    assert build.startswith("pip install torch==2.13.0 ") and "transformers==" in build and "-e" not in build
+    assert runtime == "pip install onnxruntime-genai==0.18.0"

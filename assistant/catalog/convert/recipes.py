@@ -30,6 +30,7 @@ from typing import Any
 from assistant.catalog.manifests import MANIFEST_NAME, Catalog, InstalledModel, Recipe, sha256_file
 from assistant.core import lifeline, resources
 from assistant.core.errors import BuildError
+from assistant.core.install import checkout, extra_command
 from assistant.privacy import offline
 
 BUILD_MODULES = ("torch", "transformers", "gguf", "onnx", "onnx_ir")
@@ -62,9 +63,9 @@ def require_build_tools(extra: tuple[str, ...] = ()) -> None:
     if missing:
         raise BuildError(
             f"The model build tools are not installed (missing: {', '.join(missing)}).",
-            "Install them with `pip install -e '.[build]'`"
+            f"Install them with `{extra_command('build')}`"
             + (" and `pip install litert-torch==0.10.0`" if "litert_torch" in missing else "")
-            + " (or run `make run`, which does).",
+            + (" (or run `make run`, which does)." if checkout() is not None else "."),
         )
 
 
