@@ -218,6 +218,13 @@ MIN_ANSWER_WORDS = 4
 MAX_EMBEDDED = 40
 
 
+def is_question(text: str) -> bool:
+    """A sentence that asks (it ends in "?") states no answer: an FAQ's table of contents
+    lists the very question asked ("How do you make upsd reload the config file?"). A
+    question followed by its answer, read as a pair, ends in the answer and stays."""
+    return text.rstrip(" \"'”’)]").endswith("?")
+
+
 def candidates(sources: Sequence[Source]) -> list[Candidate]:
     """Every sentence of the passages, in passage order, then every two consecutive
     sentences of one paragraph read as one (``pair`` in their features)."""
@@ -279,7 +286,7 @@ def score(
     scored: list[Candidate] = []
     for c, words, sim in zip(pool, have, meaning, strict=True):
         lexical = sum(idf[w] for w in wanted if w in words) / total
-        if len(c.sentence.text.split()) < MIN_ANSWER_WORDS:
+        if len(c.sentence.text.split()) < MIN_ANSWER_WORDS or is_question(c.sentence.text):
             continue
         text = c.sentence.text
         features = {

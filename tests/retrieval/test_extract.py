@@ -69,6 +69,20 @@ def test_a_sentence_without_the_unit_asked_for_does_not_answer() -> None:
     assert _answer(question, replace(KEYWORDS, unit=0.0), weeks, days)[0].sentence.text == weeks
 
 
+def test_a_question_in_the_sources_is_never_the_answer_but_its_answer_is() -> None:
+    """An FAQ lists its questions before the answers: the listed question shares every
+    word with the one asked, and states nothing."""
+    toc = "Frequently asked questions\n\n" "How do you make upsd reload the config file?\n\n" "Where are the logs kept?"
+    faq = (
+        "How do you make upsd reload the config file? Send it a SIGHUP, or run upsd -c reload "
+        "as root to make it read the files again."
+    )
+    question = "How do I make upsd reload its configuration file?"
+    assert _answer(question, KEYWORDS, toc) == []
+    shown = _answer(question, KEYWORDS, toc, faq)
+    assert shown and shown[0].sentence.n == 2 and "SIGHUP" in shown[0].sentence.text
+
+
 def test_answer_types_are_read_from_the_question_words() -> None:
     assert asks("How many days does the GPL-3 give me?").unit == "day"
     assert asks("Within how many days must I become compliant?").unit == "day"
