@@ -12,14 +12,14 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from assistant.app import power
 from assistant.app.turns import Assistant
 from assistant.core.cpus import inference_threads
-from assistant.core.events import Done, GenerationOptions, Usage
+from assistant.core.events import Done, GenerationOptions, TextDelta, Usage
 from assistant.core.settings import Settings
 from assistant.storage.releases import Releases
 
@@ -207,7 +207,7 @@ def _run_bench(
     # The model runs in a sealed worker process: its CPU time counts with this one's.
     worker_cpu = loaded.process_cpu_seconds()
     with power.measure() as meter:
-        rows, completion_tokens = _run_prompts(loaded, window, runs, max_tokens)
+        rows, completion_tokens, phases = _run_prompts(loaded, window, runs, max_tokens)
     meter.cpu_s += loaded.process_cpu_seconds() - worker_cpu
     conv = assistant.conversation(model, engine, save=False)  # a benchmark is not a conversation to keep
     chat_rows = []
@@ -238,7 +238,12 @@ def _run_bench(
         "turns": shown,
         "all_turns": chat_rows,
         "generated_tokens": completion_tokens,
-        "cpu_s_per_1k_tokens": power.per_thousand(meter.cpu_s, completion_tokens),
+        # Decode alone (from each answer's first token to its last) per 1,000 tokens it
+        # made, and prefill per 1,000 prompt tokens: the two differ ~5x, so one figure over
+        # both would move with the prompt/answer mix (and --max-tokens).
+        "cpu_s_per_1k_tokens": power.per_thousand(phases.decode_cpu_s, phases.decoded_tokens),
+        "cpu_s_per_1k_prompt_tokens": power.per_thousand(phases.prefill_cpu_s, phases.prompt_tokens),
+        # Energy is read for the whole prompt runs (RAPL counters are coarse): prefill included.
         "joules_per_1k_tokens": power.per_thousand(meter.joules, completion_tokens),
         "notices": list(assistant.notices),
     }
@@ -248,11 +253,41 @@ def _run_bench(
     return report
 
 
-def _run_prompts(loaded: Any, window: int, runs: int, max_tokens: int) -> tuple[list[dict[str, Any]], int]:
-    """Each benchmark prompt ``runs`` times in a fresh session; the medians, and the tokens made."""
+@dataclass
+class Phases:
+    """CPU seconds (this process and the model's worker) of prefill and of decode."""
+
+    prefill_cpu_s: float = 0.0
+    prompt_tokens: int = 0
+    decode_cpu_s: float = 0.0
+    decoded_tokens: int = 0  # tokens after each answer's first (which the prefill pass makes)
+
+
+def _cpu_now() -> float:
+    """CPU seconds of this process and its live children (the model's sealed worker),
+    read from the kernel: asking the worker would wait for the answer it is decoding."""
+    import psutil
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    total = own.ru_utime + own.ru_stime
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.Error:  # ended meanwhile
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _run_prompts(
+    loaded: Any, window: int, runs: int, max_tokens: int
+) -> tuple[list[dict[str, Any]], int, Phases]:
+    """Each benchmark prompt ``runs`` times in a fresh session; the medians, the tokens
+    made, and the CPU time of prefill and decode apart."""
     tok = loaded.tokenizer
     rows = []
     completion_tokens = 0
+    phases = Phases()
     for name, text in PROMPTS:
         messages = [{"role": "user", "content": text}]
         ids = tok.encode(tok.render(messages, add_generation_prompt=True))
@@ -261,11 +296,21 @@ def _run_prompts(loaded: Any, window: int, runs: int, max_tokens: int) -> tuple[
         samples: list[Usage] = []
         for _ in range(runs):
             session = loaded.open_session(window)
+            started = _cpu_now()
+            first: float | None = None
             for event in session.generate(ids, GenerationOptions(max_tokens=max_tokens), messages=messages):
+                if first is None and isinstance(event, TextDelta):
+                    first = _cpu_now()
                 if isinstance(event, Usage):
                     samples.append(event)
                     completion_tokens += event.completion_tokens
+            ended = _cpu_now()
             session.close()
+            if first is not None and samples:
+                phases.prefill_cpu_s += first - started
+                phases.prompt_tokens += len(ids)
+                phases.decode_cpu_s += ended - first
+                phases.decoded_tokens += max(0, samples[-1].completion_tokens - 1)
         rows.append(
             {
                 "name": name,
@@ -276,4 +321,4 @@ def _run_prompts(loaded: Any, window: int, runs: int, max_tokens: int) -> tuple[
                 "completion_tokens": samples[-1].completion_tokens,
             }
         )
-    return rows, completion_tokens
+    return rows, completion_tokens, phases

@@ -145,6 +145,11 @@ class Assistant:
                 # A base model continues text: no chat template around it (turns.py's
                 # prompts, the server's chat requests and bench all render through this).
                 loaded.tokenizer = CompletionTokenizer(loaded.tokenizer, str(loaded.info.extra.get("start_text", "")))
+            if self.settings.speculation == "on" and loaded.capabilities.token_level and not loaded.capabilities.speculative:
+                self.notices.append(
+                    f"speculation is on, but this build of {model.name} cannot verify drafts: its output layer "
+                    "keeps only the last position (prune_lm_head), so answers are decoded one token at a time."
+                )
             self._loaded[key] = (model, loaded)
             self.audit.record("model_load", model=model.name, engine=model.engine, sha256=model.sha256)
             self.audit.record("privacy_state", model=model.name, **privacy_state(loaded.isolation))

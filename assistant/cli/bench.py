@@ -211,10 +211,12 @@ def report_text(report: dict[str, Any]) -> str:
     cpu = report.get("cpu_s_per_1k_tokens")
     joules = report.get("joules_per_1k_tokens")
     if cpu is not None:
-        energy = f"{joules:.0f} J" if joules is not None else "energy not readable here (RAPL counters)"
+        energy = f"{joules:.0f} J (prefill included)" if joules is not None else "energy not readable here (RAPL counters)"
+        prefill = report.get("cpu_s_per_1k_prompt_tokens")
         lines.append(
-            f"per 1,000 generated tokens: {cpu:.1f} CPU-s, {energy} · power {report.get('power', '?')}"
-            f" · device {report.get('device', 'cpu')}"
+            f"per 1,000 generated tokens: {cpu:.1f} CPU-s decoding"
+            + (f" (prefill: {prefill:.1f} CPU-s per 1,000 prompt tokens)" if prefill is not None else "")
+            + f", {energy} · power {report.get('power', '?')} · device {report.get('device', 'cpu')}"
         )
     quality = report.get("quality")
     if quality:

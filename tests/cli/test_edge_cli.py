@@ -199,6 +199,9 @@ def test_bench_reports_cpu_seconds_per_thousand_tokens_and_saver_uses_one_thread
                                 "--power", "saver", home=home).stdout)  # fmt: skip
     assert report["threads"] == 1 and report["power"] == "saver"
     assert report["cpu_s_per_1k_tokens"] > 0 and report["generated_tokens"] > 0
+    # Prefill apart from decode, read from the kernel while the worker decodes: both
+    # phases get CPU time (asking the worker mid-answer gave decode ~0 and prefill all).
+    assert report["cpu_s_per_1k_prompt_tokens"] > 0
     assert "joules_per_1k_tokens" in report  # None where RAPL is not readable, as here
     fast = json.loads(enclave("bench", "-m", "tiny", "--turns", "1", "--max-tokens", "16", "--json",
                               "--power", "performance", home=home).stdout)  # fmt: skip

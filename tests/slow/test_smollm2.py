@@ -137,8 +137,15 @@ def test_the_default_build_prunes_the_lm_head_so_it_never_speculates(
 ) -> None:
     # docs/engine.md: prune_lm_head keeps long-prompt TTFT down; speculation needs every
     # position's logits, and the engine finds that out when it loads the model.
-    conv = _conversation(smollm2_home, monkeypatch, speculation="on", max_tokens=8)
+    from assistant.app.turns import Assistant
+    from assistant.core.settings import Settings
+
+    monkeypatch.setenv("ENCLAVE_HOME", str(smollm2_home))
+    assistant = Assistant(Settings.load(speculation="on", max_tokens=8))
+    conv = assistant.conversation()
     assert conv.engine.capabilities.speculative is False
     assert conv.options(8).speculative  # asked for, and ignored: the answer still comes
     result = conv.ask("What is the capital of France?")
     assert result.usage is not None and result.usage.drafted_tokens == 0
+    # …and said once, not left to be guessed from "0 drafts".
+    assert [n for n in assistant.notices if "cannot verify drafts" in n and "prune_lm_head" in n]
