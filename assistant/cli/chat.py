@@ -418,7 +418,10 @@ def ask(ctx: click.Context, /, prompt: tuple[str, ...], **kw: Any) -> None:
         _err(click.style(f"note: {base_model_note(conv.model.name)}", fg="yellow"))
     if kw.get("cloud"):
         _cloud_switch(conv, True, "ask --cloud")
-    _run_turn(conv, text, kw["as_json"], kw, interactive=sys.stdin.isatty(), output=output)
+    result = _run_turn(conv, text, kw["as_json"], kw, interactive=sys.stdin.isatty(), output=output)
+    if result.finish_reason == "cancelled":
+        # A script can tell a cancelled answer from a whole one: 128 + SIGINT, as shells do.
+        raise SystemExit(130)
 
 
 @click.command()
