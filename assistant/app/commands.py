@@ -54,7 +54,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("show", "/show", "model, engine, window, sampling, system prompt and documents of this conversation"),
     CommandSpec(
         "docs",
-        "/docs [NAME…|all|off] · /docs add PATH [-c NAME] · /docs sync [NAME]",
+        "/docs [NAME…|all|off] [--path GLOB] · /docs add PATH [-c NAME] · /docs sync [NAME]",
         "answer from your documents (with sources), or stop; index a folder or bring collections up to date",
     ),
     CommandSpec("persona", "/persona [NAME]", "choose a persona (a new conversation)"),
@@ -274,8 +274,15 @@ def describe(conv: Conversation) -> str:
     lines = [
         f"model: {conv.model.name} · {conv.engine.name} · window {conv.window:,} tokens"
         + ("" if conv.model.chat else " (base model: continues text)"),
-        f"conversation: {conv.id if conv.id is not None else 'new (saved with the first answer)'}"
-        f" · persona {conv.persona}",
+        "conversation: "
+        + (
+            str(conv.id)
+            if conv.id is not None
+            else "new (saved with the first answer)"
+            if conv.store is not None
+            else "not saved (--no-save)"
+        )
+        + f" · persona {conv.persona}",
         f"temperature {conv.temperature:g} · repeat penalty {conv.repetition_penalty:g}"
         f" · answers up to {conv.settings.max_tokens} tokens",
         f"system prompt: {system[:100] + ' …' if len(system) > 100 else system or '(none)'}",

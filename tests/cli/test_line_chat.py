@@ -165,3 +165,9 @@ def test_export_refuses_a_link_and_force_replaces_it_without_a_stray_file(home: 
     assert not link.is_symlink() and "hello" in link.read_text()
     assert real.read_text() == "keep me\n"  # the link was replaced, not the file it pointed to
     assert not (tmp_path / "link.md --force").exists()
+
+
+def test_show_says_a_no_save_chat_is_not_saved(home: Path) -> None:
+    proc = enclave("chat", "-m", "tiny", "--max-tokens", "4", "--no-save", home=home, stdin="hello\n/show\n")
+    assert "conversation: not saved (--no-save)" in proc.stderr
+    assert _rows(home, "select count(*) from conversations") == [(0,)]
