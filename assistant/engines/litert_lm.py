@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import re
+import textwrap
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -479,7 +480,7 @@ class LitertEngine(Engine):
                 )
             except Exception as exc:
                 raise EngineUnavailable(
-                    f"LiteRT-LM cannot use a GPU here ({str(exc).strip()[:200]}).",
+                    f"LiteRT-LM cannot use a GPU here ({textwrap.shorten(str(exc).strip(), 240, placeholder=' …')}).",
                     "It needs libvulkan1 and the GPU's Vulkan driver (VK_DRIVER_FILES); or use --device cpu.",
                 ) from exc
             self._init_rest(path, name, max_tokens, template, gpu=True)

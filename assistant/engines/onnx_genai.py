@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -384,7 +385,7 @@ class OnnxGenaiEngine(Engine):
             self.model = self.og.Model(config)
         except Exception as exc:
             raise EngineUnavailable(
-                f"onnxruntime-genai cannot use a GPU here ({str(exc).strip()[:200]}).",
+                f"onnxruntime-genai cannot use a GPU here ({textwrap.shorten(str(exc).strip(), 240, placeholder=' …')}).",
                 "Install onnxruntime-genai-cuda and onnxruntime-gpu on a machine with an NVIDIA GPU, or use --device cpu.",
             ) from exc
         self.capabilities = replace(type(self).capabilities, gpu=True)
