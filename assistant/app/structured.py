@@ -192,6 +192,20 @@ def schema_format(path: str, max_tokens: int) -> OutputFormat:
         ) from None
     if not isinstance(schema, dict):
         raise FormatError(f"{name} is not a JSON Schema: it is not a JSON object.", 'Write e.g. {"type": "object", …}.')
+    check_schema(schema, name)
+    bounded, notices = bound_schema(schema, max_tokens, name)
+    constraint = json_constraint(bounded)
+    _validate(constraint, name, SCHEMA_HINT)
+    return OutputFormat("json_schema", name, constraint.grammar, schema, notices)
+
+
+#: What to do about a schema llguidance cannot decode with.
+SCHEMA_HINT = "Change the schema: llguidance supports the keywords listed in docs/engine.md."
+
+
+def check_schema(schema: dict[str, Any], name: str) -> None:
+    """Raise :class:`FormatError` naming the place and the problem when ``schema`` is not a
+    valid JSON Schema (its own meta-schema, by ``jsonschema``)."""
     import jsonschema
 
     try:
@@ -199,10 +213,17 @@ def schema_format(path: str, max_tokens: int) -> OutputFormat:
     except jsonschema.exceptions.SchemaError as exc:
         where = "/" + "/".join(str(p) for p in exc.absolute_path)
         raise FormatError(f"{name} is not a valid JSON Schema at {where}: {exc.message}.", "Fix the schema.") from None
-    bounded, notices = bound_schema(schema, max_tokens, name)
-    constraint = json_constraint(bounded)
-    _validate(constraint, name, "Change the schema: llguidance supports the keywords listed in docs/engine.md.")
-    return OutputFormat("json_schema", name, constraint.grammar, schema, notices)
+
+
+def decodable_schema(schema: dict[str, Any], name: str) -> Constraint:
+    """The constraint that decodes answers to ``schema`` as it is (no bounds added), checked
+    before any generation as ``--schema`` is: a valid JSON Schema that llguidance can follow
+    (a ``pattern`` with look-around, an unknown keyword are refused here, not by the engine).
+    Raises :class:`FormatError` naming the problem."""
+    check_schema(schema, name)
+    constraint = json_constraint(schema)
+    _validate(constraint, name, SCHEMA_HINT)
+    return constraint
 
 
 def regex_format(pattern: str) -> OutputFormat:
