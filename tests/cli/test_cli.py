@@ -167,3 +167,18 @@ def test_a_window_below_the_models_says_how_far_ctx_can_go(home: Path) -> None:
     proc = enclave("ask", "-m", "tiny", "--ctx", "256", "pump valve seal " * 200, home=home, check=False)
     assert proc.returncode == 1
     assert "Or raise --ctx: this model allows up to 1,024 tokens." in proc.stderr
+
+
+def test_a_ctx_above_the_models_window_is_capped_with_a_note_on_stderr(home: Path) -> None:
+    note = "note: --ctx 100,000 is more than this model allows: the window is 1,024 tokens, the longest it was trained for."
+    proc = enclave("ask", "-m", "tiny", "--ctx", "100000", "--json", "--max-tokens", "2", "hi", home=home)
+    data = json.loads(proc.stdout)  # stdout stays one JSON document
+    assert data["context"]["window"] == 1024
+    assert proc.stderr.count(note) == 1
+    chat = enclave("chat", "-m", "tiny", "--ctx", "100000", "--max-tokens", "2", home=home, stdin="one\ntwo\n")
+    assert chat.stderr.count(note) == 1 and "note:" not in chat.stdout
+    # Nothing to say when the window is the one asked for, or when nobody asked (the
+    # default 2,048 on this 1,024-token model is its window, not a request refused).
+    for args in (["--ctx", "1024"], ["--ctx", "512"], []):
+        quiet = enclave("ask", "-m", "tiny", *args, "--max-tokens", "2", "hi", home=home)
+        assert "more than this model allows" not in quiet.stderr
