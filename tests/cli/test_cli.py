@@ -182,3 +182,19 @@ def test_a_ctx_above_the_models_window_is_capped_with_a_note_on_stderr(home: Pat
     for args in (["--ctx", "1024"], ["--ctx", "512"], []):
         quiet = enclave("ask", "-m", "tiny", *args, "--max-tokens", "2", "hi", home=home)
         assert "more than this model allows" not in quiet.stderr
+
+
+def test_a_model_without_a_build_for_the_engine_says_which_engines_it_has(home: Path) -> None:
+    proc = enclave("ask", "-m", "tiny", "-e", "litert", "hi", home=home, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "No model is called" not in proc.stderr
+    message, hint = proc.stderr.splitlines()
+    assert (
+        message
+        == "error: 'tiny' has no litert build: it is installed for onnx only (a model you added runs on the engine its files are for)."
+    )
+    assert hint.strip() == (
+        "Use `--engine onnx`, or register a LiteRT-LM .litertlm bundle of it with `enclave models add PATH --name tiny`."
+    )
+    # The fix works: the same question on the engine it has.
+    assert enclave("ask", "-m", "tiny", "-e", "onnx", "--max-tokens", "2", "hi", home=home).returncode == 0
