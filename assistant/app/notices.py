@@ -6,10 +6,12 @@ the server (later) in its JSON: the same words everywhere.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from assistant.core.events import Usage
 from assistant.core.records import Plan, TurnResult
+from assistant.core.settings import Settings
 from assistant.core.text import Cleaned
 
 #: How a front end names why an answer stopped, when it was not the model's own end.
@@ -141,6 +143,27 @@ def window_hint(requested: int, model_window: int, window: int) -> str:
             return f"This model's window is fixed at {model_window:,} tokens, so --ctx {requested:,} cannot raise it."
         return f"This is already the model's whole window ({model_window:,} tokens)."
     return f"Or raise --ctx: this model allows up to {model_window:,} tokens."
+
+
+def window_note(settings: Settings, window: int, engine: str, *, asked: bool = False) -> str | None:
+    """What every front end says once when the context window in use is smaller than the
+    one asked for (``--ctx``, ``asked``, or a ``context_window`` setting): how large it is,
+    and why. None when it is the window asked for, or when nobody asked — the default
+    setting on a model with a smaller window is the model's window, not a request refused."""
+    requested = settings.context_window
+    if window >= requested or (requested == _DEFAULT_WINDOW and not asked):
+        return None
+    if engine == "litert":
+        why = (
+            "fixed when its LiteRT-LM bundle was built (an onnx build of it, -e onnx, takes --ctx up to "
+            "the model's trained window)"
+        )
+    else:
+        why = "the longest it was trained for"
+    return f"--ctx {requested:,} is more than this model allows: the window is {window:,} tokens, {why}."
+
+
+_DEFAULT_WINDOW = next(f.default for f in fields(Settings) if f.name == "context_window")
 
 
 def base_model_note(name: str) -> str:

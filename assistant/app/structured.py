@@ -45,10 +45,12 @@ class FormatError(EnclaveError):
 class TooLarge(FormatError):
     """A schema whose shortest bounding still allows answers longer than the budget."""
 
-    def __init__(self, message: str, hint: str, needed: int) -> None:
+    def __init__(self, message: str, hint: str, needed: int, fix: str) -> None:
         super().__init__(message, hint)
         #: Characters its longest answer takes with the smallest bounds.
         self.needed = needed
+        #: What to change in the schema instead, e.g. "lower the schema's minItems (at /tags)".
+        self.fix = fix
 
 
 class OutputInvalid(EnclaveError):
@@ -192,6 +194,20 @@ def schema_format(path: str, max_tokens: int) -> OutputFormat:
         ) from None
     if not isinstance(schema, dict):
         raise FormatError(f"{name} is not a JSON Schema: it is not a JSON object.", 'Write e.g. {"type": "object", …}.')
+    check_schema(schema, name)
+    bounded, notices = bound_schema(schema, max_tokens, name)
+    constraint = json_constraint(bounded)
+    _validate(constraint, name, SCHEMA_HINT)
+    return OutputFormat("json_schema", name, constraint.grammar, schema, notices)
+
+
+#: What to do about a schema llguidance cannot decode with.
+SCHEMA_HINT = "Change the schema: llguidance supports the keywords listed in docs/engine.md."
+
+
+def check_schema(schema: dict[str, Any], name: str) -> None:
+    """Raise :class:`FormatError` naming the place and the problem when ``schema`` is not a
+    valid JSON Schema (its own meta-schema, by ``jsonschema``)."""
     import jsonschema
 
     try:
@@ -199,10 +215,17 @@ def schema_format(path: str, max_tokens: int) -> OutputFormat:
     except jsonschema.exceptions.SchemaError as exc:
         where = "/" + "/".join(str(p) for p in exc.absolute_path)
         raise FormatError(f"{name} is not a valid JSON Schema at {where}: {exc.message}.", "Fix the schema.") from None
-    bounded, notices = bound_schema(schema, max_tokens, name)
-    constraint = json_constraint(bounded)
-    _validate(constraint, name, "Change the schema: llguidance supports the keywords listed in docs/engine.md.")
-    return OutputFormat("json_schema", name, constraint.grammar, schema, notices)
+
+
+def decodable_schema(schema: dict[str, Any], name: str) -> Constraint:
+    """The constraint that decodes answers to ``schema`` as it is (no bounds added), checked
+    before any generation as ``--schema`` is: a valid JSON Schema that llguidance can follow
+    (a ``pattern`` with look-around, an unknown keyword are refused here, not by the engine).
+    Raises :class:`FormatError` naming the problem."""
+    check_schema(schema, name)
+    constraint = json_constraint(schema)
+    _validate(constraint, name, SCHEMA_HINT)
+    return constraint
 
 
 def regex_format(pattern: str) -> OutputFormat:
@@ -303,6 +326,10 @@ class _Sizer:
     def __init__(self, root: dict[str, Any], chars: int, items: int, apply: bool = False, gap: int = 0) -> None:
         self.root, self.chars, self.items, self.apply, self.gap = root, chars, items, apply, gap
         self.notes: list[str] = []
+        #: The schema's own size keywords that set a size here, with where: a lower bound
+        #: above the ladder's (minItems 500 forces 500 items whatever the ladder says) or an
+        #: upper bound the schema gives, so that a refusal names what to lower.
+        self.sizing: dict[tuple[str, str], None] = {}
 
     def size(self, node: Any, where: str, refs: tuple[str, ...] = ()) -> int:
         if node is True or node == {}:
@@ -395,10 +422,14 @@ class _Sizer:
 
     def _string(self, node: dict[str, Any], where: str) -> int:
         if isinstance(node.get("maxLength"), int):
+            self.sizing[("maxLength", where)] = None
             return int(node["maxLength"]) + 2
         if node.get("format") in FORMAT_CHARS:
             return FORMAT_CHARS[str(node["format"])] + 2
-        bound = max(self.chars, int(node.get("minLength", 0)))
+        least = int(node.get("minLength", 0))
+        if least > self.chars:
+            self.sizing[("minLength", where)] = None
+        bound = max(self.chars, least)
         self._bound(node, "maxLength", bound, where)
         return bound + 2
 
@@ -429,9 +460,13 @@ class _Sizer:
             count = len(prefix)
         else:
             if isinstance(node.get("maxItems"), int):
+                self.sizing[("maxItems", where)] = None
                 count = int(node["maxItems"])
             else:
-                count = max(self.items, int(node.get("minItems", 0)), len(prefix))
+                least = int(node.get("minItems", 0))
+                if least > max(self.items, len(prefix)):
+                    self.sizing[("minItems", where)] = None
+                count = max(self.items, least, len(prefix))
                 self._bound(node, "maxItems", count, where)
             rest = count - len(prefix)
             if rest > 0:
@@ -476,7 +511,8 @@ def bound_schema(
     Raises :class:`FormatError` when something cannot be bounded or even the smallest
     bounds do not fit."""
     try:
-        sizes = [(_Sizer(schema, chars, items, gap=gap).size(schema, ""), chars, items) for chars, items in LADDER]
+        sizers = [(_Sizer(schema, chars, items, gap=gap), chars, items) for chars, items in LADDER]
+        sizes = [(sizer.size(schema, ""), chars, items) for sizer, chars, items in sizers]
     except _Unbounded as exc:
         raise FormatError(
             f"{name} at {exc.where}: {exc.what}, so the answer has no size limit and could run past the token limit.",
@@ -494,11 +530,25 @@ def bound_schema(
         if smallest == sizes[0][0]
         else f", even with strings of {LADDER[-1][0]} characters and arrays of {LADDER[-1][1]}"
     )
+    fix = _fix(sizers[-1][0])
     raise TooLarge(
         f"{name} allows answers of up to {smallest} characters, more than the token limit ({budget}) holds{even}.",
-        f"Raise --max-tokens to at least {smallest}, or lower the schema's maxLength/maxItems.",
+        f"Raise --max-tokens to at least {smallest}, or {fix}.",
         smallest,
+        fix,
     )
+
+
+def _fix(sizer: _Sizer) -> str:
+    """What to lower in a schema too large for the budget: the size keywords of its own
+    that set a size at the smallest bounds, lower bounds first (a minItems or minLength
+    forces its size, however small the bounds Enclave adds)."""
+    found = sorted(sizer.sizing, key=lambda kw: not kw[0].startswith("min"))
+    if not found:  # its size comes from the properties it lists, their enums and constants
+        return "list fewer properties (or shorter values) in the schema"
+    named = [f"{key} at {where or 'the top level'}" for key, where in found]
+    more = f" and {len(named) - 3} more" if len(named) > 3 else ""
+    return f"lower the schema's {', '.join(named[:3])}{more}"
 
 
 def _notices(notes: list[str], budget: int, name: str) -> tuple[str, ...]:

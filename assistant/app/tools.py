@@ -165,11 +165,12 @@ def tool_grammar(
             bounded, said = bound_schema(tool.schema, budget, where, gap=1)
         except TooLarge as exc:
             needed = max_tokens - budget + exc.needed
+            fix = exc.fix.replace("the schema's", "the parameters'").replace("the schema", "the parameters")
             raise InvalidRequest(
                 f"A call of {tool.name} takes up to {needed} tokens with the smallest bounds on its parameters "
                 f"(strings of {LADDER[-1][0]} characters, arrays of {LADDER[-1][1]}), more than max_tokens "
                 f"({max_tokens}).",
-                f"Raise max_tokens to at least {needed}, or lower the parameters' maxLength/maxItems.",
+                f"Raise max_tokens to at least {needed}, or {fix}.",
                 param="max_tokens",
             ) from None
         except FormatError as exc:

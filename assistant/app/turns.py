@@ -611,6 +611,7 @@ class Conversation:
         self.route = Route.local(self)
         self.last_retrieval = None
         self.last_grounding = None
+        self.last_plan = None  # this turn's, once it has one (never the last turn's)
         self.turn_started = time.perf_counter()
         if output is not None and self.documents_on:
             raise EnclaveError(
@@ -632,6 +633,10 @@ class Conversation:
             text = nothing_found(retrieval.collections, retrieval.reason)
             self.remember(user_text, text)
             yield TextDelta(text)
+            # The model was not asked: no tokens, the time it took to say so (as `extract` reports).
+            yield Usage(
+                0, 0, 0, ttft_ms=(time.perf_counter() - self.turn_started) * 1000, prefill_ms=0.0, decode_ms=0.0
+            )
             yield Done("no-evidence", text)
             return
         if not retrieval.passages:
@@ -646,7 +651,8 @@ class Conversation:
 
     def remember(self, user_text: str, answer: str) -> None:
         """Add an exchange the model did not write (a refusal, quoted sentences) to the history."""
-        self.last_plan = None
+        if self.last_plan is None:  # the model saw no prompt this turn: nothing sent, nothing dropped
+            self.last_plan = Plan([], 0, self.window, self.reserve)
         self._before_last = (self._held_text, self._held_tokens)
         self.messages.append({"role": "user", "content": user_text})
         self.messages.append({"role": "assistant", "content": answer})

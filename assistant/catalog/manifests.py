@@ -379,11 +379,36 @@ class Catalog:
             path = self._manifest_path(name, eng)
             if path.is_file():
                 return self._read(path)
-        if name in self.recipes:
+        recipe = self.recipes.get(name)
+        # Installed for other engines only: say which, not that the model does not exist.
+        others = [e for e in ENGINE_NAMES if e != engine and self._manifest_path(name, e).is_file()]
+        use = " or ".join(f"`--engine {e}`" for e in others)
+        if recipe is not None and (engine is None or engine in recipe.build):
             engine_flag = f" --engine {engine}" if engine and engine != "onnx" else ""
+            installed = f"; it is installed for {', '.join(others)}" if others else ""
             raise ModelNotInstalled(
-                f"The model {name!r} is not built yet{f' for the {engine} engine' if engine else ''}.",
-                f"Build it with `enclave models build {name}{engine_flag}` (about a minute on this machine).",
+                f"The model {name!r} is not built yet{f' for the {engine} engine' if engine else ''}{installed}.",
+                f"Build it with `enclave models build {name}{engine_flag}` (about a minute on this machine)"
+                + (f", or use {use}." if others else "."),
+            )
+        if engine is not None and others:
+            if recipe is not None:
+                why = f"Enclave's recipe builds it for {', '.join(sorted(recipe.build))} only"
+                more = ""
+            else:
+                why = "a model you added runs on the engine its files are for"
+                files = "a LiteRT-LM .litertlm bundle" if engine == "litert" else "an onnxruntime-genai folder"
+                more = f", or register {files} of it with `enclave models add PATH --name {name}`"
+            raise ModelNotInstalled(
+                f"{name!r} has no {engine} build: it is installed for {', '.join(others)} only ({why}).",
+                f"Use {use}{more}.",
+            )
+        if engine is not None and recipe is not None and recipe.build:
+            builds = sorted(recipe.build)
+            flag = "" if builds[0] == "onnx" else f" --engine {builds[0]}"
+            raise ModelNotInstalled(
+                f"{name!r} has no {engine} build: Enclave's recipe builds it for {', '.join(builds)} only.",
+                f"Build it with `enclave models build {name}{flag}` and use `--engine {builds[0]}`.",
             )
         known = sorted(set(self.recipes) | {m.name for m in self.installed()})
         raise ModelUnknown(

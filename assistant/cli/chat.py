@@ -81,6 +81,11 @@ def _open_chat(ctx: click.Context, kw: dict[str, Any], resume: int | None = None
     seal_notice = startup_notice(conv.engine)
     if seal_notice:  # one line: the system refused part of the seal (doctor --privacy says which)
         _err(click.style(seal_notice, fg="yellow"))
+    from assistant.app.notices import window_note
+
+    capped = window_note(settings, conv.window, conv.model.engine, asked=kw.get("context_window") is not None)
+    if capped:  # --ctx above what the model or bundle holds: said, not silently lowered
+        _err(click.style("note: ", fg="yellow") + capped)
     chat = Chat(assistant, conv)
     # Closed first (callbacks run last-in, first-out): a cloud switch left on is
     # turned off, and recorded, when the command ends.

@@ -29,6 +29,7 @@ from assistant.app.serving import (
     ServedModel,
     ToolChoice,
 )
+from assistant.app.structured import FormatError, decodable_schema
 from assistant.app.tools import Tool, ToolCall
 from assistant.core.errors import InvalidRequest, NotSupported
 from assistant.core.events import FinishReason
@@ -241,6 +242,9 @@ def _response_format(body: Mapping[str, Any]) -> ResponseFormat | None:
                 "`response_format.json_schema.schema` must be a JSON Schema object.",
                 param="response_format.json_schema",
             )
+        # Checked here, before any model runs, as `enclave ask --schema` checks it: an
+        # invalid schema is the client's 400, not the engine's "Error creating grammar".
+        _check_schema(schema, "response_format.json_schema.schema", "response_format")
         return ResponseFormat("json_schema", json.dumps(schema))
     raise InvalidRequest(
         f"`response_format.type` must be text, json_object or json_schema, not {kind!r}.",
@@ -278,7 +282,7 @@ def _tools(body: Mapping[str, Any]) -> Tools:
         if parameters is not None and not isinstance(parameters, dict):
             raise InvalidRequest(f"tools[{i}].function.parameters must be a JSON Schema object.", param="tools")
         if parameters:
-            _check_schema(parameters, f"tools[{i}].function.parameters")
+            _check_schema(parameters, f"tools[{i}].function.parameters", "tools")
         description = function.get("description")
         tools.append(Tool(function["name"], description if isinstance(description, str) else "", parameters))
     names = [t.name for t in tools]
@@ -310,14 +314,13 @@ def _tools(body: Mapping[str, Any]) -> Tools:
     return Tools(tuple(tools), checked, None, parallel)
 
 
-def _check_schema(schema: dict[str, Any], where: str) -> None:
-    import jsonschema
-
+def _check_schema(schema: dict[str, Any], where: str, param: str) -> None:
+    """A request's JSON Schema, refused (400, naming ``param``) unless it is valid and
+    llguidance can decode with it (:func:`~assistant.app.structured.decodable_schema`)."""
     try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.exceptions.SchemaError as exc:
-        at = "/" + "/".join(str(p) for p in exc.absolute_path)
-        raise InvalidRequest(f"{where} is not a valid JSON Schema at {at}: {exc.message}.", param="tools") from None
+        decodable_schema(schema, where)
+    except FormatError as exc:
+        raise InvalidRequest(exc.message, exc.hint, param=param) from None
 
 
 def _documents(body: Mapping[str, Any]) -> tuple[str, ...] | None:

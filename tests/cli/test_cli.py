@@ -167,3 +167,34 @@ def test_a_window_below_the_models_says_how_far_ctx_can_go(home: Path) -> None:
     proc = enclave("ask", "-m", "tiny", "--ctx", "256", "pump valve seal " * 200, home=home, check=False)
     assert proc.returncode == 1
     assert "Or raise --ctx: this model allows up to 1,024 tokens." in proc.stderr
+
+
+def test_a_ctx_above_the_models_window_is_capped_with_a_note_on_stderr(home: Path) -> None:
+    note = "note: --ctx 100,000 is more than this model allows: the window is 1,024 tokens, the longest it was trained for."
+    proc = enclave("ask", "-m", "tiny", "--ctx", "100000", "--json", "--max-tokens", "2", "hi", home=home)
+    data = json.loads(proc.stdout)  # stdout stays one JSON document
+    assert data["context"]["window"] == 1024
+    assert proc.stderr.count(note) == 1
+    chat = enclave("chat", "-m", "tiny", "--ctx", "100000", "--max-tokens", "2", home=home, stdin="one\ntwo\n")
+    assert chat.stderr.count(note) == 1 and "note:" not in chat.stdout
+    # Nothing to say when the window is the one asked for, or when nobody asked (the
+    # default 2,048 on this 1,024-token model is its window, not a request refused).
+    for args in (["--ctx", "1024"], ["--ctx", "512"], []):
+        quiet = enclave("ask", "-m", "tiny", *args, "--max-tokens", "2", "hi", home=home)
+        assert "more than this model allows" not in quiet.stderr
+
+
+def test_a_model_without_a_build_for_the_engine_says_which_engines_it_has(home: Path) -> None:
+    proc = enclave("ask", "-m", "tiny", "-e", "litert", "hi", home=home, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "No model is called" not in proc.stderr
+    message, hint = proc.stderr.splitlines()
+    assert (
+        message
+        == "error: 'tiny' has no litert build: it is installed for onnx only (a model you added runs on the engine its files are for)."
+    )
+    assert hint.strip() == (
+        "Use `--engine onnx`, or register a LiteRT-LM .litertlm bundle of it with `enclave models add PATH --name tiny`."
+    )
+    # The fix works: the same question on the engine it has.
+    assert enclave("ask", "-m", "tiny", "-e", "onnx", "--max-tokens", "2", "hi", home=home).returncode == 0

@@ -91,6 +91,12 @@ def test_ask_with_docs_prints_sources_and_json_citations(enclave_home: Path, tin
 
     weak = json.loads(enclave("ask", *args, "--json", "--docs", "Best wine with salmon?", home=enclave_home).stdout)
     assert weak["finish_reason"] == "no-evidence" and "found nothing relevant" in weak["text"]
+    # The model was not asked, yet the README's usage and context objects are there, with
+    # what is true (no tokens, nothing sent or dropped), so a script needs no null check.
+    assert set(weak["usage"]) == set(data["usage"]) >= {"prompt_tokens", "completion_tokens", "decode_tokens_per_s"}
+    assert weak["usage"]["prompt_tokens"] == weak["usage"]["prefilled_tokens"] == 0
+    assert weak["usage"]["completion_tokens"] == 0 and weak["usage"]["ttft_ms"] > 0
+    assert weak["context"] == {"window": 1024, "used": 0, "reserved_for_answer": 8, "dropped_turns": 0, "drops": []}
 
     db = sqlite3.connect(enclave_home / "data" / "enclave.db")
     stored = db.execute("select citations from messages where citations is not null").fetchall()

@@ -42,6 +42,16 @@ def test_ask_and_chat_on_litert(home: Path) -> None:
     assert rows[1]["usage"]["prefilled_tokens"] < rows[1]["usage"]["prompt_tokens"] - rows[0]["usage"]["prompt_tokens"]
 
 
+def test_a_ctx_above_the_bundles_window_is_capped_with_a_note_saying_why(home: Path) -> None:
+    proc = enclave("ask", "-m", "tiny-gemma", "-e", "litert", "--ctx", "4096", "--json", "--max-tokens", "2", "hi",
+                   home=home)  # fmt: skip
+    assert json.loads(proc.stdout)["context"]["window"] == 2048
+    note = "note: --ctx 4,096 is more than this model allows: the window is 2,048 tokens, fixed when its LiteRT-LM bundle was built"
+    assert proc.stderr.count(note) == 1
+    chat = enclave("chat", "-m", "tiny-gemma", "--ctx", "4096", "--max-tokens", "2", home=home, stdin="one\n")
+    assert chat.stderr.count(note) == 1
+
+
 def test_listing_shows_the_engine(home: Path) -> None:
     listing = json.loads(enclave("models", "list", "--json", home=home).stdout)
     assert [(m["name"], m["engine"]) for m in listing["installed"]] == [("tiny-gemma", "litert")]

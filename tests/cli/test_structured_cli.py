@@ -150,7 +150,15 @@ BAD_INPUTS = {
     "keyword llguidance lacks": (["--schema", "@unique.json"], 'Unimplemented keys: ["uniqueItems"]'),
     "recursive schema": (["--schema", "@tree.json"], "it is recursive"),
     "any keys": (["--schema", "@map.json"], "an object with any keys is allowed"),
-    "too big for the limit": (["--schema", "@essay.json", "--max-tokens", "64"], "Raise --max-tokens to at least 2012"),
+    "too big for the limit": (
+        ["--schema", "@essay.json", "--max-tokens", "64"],
+        "Raise --max-tokens to at least 2012, or lower the schema's maxLength at /properties/essay.",
+    ),
+    # The ladder cannot help a lower bound: the fix is to lower minItems, not maxItems.
+    "minItems over the limit": (
+        ["--schema", "@many.json", "--max-tokens", "64"],
+        "Raise --max-tokens to at least 5501, or lower the schema's minItems at the top level.",
+    ),
     "empty regex": (["--regex", ""], "--regex is empty"),
     "empty schema path": (["--schema", ""], "--schema is empty"),
     "bad regex": (["--regex", "a(b"], "unclosed group"),
@@ -168,6 +176,7 @@ FILES: dict[str, str | dict[str, object]] = {
     "tree.json": {"type": "object", "properties": {"child": {"$ref": "#"}}, "additionalProperties": False},
     "map.json": {"type": "object"},
     "essay.json": {"type": "object", "properties": {"essay": {"type": "string", "maxLength": 2000}}},
+    "many.json": {"type": "array", "items": {"type": "string"}, "minItems": 500},
     "bad.lark": 'start: "yes" | nope\n',
     "empty.lark": "\n",
 }

@@ -74,7 +74,10 @@ def test_weak_evidence_is_refused_without_running_the_model(settings: Settings, 
     result = conv.ask("Which wine goes with salmon?")
     assert result.finish_reason == "no-evidence"
     assert "found nothing relevant" in result.text and "manuals" in result.text
-    assert result.usage is None and conv.session.tokens == []
+    # The model saw nothing: zero tokens in the usage, an empty plan, an empty KV cache.
+    assert result.usage is not None and result.usage.prompt_tokens == result.usage.completion_tokens == 0
+    assert result.context is not None and result.context.used == 0 and not result.context.drops
+    assert conv.session.tokens == []
     assert result.citations == []
     assistant.close()
 

@@ -166,6 +166,47 @@ def test_json_schema_output_parses(client: openai.OpenAI) -> None:
     assert set(data) == {"city"}
 
 
+@pytest.mark.parametrize(
+    ("schema", "problem"),
+    [
+        ({"type": "objekt"}, "'objekt' is not valid under any of the given schemas"),
+        (
+            {"type": "string", "pattern": "(?=x)x+"},
+            "look-around, including look-ahead and look-behind, is not supported",
+        ),
+    ],
+    ids=["bad-type", "look-ahead"],
+)
+def test_a_schema_that_cannot_be_decoded_is_a_400_before_any_model_runs(
+    start_server: ServerFactory, settings: Settings, tmp_path: Path, schema: dict[str, Any], problem: str
+) -> None:
+    from assistant.catalog.manifests import Catalog
+
+    bundle = tmp_path / "tiny-gemma.litertlm"
+    shutil.copy(ROOT / "tests" / "assets" / "tiny-gemma.litertlm", bundle)
+    Catalog(settings).add(bundle, name="tiny")
+    api = start_server()
+    client = openai.OpenAI(base_url=api.base_url, api_key=api.token, max_retries=0, timeout=60)
+    response_format: Any = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    for model in ("tiny", "tiny@litert"):  # both engines were a 500 from their grammar compiler
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model=model, messages=HELLO, max_tokens=8, response_format=response_format)
+        assert caught.value.status_code == 400 and caught.value.param == "response_format"
+        body: Any = caught.value.body
+        assert body["type"] == "invalid_request_error"
+        assert body["message"].startswith("response_format.json_schema.schema ") and problem in body["message"]
+    tools: Any = [
+        {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": schema}}}}
+    ]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="tiny", messages=HELLO, tools=tools)
+    tool_body: Any = caught.value.body
+    assert caught.value.param == "tools" and tool_body["message"].startswith("tools[0].function.parameters ")
+    assert problem in tool_body["message"]
+    # Refused while the request was read: no model was loaded for them.
+    assert audit_entries(settings.locations.data.parent, "model_load") == []
+
+
 def test_tools_on_a_model_without_a_tool_call_format_are_refused_clearly(client: openai.OpenAI) -> None:
     tools: Any = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     with pytest.raises(openai.BadRequestError) as caught:

@@ -120,6 +120,11 @@ def test_parallel_calls_are_bounded_by_the_token_limit() -> None:
     assert not _check(bounded.lark, _answer(fmt, [("get_weather", '{"city": "' + "x" * 9 + '"}')]))
     with pytest.raises(InvalidRequest, match=r"Raise max_tokens to at least 94\b"):
         tool_grammar(fmt, [WEATHER], "required", max_tokens=60)
+    # A lower bound forces its size whatever the bounds: the fix names it.
+    many = Tool("tag", "", {"type": "object", "properties": {"tags": {"type": "array", "minItems": 50,
+                                                                       "items": {"type": "boolean"}}}})  # fmt: skip
+    with pytest.raises(InvalidRequest, match=r"or lower the parameters' minItems at /properties/tags\.$"):
+        tool_grammar(fmt, [many], "required", max_tokens=60)
     # ... and 94 is just enough: the longest call at the smallest bounds is 94 characters.
     smallest = tool_grammar(fmt, [WEATHER], "required", max_tokens=94)
     longest = _answer(fmt, [("get_weather", '{"city": "' + "x" * 8 + '", "days": 7}')])
