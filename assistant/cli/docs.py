@@ -182,7 +182,7 @@ def docs() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (progress: JSON lines on stderr).")
 @click.pass_context
 def docs_add(ctx: click.Context, paths: tuple[Path, ...], collection: str, wait: bool, as_json: bool) -> None:
-    """Index files and folders (.txt .md .rst .html .pdf .docx).
+    """Index files and folders (.txt .md .rst .html .pdf .docx, also .gz-compressed).
 
     Searchable as soon as this returns (keywords plus a cheap vector per passage); the
     contextual MiniLM vectors are filled in by a low-priority background process that
