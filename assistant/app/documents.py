@@ -10,6 +10,7 @@ import re
 import shlex
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +33,10 @@ __all__ = [
     "Hit",
     "IndexingStopped",
     "IngestReport",
+    "NothingIndexed",
     "Progress",
     "collection_for",
+    "nothing_indexed",
     "parse_switch",
     "report_line",
     "switch_documents",
@@ -83,6 +86,49 @@ def use_collection(conv: Conversation, documents: Documents, collection: str) ->
     names = [*(conv.collections or []), collection] if conv.documents_on else [collection]
     conv.use_documents(documents.library, list(dict.fromkeys(names)))
     return f"Documents on ({', '.join(conv.collections or [])}): answers cite their sources."
+
+
+#: The files `docs add` reads, in the words of its messages.
+READABLE = ".txt, .md, .rst, .html, .pdf, .docx and text without a suffix, each also gzip-compressed as .gz"
+
+
+class NothingIndexed(EnclaveError):
+    """`docs add` indexed nothing and changed no collection (every path missing, every
+    file skipped, or no files at all); the message says why and the hint what to do."""
+
+
+def nothing_indexed(report: IngestReport, paths: Sequence[Path]) -> NothingIndexed | None:
+    """The error for a run that indexed, kept and removed nothing; None when it did something."""
+    if not report.nothing_indexed:
+        return None
+    collection = (
+        f"The collection {report.collection} is unchanged."
+        if report.collection_exists
+        else f"The collection {report.collection} was not created."
+    )
+    given = [path_text(p) for p in paths]
+    reasons = [reason for _, reason in report.skipped]
+    if not reasons:
+        where = given[0] if len(given) == 1 else f"the {len(given)} paths given"
+        return NothingIndexed(
+            f"nothing was indexed: there are no files in {where} (hidden files and folders are passed over).",
+            f"Point it at a folder or file of documents ({READABLE}). {collection}",
+        )
+    if all(reason == "does not exist" for reason in reasons):
+        what = f"{given[0]} does not exist" if len(given) == 1 else f"none of the {len(given)} paths exists"
+        return NothingIndexed(
+            f"nothing was indexed: {what}.",
+            f"Check the path (a typo, or a drive that is not mounted?). {collection}",
+        )
+    kinds = Counter(reason.split(" (")[0] for reason in reasons)
+    summary = ", ".join(f"{n} × {why}" for why, n in kinds.most_common(3))
+    more = f", {len(kinds) - 3} other reasons" if len(kinds) > 3 else ""
+    every = "the only file was skipped" if len(reasons) == 1 else f"all {len(reasons)} files were skipped"
+    return NothingIndexed(
+        f"nothing was indexed: {every} ({summary}{more}).",
+        f"Enclave reads {READABLE}; each skipped file is listed with its reason. Fix or convert them, "
+        f"or point it at another folder. {collection}",
+    )
 
 
 def report_line(report: IngestReport) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -117,25 +118,22 @@ def progress_line(p: Any) -> str:
     )
 
 
-def _report_data(report: Any, documents: Any) -> dict[str, Any]:
-    """A report as ``--json`` prints it."""
+def _report_data(report: Any, documents: Any, failure: EnclaveError | None = None) -> dict[str, Any]:
+    """A report as ``--json`` prints it (with ``error`` when the command fails)."""
     data: dict[str, Any] = report.as_dict()
+    if failure is not None:
+        data["error"] = {"message": failure.message, "hint": failure.hint}
     data["vector_search"] = documents.vector_search
     data["vectors_status"] = {k: v for k, v in documents.vectors().items() if k != "line"}
     return data
 
 
-def _print_report(report: Any, documents: Any, as_json: bool) -> None:
+def _print_report(report: Any, documents: Any, as_json: bool, failure: EnclaveError | None = None) -> None:
     if as_json:
-        click.echo(json.dumps(_report_data(report, documents), ensure_ascii=False))
+        click.echo(json.dumps(_report_data(report, documents, failure), ensure_ascii=False))
         return
     vectors = documents.vectors()
     rate = report.bytes / 2**20 / report.seconds if report.seconds > 0 else 0.0
-    if not report.collection_exists:
-        click.echo(
-            f"Nothing could be indexed, so the collection {report.collection} was not created "
-            f"({len(report.skipped)} skipped):"
-        )
     click.echo(
         f"{inline(report.collection)}: {report.files_indexed} indexed, {report.files_unchanged} unchanged, "
         f"{report.files_removed} removed, {len(report.skipped)} skipped · {report.chunks} passages · "
@@ -154,6 +152,8 @@ def _print_report(report: Any, documents: Any, as_json: bool) -> None:
         )
     for path, note in report.notes:
         click.echo(f"  note {inline(path)}: {inline(note)}")
+    if failure is not None:
+        return  # the error says why and what to do; the search set-up is beside the point
     if vectors["line"]:
         cheap = " + cheap vectors" if documents.cheap_vectors else ""
         click.echo(f"  searchable now (keywords{cheap}); {vectors['line']}")
@@ -190,11 +190,18 @@ def docs_add(ctx: click.Context, paths: tuple[Path, ...], collection: str, wait:
     and resumable: unchanged files cost nothing, changed files are re-read, deleted ones
     are removed; stop it at any moment and run it again.
     """
-    documents = _open(ctx, build=True)
+    from assistant.app.documents import nothing_indexed
+
+    # No model build (minutes, the first time) before saying that no path exists.
+    documents = _open(ctx, build=any(os.path.lexists(p.expanduser()) for p in paths))
     with IndexProgress(as_json) as progress:
         report = documents.add(list(paths), collection, progress)
-        _vectors(documents, wait, progress)
-    _print_report(report, documents, as_json)
+        failure = nothing_indexed(report, list(paths))
+        if failure is None:
+            _vectors(documents, wait, progress)
+    _print_report(report, documents, as_json, failure)
+    if failure is not None:
+        raise failure  # after the report, which lists every skipped file: exit 1, the reason on stderr
 
 
 def _vectors(documents: Any, wait: bool, progress: IndexProgress) -> None:

@@ -160,6 +160,11 @@ class IngestReport:
     #: is then not created (an empty collection only hides the skip reasons).
     collection_exists: bool = True
 
+    @property
+    def nothing_indexed(self) -> bool:
+        """Whether the run indexed, kept and removed nothing: it changed no collection."""
+        return self.files_indexed == self.files_unchanged == self.files_removed == 0
+
     def as_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         data["skipped"] = [{"path": p, "reason": r} for p, r in self.skipped]
@@ -568,6 +573,10 @@ class Library:
         for link, reason in links:
             report.skipped.append((stored_path(link), _link_outcome(link, reason, run.indexed_real, skipped)))
         if target.cid is not None:
+            report.files_removed = self._remove_missing(target.cid, roots, kept)
+        if target.cid is not None and not report.nothing_indexed:
+            # A run that indexed, kept and removed nothing leaves the collection as it was:
+            # no root for a path that does not exist, no skips that only say so.
             with self.store.transaction() as db:
                 for root in target.roots:
                     db.execute(
@@ -579,7 +588,6 @@ class Library:
                         "insert or replace into document_skips (collection_id, path, reason, at) values (?, ?, ?, ?)",
                         [target.cid, path_text, reason, _now()],
                     )
-            report.files_removed = self._remove_missing(target.cid, roots, kept)
         report.collection_exists = target.cid is not None
         if self.static is not None and target.cid is not None:  # passages indexed before the static table existed
             from assistant.retrieval.backfill import Backfill
