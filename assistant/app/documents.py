@@ -20,7 +20,7 @@ from assistant.core.errors import EnclaveError
 from assistant.core.settings import Settings
 from assistant.core.text import path_text
 from assistant.retrieval import open_library
-from assistant.retrieval.index import Hit, IngestReport, Library, Progress
+from assistant.retrieval.index import Hit, IndexingInterrupted, IngestReport, Library, Progress
 from assistant.storage.audit import AuditLog
 from assistant.storage.database import Store
 
@@ -32,6 +32,7 @@ __all__ = [
     "DocsSwitch",
     "Hit",
     "IndexingStopped",
+    "Interrupted",
     "IngestReport",
     "NothingIndexed",
     "Progress",
@@ -51,6 +52,28 @@ class IndexingStopped(EnclaveError):
         super().__init__(
             "Indexing stopped; the files read so far are indexed.", "Run it again (or /docs sync) to continue."
         )
+
+
+class Interrupted(EnclaveError):
+    """`docs add` was interrupted (Ctrl-C); what was indexed by then is kept.
+
+    ``report`` is the run so far; the message counts the files kept and the hint says
+    that the same command resumes. Exit status 130, as a shell gives a command ended by
+    SIGINT."""
+
+    exit_code = 130
+
+    def __init__(self, report: IngestReport) -> None:
+        kept = report.files_indexed + report.files_unchanged
+        if kept:
+            files = f"the {kept:,} file{'s' if kept != 1 else ''} indexed so far {'are' if kept != 1 else 'is'} kept"
+            what = f"Interrupted: {files} and searchable in {report.collection}."
+        else:
+            what = f"Interrupted before any file was indexed into {report.collection}."
+        super().__init__(
+            what, "Run the same command again to resume: files already indexed are not read again."
+        )
+        self.report = report
 
 
 def _stoppable(
@@ -391,17 +414,26 @@ class Documents:
     ) -> IngestReport:
         """Index ``paths`` into ``collection`` (incremental, resumable); audited. Setting
         ``cancel`` stops after the file being read (:class:`IndexingStopped`; what was
-        indexed is kept, and running it again continues)."""
-        report = self.library.add(paths, collection, _stoppable(progress, cancel))
+        indexed is kept, and running it again continues); Ctrl-C raises
+        :class:`Interrupted`, with the same guarantee."""
+        try:
+            report = self.library.add(paths, collection, _stoppable(progress, cancel))
+        except IndexingInterrupted as stop:
+            self._audit_add(stop.report, paths, interrupted=True)
+            raise Interrupted(stop.report) from None
+        self._audit_add(report, paths)
+        return report
+
+    def _audit_add(self, report: IngestReport, paths: list[Path], interrupted: bool = False) -> None:
         self._audit.record(
             "documents_indexed",
-            collection=collection,
+            collection=report.collection,
             paths=[path_text(p) for p in paths],
             indexed=report.files_indexed,
             removed=report.files_removed,
             skipped=len(report.skipped),
+            **({"interrupted": True} if interrupted else {}),
         )
-        return report
 
     def sync(
         self, collection: str, progress: Callable[[Progress], None] | None, cancel: threading.Event | None = None

@@ -190,18 +190,38 @@ def docs_add(ctx: click.Context, paths: tuple[Path, ...], collection: str, wait:
     and resumable: unchanged files cost nothing, changed files are re-read, deleted ones
     are removed; stop it at any moment and run it again.
     """
-    from assistant.app.documents import nothing_indexed
+    from assistant.app.documents import Interrupted, nothing_indexed
 
     # No model build (minutes, the first time) before saying that no path exists.
     documents = _open(ctx, build=any(os.path.lexists(p.expanduser()) for p in paths))
-    with IndexProgress(as_json) as progress:
-        report = documents.add(list(paths), collection, progress)
-        failure = nothing_indexed(report, list(paths))
-        if failure is None:
-            _vectors(documents, wait, progress)
+    try:
+        with IndexProgress(as_json) as progress:
+            report = documents.add(list(paths), collection, progress)
+            failure = nothing_indexed(report, list(paths))
+            if failure is None:
+                _vectors(documents, wait, progress)
+    except Interrupted as stop:
+        _interrupted(ctx, stop, documents, as_json)
+    except KeyboardInterrupt:  # after indexing (in --wait's MiniLM vectors, most likely)
+        _err(
+            "Interrupted after indexing: every file is indexed and searchable now. The MiniLM vectors "
+            "are filled in by the background, which `enclave docs sync` starts again."
+        )
+        ctx.exit(130)
     _print_report(report, documents, as_json, failure)
     if failure is not None:
         raise failure  # after the report, which lists every skipped file: exit 1, the reason on stderr
+
+
+def _interrupted(ctx: click.Context, stop: Any, documents: Any, as_json: bool) -> None:
+    """Ctrl-C during `docs add`: the files kept and how to resume, on one line (not click's
+    bare "Aborted!"); ``--json`` still prints one report, marked interrupted. Exit 130."""
+    if as_json:
+        data = _report_data(stop.report, documents, stop)
+        data["interrupted"] = True
+        click.echo(json.dumps(data, ensure_ascii=False))
+    _err(displayable(f"{stop.message} {stop.hint}"))
+    ctx.exit(stop.exit_code)
 
 
 def _vectors(documents: Any, wait: bool, progress: IndexProgress) -> None:

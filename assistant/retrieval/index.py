@@ -172,6 +172,16 @@ class IngestReport:
         return data
 
 
+class IndexingInterrupted(KeyboardInterrupt):
+    """Indexing was interrupted (Ctrl-C, SIGINT); ``report`` is what was done by then.
+
+    A KeyboardInterrupt still, so whatever stops on Ctrl-C stops on it too."""
+
+    def __init__(self, report: IngestReport) -> None:
+        super().__init__(report.collection)
+        self.report = report
+
+
 # --------------------------------------------------------------------------- walking
 def walk(paths: Iterable[Path]) -> Iterator[tuple[Path, str | None]]:
     """Files under ``paths`` → (path, None) to index or (path, reason) to skip.
@@ -539,12 +549,32 @@ class Library:
 
         A collection that does not exist yet is created with the first file indexed
         into it: when every file is skipped, nothing is created and the report says
-        why (``collection_exists`` false)."""
+        why (``collection_exists`` false).
+
+        Interrupted (Ctrl-C), it raises :class:`IndexingInterrupted` with the report so
+        far: each file is written whole in its transaction, so the files indexed by then
+        are kept, and the same call again carries on from there."""
+        started = time.monotonic()
+        report = IngestReport(collection)
+        try:
+            self._add(paths, report, progress)
+        except KeyboardInterrupt as exc:
+            if isinstance(exc, IndexingInterrupted):
+                raise
+            report.collection_exists = self._collection_row(collection) is not None
+            raise IndexingInterrupted(report) from exc
+        finally:
+            report.seconds = time.monotonic() - started
+            self._matrices.clear()
+        return report
+
+    def _collection_row(self, name: str) -> Any:
+        return self.db.execute("select id from collections where name = ?", [name]).fetchone()
+
+    def _add(self, paths: Sequence[Path], report: IngestReport, progress: Callable[[Progress], None] | None) -> None:
         from assistant.retrieval.ingest import IngestRun
 
-        started = time.monotonic()
-        target = _Target(self, collection)
-        report = IngestReport(collection)
+        target = _Target(self, report.collection)
         roots = [normal_path(p) for p in paths]
         target.roots = [r for r in roots if r.exists()]
         todo: list[tuple[Path, int]] = []
@@ -593,9 +623,6 @@ class Library:
             from assistant.retrieval.backfill import Backfill
 
             report.vectors += Backfill(self, self.static, "static").run(batch=2048)
-        report.seconds = time.monotonic() - started
-        self._matrices.clear()
-        return report
 
 
     def _remove_missing(self, cid: int, roots: list[Path], seen: set[str]) -> int:
