@@ -10,6 +10,7 @@ import re
 import shlex
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from assistant.core.errors import EnclaveError
 from assistant.core.settings import Settings
 from assistant.core.text import path_text
 from assistant.retrieval import open_library
-from assistant.retrieval.index import Hit, IngestReport, Library, Progress
+from assistant.retrieval.index import Hit, IndexingInterrupted, IngestReport, Library, Progress
 from assistant.storage.audit import AuditLog
 from assistant.storage.database import Store
 
@@ -31,9 +32,12 @@ __all__ = [
     "DocsSwitch",
     "Hit",
     "IndexingStopped",
+    "Interrupted",
     "IngestReport",
+    "NothingIndexed",
     "Progress",
     "collection_for",
+    "nothing_indexed",
     "parse_switch",
     "report_line",
     "switch_documents",
@@ -48,6 +52,28 @@ class IndexingStopped(EnclaveError):
         super().__init__(
             "Indexing stopped; the files read so far are indexed.", "Run it again (or /docs sync) to continue."
         )
+
+
+class Interrupted(EnclaveError):
+    """`docs add` was interrupted (Ctrl-C); what was indexed by then is kept.
+
+    ``report`` is the run so far; the message counts the files kept and the hint says
+    that the same command resumes. Exit status 130, as a shell gives a command ended by
+    SIGINT."""
+
+    exit_code = 130
+
+    def __init__(self, report: IngestReport) -> None:
+        kept = report.files_indexed + report.files_unchanged
+        if kept:
+            files = f"the {kept:,} file{'s' if kept != 1 else ''} indexed so far {'are' if kept != 1 else 'is'} kept"
+            what = f"Interrupted: {files} and searchable in {report.collection}."
+        else:
+            what = f"Interrupted before any file was indexed into {report.collection}."
+        super().__init__(
+            what, "Run the same command again to resume: files already indexed are not read again."
+        )
+        self.report = report
 
 
 def _stoppable(
@@ -83,6 +109,49 @@ def use_collection(conv: Conversation, documents: Documents, collection: str) ->
     names = [*(conv.collections or []), collection] if conv.documents_on else [collection]
     conv.use_documents(documents.library, list(dict.fromkeys(names)))
     return f"Documents on ({', '.join(conv.collections or [])}): answers cite their sources."
+
+
+#: The files `docs add` reads, in the words of its messages.
+READABLE = ".txt, .md, .rst, .html, .pdf, .docx and text without a suffix, each also gzip-compressed as .gz"
+
+
+class NothingIndexed(EnclaveError):
+    """`docs add` indexed nothing and changed no collection (every path missing, every
+    file skipped, or no files at all); the message says why and the hint what to do."""
+
+
+def nothing_indexed(report: IngestReport, paths: Sequence[Path]) -> NothingIndexed | None:
+    """The error for a run that indexed, kept and removed nothing; None when it did something."""
+    if not report.nothing_indexed:
+        return None
+    collection = (
+        f"The collection {report.collection} is unchanged."
+        if report.collection_exists
+        else f"The collection {report.collection} was not created."
+    )
+    given = [path_text(p) for p in paths]
+    reasons = [reason for _, reason in report.skipped]
+    if not reasons:
+        where = given[0] if len(given) == 1 else f"the {len(given)} paths given"
+        return NothingIndexed(
+            f"nothing was indexed: there are no files in {where} (hidden files and folders are passed over).",
+            f"Point it at a folder or file of documents ({READABLE}). {collection}",
+        )
+    if all(reason == "does not exist" for reason in reasons):
+        what = f"{given[0]} does not exist" if len(given) == 1 else f"none of the {len(given)} paths exists"
+        return NothingIndexed(
+            f"nothing was indexed: {what}.",
+            f"Check the path (a typo, or a drive that is not mounted?). {collection}",
+        )
+    kinds = Counter(reason.split(" (")[0] for reason in reasons)
+    summary = ", ".join(f"{n} × {why}" for why, n in kinds.most_common(3))
+    more = f", {len(kinds) - 3} other reasons" if len(kinds) > 3 else ""
+    every = "the only file was skipped" if len(reasons) == 1 else f"all {len(reasons)} files were skipped"
+    return NothingIndexed(
+        f"nothing was indexed: {every} ({summary}{more}).",
+        f"Enclave reads {READABLE}; each skipped file is listed with its reason. Fix or convert them, "
+        f"or point it at another folder. {collection}",
+    )
 
 
 def report_line(report: IngestReport) -> str:
@@ -345,17 +414,26 @@ class Documents:
     ) -> IngestReport:
         """Index ``paths`` into ``collection`` (incremental, resumable); audited. Setting
         ``cancel`` stops after the file being read (:class:`IndexingStopped`; what was
-        indexed is kept, and running it again continues)."""
-        report = self.library.add(paths, collection, _stoppable(progress, cancel))
+        indexed is kept, and running it again continues); Ctrl-C raises
+        :class:`Interrupted`, with the same guarantee."""
+        try:
+            report = self.library.add(paths, collection, _stoppable(progress, cancel))
+        except IndexingInterrupted as stop:
+            self._audit_add(stop.report, paths, interrupted=True)
+            raise Interrupted(stop.report) from None
+        self._audit_add(report, paths)
+        return report
+
+    def _audit_add(self, report: IngestReport, paths: list[Path], interrupted: bool = False) -> None:
         self._audit.record(
             "documents_indexed",
-            collection=collection,
+            collection=report.collection,
             paths=[path_text(p) for p in paths],
             indexed=report.files_indexed,
             removed=report.files_removed,
             skipped=len(report.skipped),
+            **({"interrupted": True} if interrupted else {}),
         )
-        return report
 
     def sync(
         self, collection: str, progress: Callable[[Progress], None] | None, cancel: threading.Event | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -117,25 +118,22 @@ def progress_line(p: Any) -> str:
     )
 
 
-def _report_data(report: Any, documents: Any) -> dict[str, Any]:
-    """A report as ``--json`` prints it."""
+def _report_data(report: Any, documents: Any, failure: EnclaveError | None = None) -> dict[str, Any]:
+    """A report as ``--json`` prints it (with ``error`` when the command fails)."""
     data: dict[str, Any] = report.as_dict()
+    if failure is not None:
+        data["error"] = {"message": failure.message, "hint": failure.hint}
     data["vector_search"] = documents.vector_search
     data["vectors_status"] = {k: v for k, v in documents.vectors().items() if k != "line"}
     return data
 
 
-def _print_report(report: Any, documents: Any, as_json: bool) -> None:
+def _print_report(report: Any, documents: Any, as_json: bool, failure: EnclaveError | None = None) -> None:
     if as_json:
-        click.echo(json.dumps(_report_data(report, documents), ensure_ascii=False))
+        click.echo(json.dumps(_report_data(report, documents, failure), ensure_ascii=False))
         return
     vectors = documents.vectors()
     rate = report.bytes / 2**20 / report.seconds if report.seconds > 0 else 0.0
-    if not report.collection_exists:
-        click.echo(
-            f"Nothing could be indexed, so the collection {report.collection} was not created "
-            f"({len(report.skipped)} skipped):"
-        )
     click.echo(
         f"{inline(report.collection)}: {report.files_indexed} indexed, {report.files_unchanged} unchanged, "
         f"{report.files_removed} removed, {len(report.skipped)} skipped · {report.chunks} passages · "
@@ -154,6 +152,8 @@ def _print_report(report: Any, documents: Any, as_json: bool) -> None:
         )
     for path, note in report.notes:
         click.echo(f"  note {inline(path)}: {inline(note)}")
+    if failure is not None:
+        return  # the error says why and what to do; the search set-up is beside the point
     if vectors["line"]:
         cheap = " + cheap vectors" if documents.cheap_vectors else ""
         click.echo(f"  searchable now (keywords{cheap}); {vectors['line']}")
@@ -182,7 +182,7 @@ def docs() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (progress: JSON lines on stderr).")
 @click.pass_context
 def docs_add(ctx: click.Context, paths: tuple[Path, ...], collection: str, wait: bool, as_json: bool) -> None:
-    """Index files and folders (.txt .md .rst .html .pdf .docx).
+    """Index files and folders (.txt .md .rst .html .pdf .docx, also .gz-compressed).
 
     Searchable as soon as this returns (keywords plus a cheap vector per passage); the
     contextual MiniLM vectors are filled in by a low-priority background process that
@@ -190,11 +190,38 @@ def docs_add(ctx: click.Context, paths: tuple[Path, ...], collection: str, wait:
     and resumable: unchanged files cost nothing, changed files are re-read, deleted ones
     are removed; stop it at any moment and run it again.
     """
-    documents = _open(ctx, build=True)
-    with IndexProgress(as_json) as progress:
-        report = documents.add(list(paths), collection, progress)
-        _vectors(documents, wait, progress)
-    _print_report(report, documents, as_json)
+    from assistant.app.documents import Interrupted, nothing_indexed
+
+    # No model build (minutes, the first time) before saying that no path exists.
+    documents = _open(ctx, build=any(os.path.lexists(p.expanduser()) for p in paths))
+    try:
+        with IndexProgress(as_json) as progress:
+            report = documents.add(list(paths), collection, progress)
+            failure = nothing_indexed(report, list(paths))
+            if failure is None:
+                _vectors(documents, wait, progress)
+    except Interrupted as stop:
+        _interrupted(ctx, stop, documents, as_json)
+    except KeyboardInterrupt:  # after indexing (in --wait's MiniLM vectors, most likely)
+        _err(
+            "Interrupted after indexing: every file is indexed and searchable now. The MiniLM vectors "
+            "are filled in by the background, which `enclave docs sync` starts again."
+        )
+        ctx.exit(130)
+    _print_report(report, documents, as_json, failure)
+    if failure is not None:
+        raise failure  # after the report, which lists every skipped file: exit 1, the reason on stderr
+
+
+def _interrupted(ctx: click.Context, stop: Any, documents: Any, as_json: bool) -> None:
+    """Ctrl-C during `docs add`: the files kept and how to resume, on one line (not click's
+    bare "Aborted!"); ``--json`` still prints one report, marked interrupted. Exit 130."""
+    if as_json:
+        data = _report_data(stop.report, documents, stop)
+        data["interrupted"] = True
+        click.echo(json.dumps(data, ensure_ascii=False))
+    _err(displayable(f"{stop.message} {stop.hint}"))
+    ctx.exit(stop.exit_code)
 
 
 def _vectors(documents: Any, wait: bool, progress: IndexProgress) -> None:

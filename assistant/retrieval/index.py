@@ -160,11 +160,26 @@ class IngestReport:
     #: is then not created (an empty collection only hides the skip reasons).
     collection_exists: bool = True
 
+    @property
+    def nothing_indexed(self) -> bool:
+        """Whether the run indexed, kept and removed nothing: it changed no collection."""
+        return self.files_indexed == self.files_unchanged == self.files_removed == 0
+
     def as_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         data["skipped"] = [{"path": p, "reason": r} for p, r in self.skipped]
         data["notes"] = [{"path": p, "note": n} for p, n in self.notes]
         return data
+
+
+class IndexingInterrupted(KeyboardInterrupt):
+    """Indexing was interrupted (Ctrl-C, SIGINT); ``report`` is what was done by then.
+
+    A KeyboardInterrupt still, so whatever stops on Ctrl-C stops on it too."""
+
+    def __init__(self, report: IngestReport) -> None:
+        super().__init__(report.collection)
+        self.report = report
 
 
 # --------------------------------------------------------------------------- walking
@@ -534,12 +549,32 @@ class Library:
 
         A collection that does not exist yet is created with the first file indexed
         into it: when every file is skipped, nothing is created and the report says
-        why (``collection_exists`` false)."""
+        why (``collection_exists`` false).
+
+        Interrupted (Ctrl-C), it raises :class:`IndexingInterrupted` with the report so
+        far: each file is written whole in its transaction, so the files indexed by then
+        are kept, and the same call again carries on from there."""
+        started = time.monotonic()
+        report = IngestReport(collection)
+        try:
+            self._add(paths, report, progress)
+        except KeyboardInterrupt as exc:
+            if isinstance(exc, IndexingInterrupted):
+                raise
+            report.collection_exists = self._collection_row(collection) is not None
+            raise IndexingInterrupted(report) from exc
+        finally:
+            report.seconds = time.monotonic() - started
+            self._matrices.clear()
+        return report
+
+    def _collection_row(self, name: str) -> Any:
+        return self.db.execute("select id from collections where name = ?", [name]).fetchone()
+
+    def _add(self, paths: Sequence[Path], report: IngestReport, progress: Callable[[Progress], None] | None) -> None:
         from assistant.retrieval.ingest import IngestRun
 
-        started = time.monotonic()
-        target = _Target(self, collection)
-        report = IngestReport(collection)
+        target = _Target(self, report.collection)
         roots = [normal_path(p) for p in paths]
         target.roots = [r for r in roots if r.exists()]
         todo: list[tuple[Path, int]] = []
@@ -568,6 +603,10 @@ class Library:
         for link, reason in links:
             report.skipped.append((stored_path(link), _link_outcome(link, reason, run.indexed_real, skipped)))
         if target.cid is not None:
+            report.files_removed = self._remove_missing(target.cid, roots, kept)
+        if target.cid is not None and not report.nothing_indexed:
+            # A run that indexed, kept and removed nothing leaves the collection as it was:
+            # no root for a path that does not exist, no skips that only say so.
             with self.store.transaction() as db:
                 for root in target.roots:
                     db.execute(
@@ -579,15 +618,11 @@ class Library:
                         "insert or replace into document_skips (collection_id, path, reason, at) values (?, ?, ?, ?)",
                         [target.cid, path_text, reason, _now()],
                     )
-            report.files_removed = self._remove_missing(target.cid, roots, kept)
         report.collection_exists = target.cid is not None
         if self.static is not None and target.cid is not None:  # passages indexed before the static table existed
             from assistant.retrieval.backfill import Backfill
 
             report.vectors += Backfill(self, self.static, "static").run(batch=2048)
-        report.seconds = time.monotonic() - started
-        self._matrices.clear()
-        return report
 
 
     def _remove_missing(self, cid: int, roots: list[Path], seen: set[str]) -> int:

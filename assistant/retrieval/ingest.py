@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,6 +205,8 @@ class IngestRun:
         self._all_pools: list[ParserPool] = []
         self._lock = threading.Lock()
         self._space: int | None = None
+        #: Set when the run stops early: a parser thread starts no new parse (or parser).
+        self._stopping = threading.Event()
 
     # -- the parser side (threads)
     def _pool(self) -> ParserPool:
@@ -224,13 +226,15 @@ class IngestRun:
             return FileResult(job, "skipped", reason=f"cannot be read ({exc.strerror})")
         if job.known is not None and job.current and job.known[1] == digest:
             return FileResult(job, "touched", digest)  # touched, not changed
+        if self._stopping.is_set():
+            return FileResult(job, "skipped", digest, reason="interrupted")
         try:
             parsed = self._pool().parse(job.path)
         except ParseFailed as exc:
             return FileResult(job, "skipped", digest, reason=str(exc))
         return FileResult(job, "indexed", digest, parsed)
 
-    def _results(self, jobs: list[FileJob]) -> Iterator[FileResult]:
+    def _results(self, jobs: list[FileJob]) -> Generator[FileResult, None, None]:
         """Each job's result, in order, with up to 2 × PARSERS files in flight."""
         with ThreadPoolExecutor(PARSERS, thread_name_prefix="enclave-parse") as executor:
             pending: deque[Future[FileResult]] = deque()
@@ -242,16 +246,25 @@ class IngestRun:
                         yield pending.popleft().result()
                 while pending:
                     yield pending.popleft().result()
-            finally:
+            except BaseException:
+                # Interrupted (Ctrl-C, or the main thread failed): the files still being
+                # parsed will not be written, so their parsers are killed rather than
+                # waited for (a long PDF would hold up the stop), and killed rather than
+                # closed under a thread that is reading from them.
+                self._stopping.set()
                 for future in pending:
                     future.cancel()
-                for pool in self._all_pools:
-                    pool.close()
+                with self._lock:
+                    pools = list(self._all_pools)
+                for pool in pools:
+                    pool.kill()
+                raise
+            for pool in self._all_pools:
+                pool.close()
 
     # -- the main thread: chunk, vectors, write
     def run(self, paths: list[tuple[Path, int]]) -> set[str]:
         """Index ``paths`` ((path, size) pairs); returns the paths (as stored) now in the index."""
-        store = self.library.store
         jobs: list[FileJob] = []
         indexed: set[str] = set()
         for path, size in paths:
@@ -270,10 +283,21 @@ class IngestRun:
                 self._advance(1, size, 0)
                 continue
             jobs.append(job)
+        results = self._results(jobs)
+        try:
+            indexed |= self._write(results)
+        finally:
+            results.close()  # at once, if this stopped early (Ctrl-C): its parsers are killed
+        return indexed
+
+    def _write(self, results: Iterator[FileResult]) -> set[str]:
+        """Chunk, embed (static vectors) and write each parsed file, several per transaction."""
+        store = self.library.store
+        indexed: set[str] = set()
         pending: list[tuple[FileResult, list[Chunk], np.ndarray | None]] = []
         pending_bytes = 0
         last_commit = time.monotonic()
-        for result in self._results(jobs):
+        for result in results:
             if result.outcome == "skipped":
                 self.report.skipped.append((result.job.key, result.reason))
                 self._advance(1, result.job.size, 0)
@@ -297,6 +321,7 @@ class IngestRun:
                 self._commit(pending)
                 pending, pending_bytes, last_commit = [], 0, time.monotonic()
         self._commit(pending)
+        return indexed
         return indexed
 
     def _job(self, path: Path) -> FileJob | None:

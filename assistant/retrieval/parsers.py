@@ -23,9 +23,11 @@ numbered headings and running headers/footers are recovered from the lines.
 
 from __future__ import annotations
 
+import gzip
 import io
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -49,6 +51,10 @@ FORMATS = {
     ".pdf": "pdf",
     ".docx": "docx",
 }
+
+#: A gzip-compressed document (Debian's /usr/share/doc/*/changelog.gz, README.Debian.gz,
+#: *.rst.gz) is read as the file it decompresses to: ``NAME.EXT.gz`` as ``NAME.EXT``.
+GZIP_SUFFIX = ".gz"
 
 #: A .docx is a zip; anything that inflates past this (or by more than 200×) is refused.
 DOCX_MAX_XML = 64 * 1024 * 1024
@@ -625,10 +631,44 @@ def _docx_level(para: ElementTree.Element) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- gzip
+def gunzip(data: bytes, max_bytes: int) -> bytes:
+    """The decompressed bytes of a gzip file, at most ``max_bytes`` of them. Raises
+    :class:`Unreadable` for a damaged file, or for one that would decompress past the
+    per-file limit (a gzip bomb inflates ~1000×: 1 MB on disk, 1 GB in memory), which is
+    never decompressed further than the limit."""
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as fh:
+            out = fh.read(max_bytes + 1)
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise Unreadable(f"damaged gzip file ({_gzip_problem(exc)})") from exc
+    if len(out) > max_bytes:
+        raise Unreadable(
+            f"refused: it decompresses to more than {max_bytes / 2**20:.0f} MiB, the limit for one file "
+            "(setting docs_max_file_mb; a gzip bomb?)"
+        )
+    return out
+
+
+def _gzip_problem(exc: BaseException) -> str:
+    """What is wrong with a gzip file, in a few words ("not a gzip file", "cut short")."""
+    text = str(exc)
+    if isinstance(exc, EOFError):
+        return "cut short: the compressed data ends early"
+    if "Not a gzipped file" in text:
+        return "not a gzip file: no gzip header"
+    if isinstance(exc, zlib.error):  # "Error -3 while decompressing data: invalid code lengths set"
+        return "corrupt compressed data: " + text.rpartition(": ")[2][:80]
+    return text.strip().rstrip(".")[:100] or type(exc).__name__
+
+
 # --------------------------------------------------------------------------- entry point
 #: A "suffix" that is a version number ("LGPL-2.1", "Apache-2.0", "CC0-1.0") is part of
 #: the name, not a file type.
 _VERSION_SUFFIX = re.compile(r"^\.\d+[a-z]?$", re.IGNORECASE)
+#: Debian's own notes are named README.Debian, NEWS.Debian, changelog.Debian.amd64: a
+#: name, not a file type (724 of the 1,600 .gz files in a desktop's /usr/share/doc).
+_DEBIAN_NAME = re.compile(r"\.debian(?:\.[\w-]+)?$", re.IGNORECASE)
 SNIFF_BYTES = 8192
 
 
@@ -649,19 +689,34 @@ def sniff(head: bytes) -> str | None:
     return "text"
 
 
+def compressed(path: Path) -> bool:
+    """Whether Enclave reads ``path`` as gzip-compressed (its name ends in .gz)."""
+    return path.suffix.lower() == GZIP_SUFFIX
+
+
 def file_kind(path: Path) -> tuple[str | None, str]:
     """(kind, why not) for ``path``: by its suffix, or by its content when it has none
-    (``/usr/share/common-licenses/GPL-3``) or only a version number for one."""
-    suffix = path.suffix.lower()
+    (``/usr/share/common-licenses/GPL-3``) or only a version number for one. A
+    ``NAME.EXT.gz`` is the kind of ``NAME.EXT``; a suffix-less one (``changelog.gz``)
+    is sniffed from its first decompressed bytes."""
+    gz = compressed(path)
+    name = path.stem if gz else path.name
+    suffix = Path(name).suffix.lower()
     if suffix in FORMATS:
         return FORMATS[suffix], ""
-    if suffix and not _VERSION_SUFFIX.match(suffix):
-        return None, f"unsupported file type {path.suffix}"
+    if suffix and not _VERSION_SUFFIX.match(suffix) and not _DEBIAN_NAME.search(name):
+        return None, f"unsupported file type {Path(name).suffix}{path.suffix if gz else ''}"
     try:
-        with path.open("rb") as fh:
-            head = fh.read(SNIFF_BYTES)
+        if gz:
+            with gzip.open(path, "rb") as fh:
+                head = fh.read(SNIFF_BYTES)
+        else:
+            with path.open("rb") as fh:
+                head = fh.read(SNIFF_BYTES)
     except PermissionError:
         return None, "permission denied"
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        return None, f"damaged gzip file ({_gzip_problem(exc)})"
     except OSError as exc:
         return None, f"cannot be read ({exc.strerror or exc})"
     if not head:
@@ -670,11 +725,9 @@ def file_kind(path: Path) -> tuple[str | None, str]:
     return kind, "" if kind else "no file-type suffix and the content is not text"
 
 
-def parse(path: Path, max_bytes: int) -> Parsed:
-    """Read ``path`` into its blocks. Raises :class:`Unreadable`."""
-    kind, why = file_kind(path)
-    if kind is None:
-        raise Unreadable(why)
+def read_document(path: Path, max_bytes: int) -> bytes:
+    """The bytes of ``path`` as its parser reads them: within the per-file limit, a .gz
+    file decompressed (to at most ``max_bytes`` as well). Raises :class:`Unreadable`."""
     try:
         size = path.stat().st_size
         if size == 0:
@@ -689,6 +742,20 @@ def parse(path: Path, max_bytes: int) -> Parsed:
         raise Unreadable("permission denied") from exc
     except OSError as exc:
         raise Unreadable(f"cannot be read ({exc.strerror or exc})") from exc
+    if compressed(path):
+        data = gunzip(data, max_bytes)
+        if not data:
+            raise Unreadable("empty once decompressed (0 bytes)")
+    return data
+
+
+def parse(path: Path, max_bytes: int) -> Parsed:
+    """Read ``path`` into its blocks (a .gz file as the file inside: line numbers are
+    those of the decompressed text). Raises :class:`Unreadable`."""
+    kind, why = file_kind(path)
+    if kind is None:
+        raise Unreadable(why)
+    data = read_document(path, max_bytes)
     note = ""
     if kind == "pdf":
         if not data.startswith(b"%PDF"):

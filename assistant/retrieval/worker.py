@@ -90,6 +90,11 @@ class ParserPool:
             self._proc.kill()
             self._proc = None
 
+    def kill(self) -> None:
+        """Stop the worker now, even while another thread waits for its answer (that
+        parse then fails): for an interrupted run, which will not use the answer."""
+        self._kill()
+
     def close(self) -> None:
         if self._proc is not None:
             self._proc.close()

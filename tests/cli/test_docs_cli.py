@@ -216,3 +216,105 @@ def test_a_current_embedder_gives_cheap_vectors_at_once(
     out = enclave("docs", "add", str(folder), "-c", "new", home=enclave_home)
     assert "searchable now (keywords + cheap vectors)" in out.stdout and "no cheap vectors" not in out.stderr
     assert "cheap vectors for 3" in enclave("docs", "status", "new", home=enclave_home).stdout
+
+
+def test_docs_add_that_indexes_nothing_fails_with_the_reason_and_the_fix(enclave_home: Path, tmp_path: Path) -> None:
+    database = enclave_home / "data" / "enclave.db"
+    missing = enclave("docs", "add", "/nonexistent/path", home=enclave_home, check=False)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert "skipped /nonexistent/path: does not exist" in missing.stdout
+    assert "error: nothing was indexed: /nonexistent/path does not exist." in missing.stderr
+    assert "Check the path" in missing.stderr and "The collection default was not created." in missing.stderr
+    # --json: still one JSON object on stdout (the report, with the error), the reason on stderr.
+    as_json = enclave("docs", "add", "/nonexistent/path", "--json", home=enclave_home, check=False)
+    report = json.loads(as_json.stdout)
+    assert as_json.returncode == 1 and report["files_indexed"] == 0 and report["collection_exists"] is False
+    assert report["error"]["message"] == "nothing was indexed: /nonexistent/path does not exist."
+    assert "nothing was indexed" in as_json.stderr
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        (photos / f"img{i}.png").write_bytes(b"\x89PNG")
+    (photos / "blob.txt").write_bytes(b"\x00\x01binary")
+    skipped = enclave("docs", "add", str(photos), "-c", "photos", "--json", home=enclave_home, check=False)
+    assert skipped.returncode == 1
+    report = json.loads(skipped.stdout)
+    assert len(report["skipped"]) == 4 and report["collection_exists"] is False
+    assert report["error"]["message"] == (
+        "nothing was indexed: all 4 files were skipped (3 × unsupported file type .png, 1 × binary content)."
+    )
+    assert "Enclave reads .txt, .md" in report["error"]["hint"] and ".gz" in report["error"]["hint"]
+    assert "The collection photos was not created." in report["error"]["hint"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".hidden.txt").write_text("passed over")
+    none = enclave("docs", "add", str(empty), home=enclave_home, check=False)
+    assert none.returncode == 1 and f"there are no files in {empty}" in none.stderr
+
+    # An existing collection is left exactly as it was: no root, no skip rows for the bad path.
+    (tmp_path / "ok.txt").write_text("The blue valve is closed at night.")
+    enclave("docs", "add", str(tmp_path / "ok.txt"), "-c", "photos", home=enclave_home)
+    db = sqlite3.connect(database)
+    rows = "select (select count(*) from collection_roots), (select count(*) from document_skips)"
+    before = db.execute(rows).fetchone()
+    again = enclave("docs", "add", str(photos), "-c", "photos", home=enclave_home, check=False)
+    assert again.returncode == 1 and "The collection photos is unchanged." in again.stderr
+    assert db.execute(rows).fetchone() == before
+    listed = json.loads(enclave("docs", "list", "--json", home=enclave_home).stdout)
+    assert [(c["name"], c["files"]) for c in listed] == [("photos", 1)]
+    # Something indexed, kept or removed: success, even with skips beside it.
+    enclave("docs", "add", str(tmp_path / "ok.txt"), str(photos), "-c", "photos", home=enclave_home)
+
+
+def test_ctrl_c_during_docs_add_keeps_the_files_indexed_and_says_how_to_resume(
+    enclave_home: Path, tmp_path: Path
+) -> None:
+    docs = tmp_path / "many"
+    docs.mkdir()
+    for i in range(600):
+        (docs / f"doc{i:03}.md").write_text(f"# Unit {i}\n\n" + f"Unit {i} uses filter F{i} and oil grade {i % 7}.\n" * 3)
+    env = dict(os.environ, ENCLAVE_HOME=str(enclave_home))
+    env.pop("ENCLAVE_DEBUG", None)
+    database = enclave_home / "data" / "enclave.db"
+    # Its own process group, as a terminal's foreground job: Ctrl-C reaches the parser children too.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "assistant", "docs", "add", str(docs), "-c", "many"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    seen = 0
+    while not seen and time.monotonic() < deadline and proc.poll() is None:
+        try:  # the first files committed: indexing is under way
+            seen = sqlite3.connect(database).execute("select count(*) from documents").fetchone()[0]
+        except sqlite3.OperationalError:  # not created (or migrated) yet
+            pass
+        time.sleep(0.02)
+    assert seen and proc.poll() is None, "indexing finished (or failed) before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+
+    kept = sqlite3.connect(database).execute("select count(*) from documents").fetchone()[0]
+    assert proc.returncode == 130, err
+    assert 0 < kept < 600
+    files = f"{kept} files indexed so far are" if kept > 1 else "1 file indexed so far is"
+    assert f"Interrupted: the {files} kept and searchable in many." in err
+    assert "Run the same command again to resume" in err
+    assert "Aborted!" not in err and "Traceback" not in err and "WARNING" not in err
+    assert out == ""
+    db = sqlite3.connect(database)
+    assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
+    audit = db.execute("select detail from audit where kind = 'documents_indexed'").fetchone()[0]
+    assert json.loads(audit)["interrupted"] is True and json.loads(audit)["indexed"] == kept
+
+    final = json.loads(enclave("docs", "add", str(docs), "-c", "many", "--json", home=enclave_home).stdout)
+    assert (final["files_unchanged"], final["files_indexed"]) == (kept, 600 - kept)  # resumed, not redone
+    assert db.execute("select count(*), count(distinct path) from documents").fetchone() == (600, 600)
+    assert db.execute("select count(*) from chunks").fetchone()[0] == 600
+    hits = json.loads(enclave("docs", "search", "filter F599", "--json", home=enclave_home).stdout)
+    assert Path(hits[0]["path"]).name == "doc599.md"
