@@ -42,9 +42,12 @@ def _doctor_repair(settings: Any, as_json: bool) -> None:
         return
     click.echo(f"repaired {inline(str(settings.locations.database))}: {sum(result.copied.values())} rows copied")
     for table, count in sorted(result.copied.items()):
-        if count or table in result.unreadable:
+        if count or table in result.unreadable or table in result.lost_rows:
             skipped = result.unreadable.get(table)
-            click.echo(f"  {table:22} {count:>8}" + (f"  ({skipped} unreadable stretch(es) stepped over)" if skipped else ""))
+            lost = result.lost_rows.get(table)
+            notes = [f"{skipped} unreadable stretch(es) stepped over"] if skipped else []
+            notes += [f"{lost} row(s) could not be read: lost"] if lost else []
+            click.echo(f"  {table:22} {count:>8}" + (f"  ({'; '.join(notes)})" if notes else ""))
     if result.unreadable_file:
         click.echo(f"  nothing could be read ({inline(result.unreadable_file)}): the new database is empty")
     for table in result.lost_tables:

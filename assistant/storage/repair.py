@@ -49,6 +49,9 @@ class Repair:
     unreadable: dict[str, int] = field(default_factory=dict)
     #: Tables that could not be read at all.
     lost_tables: list[str] = field(default_factory=list)
+    #: Rows an index of the damaged file still counts but that could not be copied, per
+    #: table: lost (a damaged table page can read as empty, without an error).
+    lost_rows: dict[str, int] = field(default_factory=dict)
     #: Why nothing at all could be read ("" when the list of tables could): the new database is empty.
     unreadable_file: str = ""
     problems: list[str] = field(default_factory=list)
@@ -61,6 +64,7 @@ class Repair:
             "copied": self.copied,
             "unreadable": self.unreadable,
             "lost_tables": self.lost_tables,
+            "lost_rows": self.lost_rows,
             "unreadable_file": self.unreadable_file,
             "problems": self.problems,
         }
@@ -329,6 +333,48 @@ def _copy_table(source: Any, conn: Any, table: str, columns: list[str], result: 
     result.copied[table] = copied
     if skipped:
         result.unreadable[table] = skipped
+    expected = max(_indexed_count(source, table), _fts_count(source, table))
+    if expected > copied:
+        result.lost_rows[table] = expected - copied
+
+
+def _fts_count(source: Any, table: str) -> int:
+    """Rows of ``table`` a full-text index over it still lists (its FTS5 ``_docsize``
+    shadow table has one row per indexed row), 0 when there is none or it does not read."""
+    try:
+        found = source.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%' "
+            "AND (sql LIKE ? OR sql LIKE ?)",
+            [f"%content=[{table}]%", f"%content='{table}'%"],
+        ).fetchall()
+    except crypt.DATABASE_ERRORS:
+        return 0
+    best = 0
+    for (name,) in found:
+        try:
+            (count,) = source.execute(f'SELECT count(*) FROM "{name}_docsize"').fetchone()
+        except crypt.DATABASE_ERRORS:
+            continue
+        best = max(best, int(count))
+    return best
+
+
+def _indexed_count(source: Any, table: str) -> int:
+    """How many rows the damaged file's indexes of ``table`` still list (0 when none
+    reads): an index is its own b-tree, so it may survive the table's pages."""
+    best = 0
+    try:
+        indexes = source.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", [table])
+        names = [str(row[0]) for row in indexes.fetchall()]
+    except crypt.DATABASE_ERRORS:
+        return 0
+    for name in names:
+        try:
+            (count,) = source.execute(f'SELECT count(*) FROM "{table}" INDEXED BY "{name}"').fetchone()
+        except crypt.DATABASE_ERRORS:
+            continue
+        best = max(best, int(count))
+    return best
 
 
 def _step_over(source: Any, table: str, names: str, last: int) -> int | None:

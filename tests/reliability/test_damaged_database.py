@@ -104,6 +104,8 @@ def test_a_damaged_database_is_named_with_its_fix_and_repaired(damaged: tuple[Pa
     # One 4 KiB page holds a handful of messages; all the others come back.
     assert total - 40 <= report["copied"]["messages"] < total, report["copied"]
     assert report["copied"]["conversations"] == CONVERSATIONS
+    # What was lost is counted, from the full-text index the damage did not reach.
+    assert report["lost_rows"] == {"messages": total - report["copied"]["messages"]}
 
     # The repaired file passes SQLite's full check, from outside Enclave.
     with sqlite3.connect(database) as conn:
