@@ -94,7 +94,7 @@ class History:
         return Exported(text, to)
 
 
-ExportTarget = Literal["new", "file"]
+ExportTarget = Literal["new", "file", "stream"]  # stream: a device or FIFO, written into
 
 
 def check_export_target(path: Path, *, force: bool = False) -> ExportTarget:
@@ -120,12 +120,21 @@ def check_export_target(path: Path, *, force: bool = False) -> ExportTarget:
             f"Give a file name inside it, e.g. {inline(str(path / 'export.md'))}.",
         )
     what = _kind(info.st_mode)
+    # A device or a FIFO is written into (as a shell's `> /dev/null` does), never renamed
+    # over: that would replace /dev/null with a file for every program on the machine.
+    stream = stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) or stat.S_ISFIFO(info.st_mode)
+    if stat.S_ISSOCK(info.st_mode):
+        raise EnclaveError(
+            f"{inline(str(path))} is {what}; an export cannot be written into it.", "Choose another file name."
+        )
     if not force:
         raise EnclaveError(
-            f"{inline(str(path))} is {what}, not a regular file, so the export will not replace it.",
-            "Choose another file name, or add --force to replace it anyway.",
+            f"{inline(str(path))} is {what}, not a regular file, so the export will not "
+            + ("write into it." if stream else "replace it."),
+            "Choose another file name, or add --force to "
+            + ("write into it anyway." if stream else "replace it anyway."),
         )
-    return "file"
+    return "stream" if stream else "file"
 
 
 def _kind(mode: int) -> str:
@@ -149,6 +158,11 @@ def write_export(path: Path, text: str, *, force: bool = False) -> None:
     one. A new export is 0600 (it holds a conversation); a replaced file keeps its mode.
     """
     target = check_export_target(path, force=force)
+    if target == "stream":  # a device or FIFO, forced: written into, never replaced
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOCTTY", 0))
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode("utf-8"))
+        return
     mode = PRIVATE_FILE
     if target == "file":
         try:

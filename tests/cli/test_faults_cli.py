@@ -148,6 +148,12 @@ def test_exports_never_replace_a_symlink_a_fifo_a_device_or_a_folder(
         assert stat.S_ISCHR(os.lstat(tmp_path / "null-clone").st_mode)
     forced = enclave(*args, "-o", str(link), "--force", home=home)
     assert forced.returncode == 0 and not link.is_symlink() and target.read_text() == "keep me\n"
+    if os.geteuid() == 0:
+        # Forced onto a device, the export is written into it (as `> /dev/null` is),
+        # never renamed over it: that would replace the device for every program.
+        device = tmp_path / "null-clone"
+        into = enclave(*args, "-o", str(device), "--force", home=home)
+        assert into.returncode == 0 and stat.S_ISCHR(os.lstat(device).st_mode), into.stderr
     verify = enclave("audit", "verify", home=home).stdout
     assert verify.startswith("ok")
 
