@@ -45,3 +45,22 @@ def test_a_second_build_of_the_same_model_is_refused(settings: Settings) -> None
             pass  # another engine's build is independent
     with build_lock(catalog, "smollm2-135m-instruct", "litert"):
         pass  # released
+
+
+def test_a_childs_library_logs_stay_in_the_build_log_not_the_progress_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    from assistant.catalog.convert.recipes import _run
+
+    script = (
+        "import sys\n"
+        "print('/usr/lib/python3/site-packages/torchao/_C_cutlass.so: cannot open shared object', flush=True)\n"
+        "print('FutureWarning: this class is deprecated and will be an error in a future release', flush=True)\n"
+        "print('matmul_nbits_quantizer [INFO] - start to quantize /lm_head/MatMul ...', flush=True)\n"
+        "print('Transcoding 30 layers from the GGUF blocks', flush=True)\n"
+    )
+    seen: list[str] = []
+    log = tmp_path / "child.log"
+    _run([sys.executable, "-c", script], Step(2, 4, "Converting"), lambda s: seen.append(s.detail or ""), log)
+    assert [d for d in seen if d] == ["Transcoding 30 layers from the GGUF blocks"]
+    assert "site-packages" in log.read_text() and "[INFO]" in log.read_text()  # all of it kept in the log

@@ -14,9 +14,11 @@ import importlib.util
 import json
 import os
 import queue
+import re
 import shutil
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import zipfile
@@ -82,6 +84,22 @@ def _child_env() -> dict[str, str]:
 HEARTBEAT_S = 0.25
 
 
+#: A child's line that is a library's log or warning, not progress: kept in the build
+#: log (and the error's tail), not shown as the step's detail.
+_NOISE = re.compile(
+    r"warn|deprecat|traceback|site-packages|^\s*File \"|\[(?:INFO|DEBUG|WARNING)\]|^\W*(?:INFO|DEBUG)\b|^[/\\]",
+    re.IGNORECASE,
+)
+
+
+def _progress_detail(text: str) -> str:
+    """What of a child's output line the progress display shows ("" for none): a line
+    of its own progress, cut at a word, never a library's log line or half a path."""
+    if _NOISE.search(text):
+        return ""
+    return textwrap.shorten(text, 100, placeholder=" …")
+
+
 def _run(cmd: list[str], step: Step, progress: Progress, log_path: Path) -> None:
     """Run a child, streaming its last line into progress; raise BuildError on failure.
 
@@ -120,8 +138,10 @@ def _run(cmd: list[str], step: Step, progress: Progress, log_path: Path) -> None
                 text = line.strip().replace("\r", " ")
                 if text:
                     tail.append(text)
-                    detail = text[-100:]
-                    progress(Step(step.index, step.total, step.label, None, detail))
+                    shown = _progress_detail(text)
+                    if shown:
+                        detail = shown
+                        progress(Step(step.index, step.total, step.label, None, detail))
             code = proc.wait()
         except BaseException:
             proc.kill()
