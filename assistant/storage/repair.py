@@ -309,7 +309,9 @@ def _copy_table(source: Any, conn: Any, table: str, columns: list[str], result: 
     while True:
         try:
             batch = source.execute(
-                f'SELECT rowid, {names} FROM "{table}" WHERE rowid > ? ORDER BY rowid LIMIT {size}', [last]
+                # >= last + 1, not > last: a seek past ``last`` starts on ``last``'s page,
+                # which may be the damaged one just stepped over.
+                f'SELECT rowid, {names} FROM "{table}" WHERE rowid >= ? ORDER BY rowid LIMIT {size}', [last + 1]
             ).fetchall()
         except crypt.DATABASE_ERRORS:
             if size > 1:
@@ -378,16 +380,51 @@ def _indexed_count(source: Any, table: str) -> int:
 
 
 def _step_over(source: Any, table: str, names: str, last: int) -> int | None:
-    """The first rowid after ``last`` whose row reads again, probing further and further on."""
-    step = 1
-    while step < 2**62:
-        start = last + step
+    """The first rowid after ``last`` whose row reads again (None: no later row reads).
+
+    Probes further and further on (last+1, +2, +4, …) until a seek succeeds, then
+    bisects back between the last probe that failed and the one that read, so the rows
+    just after a damaged page are copied, not stepped over with it. Before the first row
+    (a damaged first page) probing starts from rowid 0: SQLite gives new rows positive
+    rowids."""
+    if last <= -(2**62):
+        last = min(-1, _first_readable_negative(source, table))
+
+    def first_at_or_after(start: int) -> int | None | bool:
+        """The first rowid >= start, None when there is none, False when the seek fails."""
         try:
             row = source.execute(
                 f'SELECT rowid, {names} FROM "{table}" WHERE rowid >= ? ORDER BY rowid LIMIT 1', [start]
             ).fetchone()
         except crypt.DATABASE_ERRORS:
-            step *= 2
-            continue
+            return False
         return None if row is None else int(row[0])
+
+    failed, step = last, 1
+    while step < 2**62:
+        found = first_at_or_after(last + step)
+        if found is False:
+            failed, step = last + step, step * 2
+            continue
+        if found is None:
+            return None
+        good = last + step
+        while good - failed > 1:  # the smallest start whose seek reads, in (failed, good]
+            middle = (failed + good) // 2
+            probe = first_at_or_after(middle)
+            if probe is False:
+                failed = middle
+            else:
+                good, found = middle, probe
+        assert isinstance(found, int)
+        return found
     return None
+
+
+def _first_readable_negative(source: Any, table: str) -> int:
+    """Rowid -1 unless the table reads rows below 0 (rare: only rowids written explicitly)."""
+    try:
+        row = source.execute(f'SELECT min(rowid) FROM "{table}" WHERE rowid < 0').fetchone()
+    except crypt.DATABASE_ERRORS:
+        return -1
+    return int(row[0]) - 1 if row and row[0] is not None else -1

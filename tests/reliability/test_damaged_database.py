@@ -139,6 +139,38 @@ def test_a_damaged_database_is_named_with_its_fix_and_repaired(damaged: tuple[Pa
     assert database.stat().st_ino == before
 
 
+def _rows_that_read(database: Path, upto: int) -> set[int]:
+    """Rowids of messages that read one by one from ``database`` (seen from outside Enclave)."""
+    readable = set()
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
+        for rowid in range(1, upto + 1):
+            try:
+                if conn.execute("SELECT content FROM messages WHERE rowid = ?", [rowid]).fetchone():
+                    readable.add(rowid)
+            except sqlite3.DatabaseError:
+                continue
+    return readable
+
+
+@pytest.mark.parametrize("marker", [b"answer marker-0-0 ", b"marker-0-150 "], ids=["first-page", "middle-page"])
+def test_every_row_that_reads_is_copied_and_every_other_counted_lost(enclave_home: Path, marker: bytes) -> None:
+    """Found by a tester: after a damaged page the repair stepped over readable rows with
+    it (probing +1, +2, +4, … and never back), and a damaged *first* page lost the whole
+    table (probes started at rowid -2^63)."""
+    _fill(enclave_home)
+    database = enclave_home / "data" / "enclave.db"
+    _damage(database, marker)
+    total = CONVERSATIONS * TURNS * 2
+    report = json.loads(enclave("doctor", "--repair", "--json", home=enclave_home).stdout)
+    readable = _rows_that_read(Path(report["kept"]), total)
+    assert total - 40 <= len(readable) < total  # one page's worth is gone, no more
+    with sqlite3.connect(database) as conn:
+        copied = {int(r) for (r,) in conn.execute("SELECT rowid FROM messages")}
+    assert copied == readable
+    assert report["copied"]["messages"] == len(readable)
+    assert report["lost_rows"] == {"messages": total - len(readable)}
+
+
 def test_an_encrypted_database_is_repaired_past_a_page_that_fails_its_hmac(
     enclave_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
