@@ -724,10 +724,11 @@ class ModelServer:
         constraint = self._constraint(request.response_format, engine, model)
         options = self._options(request.sampling, constraint)
         system, history, user = _split(messages)
-        if not system:
+        if not system and model.chat:
             # No system message: the persona setting's, as `enclave ask` uses (SmolLM2 answers
             # "What is the capital of France?" with Paris under it, and rambles under its
-            # template's own default); a client's system message replaces it.
+            # template's own default); a client's system message replaces it. A base model
+            # gets none: it would only continue the persona's text ("You are Enclave, …").
             system = load_persona(self.settings, self.settings.persona)
         tok = engine.tokenizer
         slot, continues = pool.take(messages[:-1], lambda: tok.encode(tok.render(messages, add_generation_prompt=True)))

@@ -42,10 +42,10 @@ def run_chat(ctx: click.Context, chat: Chat, kw: dict[str, Any]) -> None:
         )
         if conv.messages:
             _err(click.style(f"Continuing conversation {conv.id} ({len(conv.messages)} messages).", dim=True))
-        if not conv.model.chat:
-            from assistant.app.notices import base_model_note
+    if not conv.model.chat:  # on stderr, piped or not, as `ask` says it
+        from assistant.app.notices import base_model_note
 
-            _err(click.style(f"note: {base_model_note(conv.model.name)}", fg="yellow"))
+        _err(click.style(f"note: {base_model_note(conv.model.name)}", fg="yellow"))
     if kw.get("cloud"):
         _cloud_switch(conv, True, "chat --cloud")
     while True:

@@ -274,3 +274,27 @@ def test_a_document_question_returns_citations(start_server: ServerFactory, sett
         client.chat.completions.create(
             model="tiny", messages=question, extra_body={"enclave": {"documents": ["nosuch"]}}
         )
+
+
+def test_a_base_model_continues_the_text_it_is_sent(
+    start_server: ServerFactory, settings: Settings, tiny_dir: Path, tmp_path: Path
+) -> None:
+    """A model without a chat template is listed as base and gets neither the persona nor
+    a chat frame: the tokens a chat request costs are those of its text."""
+    from assistant.catalog.manifests import Catalog
+
+    plain = tmp_path / "plain-llama"
+    shutil.copytree(tiny_dir, plain)
+    (plain / "chat_template.jinja").unlink()
+    Catalog(settings).add(plain, name="plain")
+    server = start_server()
+    client = openai.OpenAI(base_url=server.base_url, api_key=server.token, max_retries=0, timeout=60)
+    kinds = {m.id: m.model_extra["enclave"]["kind"] for m in client.models.list().data}  # type: ignore[index]
+    assert kinds["plain"] == "base" and kinds["tiny"] == "chat"
+    text = "The pump"
+    chat = client.chat.completions.create(model="plain", messages=[{"role": "user", "content": text}], max_tokens=4)
+    done = client.completions.create(model="plain", prompt=text, max_tokens=4)
+    assert chat.usage is not None and done.usage is not None
+    assert chat.usage.prompt_tokens == done.usage.prompt_tokens  # no persona, no frame around it
+    framed = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": text}], max_tokens=4)
+    assert framed.usage is not None and framed.usage.prompt_tokens > chat.usage.prompt_tokens + 10
