@@ -351,28 +351,26 @@ def _fts_count(source: Any, table: str) -> int:
         ).fetchall()
     except crypt.DATABASE_ERRORS:
         return 0
-    best = 0
-    for (name,) in found:
-        try:
-            (count,) = source.execute(f'SELECT count(*) FROM "{name}_docsize"').fetchone()
-        except crypt.DATABASE_ERRORS:
-            continue
-        best = max(best, int(count))
-    return best
+    return _largest_count(source, [f'SELECT count(*) FROM "{name}_docsize"' for (name,) in found])
 
 
 def _indexed_count(source: Any, table: str) -> int:
     """How many rows the damaged file's indexes of ``table`` still list (0 when none
     reads): an index is its own b-tree, so it may survive the table's pages."""
-    best = 0
     try:
         indexes = source.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", [table])
         names = [str(row[0]) for row in indexes.fetchall()]
     except crypt.DATABASE_ERRORS:
         return 0
-    for name in names:
+    return _largest_count(source, [f'SELECT count(*) FROM "{table}" INDEXED BY "{name}"' for name in names])
+
+
+def _largest_count(source: Any, queries: list[str]) -> int:
+    """The largest count any of ``queries`` reads from the damaged file (0 when none reads)."""
+    best = 0
+    for query in queries:
         try:
-            (count,) = source.execute(f'SELECT count(*) FROM "{table}" INDEXED BY "{name}"').fetchone()
+            (count,) = source.execute(query).fetchone()
         except crypt.DATABASE_ERRORS:
             continue
         best = max(best, int(count))
