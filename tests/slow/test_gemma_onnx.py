@@ -105,7 +105,9 @@ def test_a_users_gemma_gguf_is_added_block_for_block_and_continues_text(gemma_on
     assert (mine / "chat_template.jinja").read_text().startswith("{{ bos_token }}")
     listed = json.loads(enclave("models", "list", "--json", home=home).stdout)
     assert any(m["name"] == "my-gemma" and m["chat"] is False for m in listed["installed"])
-    proc = enclave(
-        "ask", "-m", "my-gemma", "--json", "--max-tokens", "8", "The capital of France is", home=home, timeout=300
-    )  # fmt: skip
-    assert "Paris" in json.loads(proc.stdout)["text"]
+    # A base model continues the text itself (no chat frame, no persona), after <bos>.
+    text = "The capital of France is Paris. The capital of Germany is"
+    proc = enclave("ask", "-m", "my-gemma", "--json", "--max-tokens", "8", text, home=home, timeout=300)
+    answer = json.loads(proc.stdout)
+    assert "Berlin" in answer["text"], answer["text"]
+    assert answer["usage"]["prompt_tokens"] <= len(text.split()) + 4  # the sentence's tokens and <bos>
