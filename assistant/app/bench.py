@@ -202,13 +202,10 @@ def _run_bench(
     load_s = time.perf_counter() - started
     window = min(settings.context_window, loaded.info.context_length)
 
-    # CPU time (and package energy where RAPL is readable) of the prompt runs only: model
-    # load and the scripted chat are outside the meter.
-    # The model runs in a sealed worker process: its CPU time counts with this one's.
-    worker_cpu = loaded.process_cpu_seconds()
+    # Package energy (where RAPL is readable) of the prompt runs only: model load and the
+    # scripted chat are outside the meter. CPU time is taken per phase (_run_prompts).
     with power.measure() as meter:
         rows, completion_tokens, phases = _run_prompts(loaded, window, runs, max_tokens)
-    meter.cpu_s += loaded.process_cpu_seconds() - worker_cpu
     conv = assistant.conversation(model, engine, save=False)  # a benchmark is not a conversation to keep
     chat_rows = []
     for i, text in enumerate(CHAT_SCRIPT[:turns], start=1):

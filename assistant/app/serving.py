@@ -71,7 +71,7 @@ from assistant.core.events import (
 from assistant.core.records import Message
 from assistant.core.settings import Settings
 from assistant.engines import ENGINE_NAMES
-from assistant.engines.base import Engine, Session
+from assistant.engines.base import CompletionTokenizer, Engine, Session
 from assistant.storage.audit import AuditLog
 
 log = logging.getLogger(__name__)
@@ -891,7 +891,8 @@ class ModelServer:
             )
         # A base model's completion starts with its start token, as llama.cpp's does (the
         # engines' tokenizers never add it; a chat model's raw text is left as written).
-        start = "" if model.chat else str(engine.info.extra.get("start_text", ""))
+        # Assistant.load gave a base model its CompletionTokenizer, which holds it.
+        start = engine.tokenizer.start if isinstance(engine.tokenizer, CompletionTokenizer) else ""
         tokens = engine.tokenizer.encode(start + request.prompt) if request.prompt else []
         if not tokens:
             raise InvalidRequest("The prompt is empty.", "Send some text to continue.", param="prompt")

@@ -99,28 +99,29 @@ def _sliding_window(genai_config: dict[str, Any]) -> int:
     return int(size) + 1 if isinstance(size, int) and size > 0 else 0
 
 
-def read_special_tokens(model_dir: Path) -> tuple[str, str]:
-    """(BOS, EOS) as text, from ``tokenizer_config.json`` (templates print them)."""
+def read_tokenizer_config(model_dir: Path) -> dict[str, Any]:
+    """``tokenizer_config.json`` of a model folder ({} when missing or unreadable)."""
     try:
         config = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return "", ""
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def special_tokens(config: dict[str, Any]) -> tuple[str, str]:
+    """(BOS, EOS) as text, from a tokenizer config (templates print them)."""
 
     def text(value: Any) -> str:
         if isinstance(value, dict):
             value = value.get("content")
         return value if isinstance(value, str) else ""
 
-    return (text(config.get("bos_token")), text(config.get("eos_token"))) if isinstance(config, dict) else ("", "")
+    return text(config.get("bos_token")), text(config.get("eos_token"))
 
 
-def read_add_bos(model_dir: Path) -> bool | None:
-    """``add_bos_token`` of ``tokenizer_config.json`` (None when it does not say)."""
-    try:
-        config = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    value = config.get("add_bos_token") if isinstance(config, dict) else None
+def add_bos(config: dict[str, Any]) -> bool | None:
+    """``add_bos_token`` of a tokenizer config (None when it does not say)."""
+    value = config.get("add_bos_token")
     return value if isinstance(value, bool) else None
 
 
@@ -130,7 +131,6 @@ class GenaiTokenizer(Tokenizer):
         self.template = template or PLAIN_TEMPLATE
         self.has_template = template is not None
         self.tool_format = detect_tool_format(template)
-        self._specials = specials
         self.specials = specials  # (BOS, EOS) as text
         self._tool_template: ChatTemplate | None = None
 
@@ -164,7 +164,7 @@ class GenaiTokenizer(Tokenizer):
         if self.tool_format is None:
             return super().render_tools(messages, tools, add_generation_prompt)
         if self._tool_template is None:
-            self._tool_template = ChatTemplate(self.template, *self._specials)
+            self._tool_template = ChatTemplate(self.template, *self.specials)
         try:
             return self._tool_template.render(messages, tools, add_generation_prompt)
         except Exception as exc:  # the template's own refusal (raise_exception, Jinja errors), in its words
@@ -358,7 +358,8 @@ class OnnxGenaiEngine(Engine):
                 self.capabilities = replace(self.capabilities, speculative=True)
         genai_config = json.loads((model_dir / "genai_config.json").read_text())
         self.min_cache_length = _sliding_window(genai_config)
-        tokenizer = GenaiTokenizer(self.og, self.model, read_chat_template(model_dir), read_special_tokens(model_dir))
+        tokenizer_config = read_tokenizer_config(model_dir)
+        tokenizer = GenaiTokenizer(self.og, self.model, read_chat_template(model_dir), special_tokens(tokenizer_config))
         eos = genai_config.get("model", {}).get("eos_token_id", [])
         eos_ids = tuple(eos) if isinstance(eos, list) else (eos,)
         info = ModelInfo(
@@ -369,7 +370,7 @@ class OnnxGenaiEngine(Engine):
             extra={
                 "has_chat_template": tokenizer.has_template,
                 "tool_format": tokenizer.tool_format,
-                "start_text": start_text(tokenizer, tokenizer.specials[0], read_add_bos(model_dir)),
+                "start_text": start_text(tokenizer, tokenizer.specials[0], add_bos(tokenizer_config)),
             },
             kv_bytes_per_token=_kv_bytes_per_token(genai_config),
         )

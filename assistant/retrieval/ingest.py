@@ -322,7 +322,6 @@ class IngestRun:
                 pending, pending_bytes, last_commit = [], 0, time.monotonic()
         self._commit(pending)
         return indexed
-        return indexed
 
     def _job(self, path: Path) -> FileJob | None:
         try:

@@ -707,12 +707,8 @@ def file_kind(path: Path) -> tuple[str | None, str]:
     if suffix and not _VERSION_SUFFIX.match(suffix) and not _DEBIAN_NAME.search(name):
         return None, f"unsupported file type {Path(name).suffix}{path.suffix if gz else ''}"
     try:
-        if gz:
-            with gzip.open(path, "rb") as fh:
-                head = fh.read(SNIFF_BYTES)
-        else:
-            with path.open("rb") as fh:
-                head = fh.read(SNIFF_BYTES)
+        with gzip.open(path, "rb") if gz else path.open("rb") as fh:
+            head = fh.read(SNIFF_BYTES)
     except PermissionError:
         return None, "permission denied"
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
