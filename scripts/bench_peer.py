@@ -21,7 +21,11 @@ engines alternate, and the table shows medians over all rounds:
   GPL-3 on both, over the same token ids, in separate processes.
 
 Enclave is measured the way its engine runs the model: ``onnxruntime_genai``
-imported directly on the built folder, ``max_length`` bounded to the window and
+imported directly on the built folder, the KV cache sized as the engine sizes it
+(``--kv-cache grow``, the default: ``max_length`` = what the turn can reach, in steps of
+128, doubled when a chat turn outgrows it, which re-prefills that turn — what a one-shot
+``enclave ask`` does, and every session with ``kv_cache = "grow"``; ``--kv-cache
+window``: preallocated to the window, as conversations are with ``kv_cache = "auto"``) and
 ``intra_op_num_threads`` from the thread count, prompts prefilled in chunks of 128 tokens (no UI, store or app code in the
 process; this script imports nothing from ``assistant``). ``--overlay`` merges a
 genai_config overlay (JSON) and ``--prefill-chunk N`` prefills in chunks, for
@@ -139,6 +143,21 @@ def salted(salt: int) -> str:
 # --------------------------------------------------------------------------- #
 
 
+#: The engine's rule (``assistant.engines.onnx_genai.kv_allocation``, KV_STEP and the
+#: draft margin MAX_DRAFT_TOKENS + 1), repeated here because this worker imports nothing
+#: from ``assistant``; tests/unit/test_bench_peer.py checks that the two agree.
+KV_STEP = 128
+DRAFT_MARGIN = 5
+
+
+def kv_allocation(need: int, current: int, capacity: int, floor: int = 0, step: int = KV_STEP) -> int:
+    if 0 < need <= current:
+        return current
+    target = max(need, 2 * current)
+    target = -(-target // step) * step
+    return max(floor, min(capacity, target))
+
+
 class EnclaveWorker:
     """onnxruntime-genai on Enclave's built folder, set up as Enclave's engine sets it up."""
 
@@ -170,9 +189,15 @@ class EnclaveWorker:
         )
         return [int(t) for t in self.tok.encode(text)]
 
-    def generator(self, min_length: int = 0) -> Any:
+    def cache_size(self, need: int, current: int = 0) -> int:
+        """``max_length`` for a turn that may reach ``need`` tokens (``current``: the held cache's)."""
+        if self.spec.get("kv_cache", "grow") == "window":
+            return self.window
+        return kv_allocation(min(self.window, need + DRAFT_MARGIN), current, self.window)
+
+    def generator(self, min_length: int = 0, size: int = 0) -> Any:
         params = self.og.GeneratorParams(self.model)
-        search: dict[str, Any] = {"max_length": self.window, "do_sample": False}
+        search: dict[str, Any] = {"max_length": size or self.window, "do_sample": False}
         if min_length:
             search["min_length"] = min_length
         params.set_search_options(**search)
@@ -192,7 +217,7 @@ class EnclaveWorker:
 
         t0 = time.perf_counter()
         ids = self.encode_chat(messages)
-        gen = self.generator(min_length=len(ids) + n_tokens)
+        gen = self.generator(min_length=len(ids) + n_tokens, size=self.cache_size(len(ids) + n_tokens))
         stream = self.tok.create_stream()
         t_prefill = time.perf_counter()
         self.append(gen, ids)
@@ -216,7 +241,8 @@ class EnclaveWorker:
         """A scripted chat in one generator: each turn appends only what it does not hold."""
         import numpy as np
 
-        gen = self.generator()
+        gen: Any = None
+        size = 0
         held: list[int] = []
         messages = [{"role": "system", "content": system}]
         rows = []
@@ -224,6 +250,13 @@ class EnclaveWorker:
             messages.append({"role": "user", "content": text})
             t0 = time.perf_counter()
             ids = self.encode_chat(messages)
+            wanted = self.cache_size(len(ids) + reply_tokens, size)
+            regrown = gen is not None and wanted > size
+            if gen is None or regrown:  # as the engine does: a larger generator re-reads the chat
+                size = wanted
+                gen = None  # freed first, as the engine frees it: two caches never coexist
+                gen = self.generator(size=size)
+                held = []
             keep = _common_prefix(held, ids)
             if keep < len(held):
                 gen.rewind_to(keep)
@@ -263,7 +296,16 @@ class EnclaveWorker:
                 token = int(gen.get_next_tokens()[0])
                 stream.decode(token)
             messages.append({"role": "assistant", "content": self.tok.decode(np.asarray(answer, dtype=np.int32))})
-            rows.append({"turn": i, "prompt_tokens": len(ids), "prefilled": len(new), "ttft_ms": ttft})
+            rows.append(
+                {
+                    "turn": i,
+                    "prompt_tokens": len(ids),
+                    "prefilled": len(new),
+                    "ttft_ms": ttft,
+                    "cache_tokens": size,
+                    "regrown": regrown,
+                }
+            )
         return rows
 
     def perplexity(self, text: str) -> dict[str, Any]:
@@ -271,7 +313,7 @@ class EnclaveWorker:
         import numpy as np
 
         ids = [int(t) for t in self.tok.encode(text)][: self.window - 1]
-        gen = self.generator()
+        gen = self.generator(size=self.cache_size(len(ids) + 1))
         gen.append_tokens(np.asarray(ids[:1], dtype=np.int32))
         nll = 0.0
         for token in ids[1:]:
@@ -484,6 +526,9 @@ def summarise(results: list[dict[str, Any]], turns: tuple[int, ...]) -> dict[str
         out[f"chat_ttft_turn{turn}_ms"] = median([row["ttft_ms"] for row in rows])
         out[f"chat_prefilled_turn{turn}"] = median([row["prefilled"] for row in rows])
         out[f"chat_prompt_tokens_turn{turn}"] = median([row["prompt_tokens"] for row in rows])
+    # The slowest turn of each chat (Enclave's, where the cache grew and the chat was re-read).
+    out["chat_ttft_max_ms"] = median([max(row["ttft_ms"] for row in r["chat"]) for r in results])
+    out["chat_regrown_turns"] = sorted({row["turn"] for r in results for row in r["chat"] if row.get("regrown")})
     out["peak_rss_mib"] = median([r["memory"]["VmHWM"] for r in results])
     out["peak_rss_all_mib"] = [round(r["memory"]["VmHWM"], 1) for r in results]
     out["load_s"] = median([r["load_s"] for r in results])
@@ -498,6 +543,7 @@ ROWS: list[tuple[str, str, str, bool]] = [
     ("TTFT, long prompt", "ttft_long_ms", "ms", False),
     ("chat TTFT, turn 10", "chat_ttft_turn10_ms", "ms", False),
     ("chat TTFT, turn 20", "chat_ttft_turn20_ms", "ms", False),
+    ("chat TTFT, slowest turn", "chat_ttft_max_ms", "ms", False),
     ("peak RSS", "peak_rss_mib", "MiB", False),
     ("load", "load_s", "s", False),
 ]
@@ -518,7 +564,8 @@ def table(report: dict[str, Any]) -> str:
         f"prompt tokens: short {e['short_prompt_tokens']} / {p['short_prompt_tokens']}, "
         f"long {e['long_prompt_tokens']} / {p['long_prompt_tokens']}; chat turn 10 prefilled "
         f"{e.get('chat_prefilled_turn10')} / {p.get('chat_prefilled_turn10')}, turn 20 "
-        f"{e.get('chat_prefilled_turn20')} / {p.get('chat_prefilled_turn20')} (Enclave / llama.cpp)"
+        f"{e.get('chat_prefilled_turn20')} / {p.get('chat_prefilled_turn20')} (Enclave / llama.cpp); "
+        f"Enclave KV cache {report.get('kv_cache', 'window')}, regrown at chat turns {e.get('chat_regrown_turns') or 'none'}"
     )
     if "perplexity" in report:
         ppl = report["perplexity"]
@@ -562,6 +609,13 @@ def main() -> None:
         default=128,
         help="Enclave: prefill in chunks of N tokens (128 as assistant/engines/onnx_genai.py does; 0: one call)",
     )
+    parser.add_argument(
+        "--kv-cache",
+        choices=("grow", "window"),
+        default="grow",
+        help="Enclave's KV cache: sized to the turn and grown (one-shot ask; kv_cache = grow), "
+        "or the whole window (conversations under kv_cache = auto)",
+    )
     parser.add_argument("--llama-params", default="", help="CommonParams fields (JSON) for the llama.cpp worker")
     parser.add_argument("--only", choices=ENGINES, help="measure one engine")
     parser.add_argument("--perplexity", action="store_true", help="also the GPL-3 perplexity check")
@@ -590,6 +644,7 @@ def main() -> None:
         "reply_tokens": args.reply_tokens,
         "overlay": json.loads(args.overlay) if args.overlay else {},
         "prefill_chunk": args.prefill_chunk,
+        "kv_cache": args.kv_cache,
         "llama_params": json.loads(args.llama_params) if args.llama_params else {},
     }
     results: dict[str, list[dict[str, Any]]] = {e: [] for e in engines}
@@ -612,6 +667,7 @@ def main() -> None:
         "window": args.window,
         "overlay": base["overlay"],
         "prefill_chunk": args.prefill_chunk,
+        "kv_cache": args.kv_cache,
         "load_averages": loads,
         "model_dir": str(args.model_dir),
         "gguf": base["gguf"],

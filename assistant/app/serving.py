@@ -484,8 +484,9 @@ class SlotPool:
     (at least ``SIMILARITY`` of them: a regenerated or edited last message, where the cache
     survives nearly whole); else a new slot while the byte budget allows; else the slot with
     the longest common prefix (a shared system prompt), or the least recently used one. A
-    session's cost is its whole capacity: onnxruntime-genai preallocates the KV buffer at
-    ``max_length``, whatever the session holds.
+    session's cost is counted as its whole capacity, what its KV cache can reach:
+    onnxruntime-genai preallocates the buffer at ``max_length`` (the window with
+    ``kv_cache = "window"``; with ``grow`` a kept conversation's cache grows to it).
     """
 
     #: llama.cpp's default ``slot_prompt_similarity``: reusing a slot evicts the rest of

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -59,6 +60,10 @@ def _open_chat(ctx: click.Context, kw: dict[str, Any], resume: int | None = None
         repeat_penalty=kw.get("repeat_penalty"),
         docs_answer_mode=kw.get("answer_mode"),
     )
+    if kw.get("one_shot") and settings.kv_cache == "auto":
+        # One question, then the process ends: no later turn can reuse a preallocated
+        # window, so the KV cache is sized to this one (docs/engine.md).
+        settings = replace(settings, kv_cache="grow")
     assistant = Assistant(settings)
     # Engines are closed before the interpreter exits (LiteRT-LM must release its
     # conversations before its engine, or its native logger complains on stderr).
@@ -411,6 +416,7 @@ def ask(ctx: click.Context, /, prompt: tuple[str, ...], **kw: Any) -> None:
         # `ask --docs "question"`: the option took the question as its value.
         prompt, kw["docs"] = (kw["docs"],), "all"
     text = " ".join(prompt)
+    kw["one_shot"] = True
     output = _output_format(ctx, kw, text)
     if text == "-":
         text = sys.stdin.read()

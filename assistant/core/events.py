@@ -33,6 +33,9 @@ class Usage:
     #: and how many of them it accepted. Both 0 when the turn ran without it.
     drafted_tokens: int = 0
     accepted_tokens: int = 0
+    #: Tokens the session's KV cache has room for after this turn (its allocation, at most
+    #: the window); 0 when the engine does not say.
+    cache_tokens: int = 0
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -54,6 +57,7 @@ class Usage:
             "decode_tokens_per_s": round(self.decode_tokens_per_s, 1),
             "drafted_tokens": self.drafted_tokens,
             "accepted_tokens": self.accepted_tokens,
+            "cache_tokens": self.cache_tokens,
         }
 
 

@@ -30,6 +30,8 @@ PowerMode = Literal["auto", "saver", "performance"]
 SealPolicy = Literal["warn", "require"]
 #: N-gram speculation (``speculation``).
 SpeculationMode = Literal["auto", "on", "off"]
+#: How the ONNX engine allocates a session's KV cache (``kv_cache``).
+KvCacheMode = Literal["auto", "grow", "window"]
 
 
 def _xdg(var: str, default: str) -> Path:
@@ -87,8 +89,9 @@ class Settings:
     model: str = "smollm2-135m-instruct"
     #: Engine used when none is named: ``onnx`` (onnxruntime-genai).
     engine: str = "onnx"
-    #: Tokens of context the KV cache holds. The cache is preallocated at this size,
-    #: so it is bounded well below the model's trained window by default.
+    #: Tokens of context the KV cache holds. The cache grows up to this size (or is
+    #: preallocated at it: ``kv_cache``), so it is bounded well below the model's trained
+    #: window by default.
     context_window: int = 2048
     #: Most tokens one answer may have.
     max_tokens: int = 512
@@ -172,6 +175,14 @@ class Settings:
     #: turn), off. It saves work where answers copy the prompt and costs work on free text
     #: (SmolLM2, 1 thread: -7 % and +16 % CPU per token; scripts/bench_speculation.py).
     speculation: str = "auto"
+    #: The ONNX engine's KV cache: ``grow`` sizes it to what a turn can reach (prompt +
+    #: max_tokens, in steps of 128 tokens) and doubles it, up to context_window, when a later
+    #: turn needs more (that turn re-reads the conversation); ``window`` preallocates the
+    #: whole window, so every turn keeps the cache; ``auto`` is grow for one-shot
+    #: ``enclave ask`` and window for conversations (chat, the UI, the server). SmolLM2 at
+    #: 2,048: 46 KB a token, 94 MB for the window; a 941-token question + 128 tokens peaks
+    #: at 311 MiB grown against 353 preallocated (docs/engine.md).
+    kv_cache: str = "auto"
     #: Latency budgets `enclave doctor` checks against the last `enclave bench`: time to the
     #: first token of a 500-token prompt, and decode speed. SmolLM2 int4 on 2 cores: ~1.2 s, ~85 tok/s.
     budget_ttft_ms: float = 3000.0
@@ -363,6 +374,12 @@ RULES: dict[str, Rule] = {
     "repeat_penalty": Rule("float", 1, 3, why="1.0 is off; 1.1-1.3 is usual, above 3 the answer avoids every word"),
     "device": Rule("choice", choices=get_args(Device), why="where models run"),
     "power": Rule("choice", choices=get_args(PowerMode), why="saver on battery, or fixed"),
+    "kv_cache": Rule(
+        "choice",
+        choices=get_args(KvCacheMode),
+        why="auto: grow for one-shot ask, window for conversations; grow: memory follows the conversation "
+        "(a turn that outgrows it re-reads it); window: preallocated, every turn keeps the cache",
+    ),
     "speculation": Rule(
         "choice", choices=get_args(SpeculationMode), why="auto: for document answers; on: every greedy turn"
     ),

@@ -33,12 +33,20 @@ ENGINE_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
 SEAL_POLICIES = get_args(SealPolicy)
 
 
+def _kv_cache(settings: Settings) -> str:
+    """``grow`` or ``window``: ``auto`` preallocates, for conversations that keep their
+    cache turn after turn (one-shot ``ask`` sets ``grow`` before loading)."""
+    return "window" if settings.kv_cache == "auto" else settings.kv_cache
+
+
 def load_spec(model: InstalledModel, settings: Settings, device: str = "cpu") -> LoadOnnx | LoadLitert:
     """What the worker must load for ``model``, on ``device`` (``cpu`` or ``gpu``)."""
     from assistant.engines.protocol import LoadLitert, LoadOnnx
 
     if model.engine == "onnx":
-        return LoadOnnx(str(model.path), model.name, threads=settings.threads or 0, device=device)
+        return LoadOnnx(
+            str(model.path), model.name, threads=settings.threads or 0, device=device, kv_cache=_kv_cache(settings)
+        )
     if model.engine == "litert":
         window = int(model.manifest.get("context_length") or settings.context_window)
         # Built bundles live in their install folder; user bundles are registered in place.

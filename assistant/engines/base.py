@@ -314,6 +314,10 @@ class TokenSession(Session):
         optional: (0, 0) for backends without speculation."""
         return (0, 0)
 
+    def _cache_tokens(self) -> int:
+        """Tokens the native KV cache has room for now (0: the backend does not say)."""
+        return 0
+
     def _after_stop_token(self) -> None:
         """The model sampled an end-of-turn token, which is not kept in ``tokens``.
 
@@ -438,6 +442,7 @@ class TokenSession(Session):
             decode_ms=(end - first) * 1000.0,
             drafted_tokens=max(0, drafted - drafted_before),
             accepted_tokens=max(0, accepted - accepted_before),
+            cache_tokens=self._cache_tokens(),
         )
         # A cancel that arrived during this turn must not stop the next one. (It is not
         # cleared at the start: an Esc pressed before decoding began still counts.)

@@ -52,6 +52,26 @@ PREFILL_CHUNK = 128
 NGRAM_SIZE = 3
 MAX_DRAFT_TOKENS = 4
 
+#: The KV cache (``kv_cache = "grow"``) is allocated in steps of this many tokens. genai
+#: preallocates a generator's cache to its ``max_length`` and zero-fills it, so all of it
+#: is resident from the start (SmolLM2: 46 KB a token, 94 MB at 2,048); sizing it to what a
+#: turn can reach is what keeps a short conversation's memory short. A turn that needs more
+#: gets a new generator twice the size (genai 0.18 cannot copy a cache into another
+#: generator: scripts/probe_kv_restore.py), which re-reads the conversation once.
+KV_STEP = 128
+
+
+def kv_allocation(need: int, current: int, capacity: int, floor: int = 0, step: int = KV_STEP) -> int:
+    """Tokens of KV cache for a turn that may reach ``need`` tokens, the session holding
+    ``current`` (0: none yet): unchanged while it suffices, else ``need`` or twice
+    ``current``, whichever is larger, rounded up to ``step``; never above ``capacity`` (the
+    window), never below ``floor`` (a sliding-window model's minimum)."""
+    if 0 < need <= current:
+        return current
+    target = max(need, 2 * current)
+    target = -(-target // step) * step
+    return max(floor, min(capacity, target))
+
 
 def _import_og() -> Any:
     try:
@@ -184,18 +204,24 @@ class GenaiSession(TokenSession):
         self._engine = engine
         self._options: GenerationOptions | None = None
         self._generator: Any = None
+        #: Tokens the current generator's KV cache has room for (its ``max_length``), and
+        #: what the turn being run may reach.
+        self._allocated = 0
+        self._need = 0
 
     def _new_generator(self, options: GenerationOptions) -> Any:
         og = self._engine.og
         params = og.GeneratorParams(self._engine.model)
-        search: dict[str, Any] = {
-            # Always bound max_length: the shared KV buffer is preallocated to it
-            # (the builder's default 8192 costs +355 MiB on SmolLM2). A sliding-window
-            # model refuses a buffer shorter than its window (Gemma 3: 512), whatever
-            # the session's own capacity (a 256-token probe).
-            "max_length": max(self.capacity, self._engine.min_cache_length),
-            "do_sample": options.temperature > 0,
-        }
+        # Always bound max_length: the shared KV buffer is preallocated to it (the
+        # builder's default 8192 costs +355 MiB on SmolLM2). A sliding-window model
+        # refuses a buffer shorter than its window (Gemma 3: 512), whatever the
+        # session's own capacity (a 256-token probe).
+        floor = self._engine.min_cache_length
+        if self._engine.kv_cache == "grow":
+            self._allocated = kv_allocation(self._need or self.capacity, self._allocated, self.capacity, floor)
+        else:
+            self._allocated = max(self.capacity, floor)
+        search: dict[str, Any] = {"max_length": self._allocated, "do_sample": options.temperature > 0}
         if options.temperature > 0:
             search.update(temperature=options.temperature, top_p=options.top_p, top_k=options.top_k)
         if options.seed is not None:
@@ -214,6 +240,9 @@ class GenaiSession(TokenSession):
 
     def _speculates(self, options: GenerationOptions) -> bool:
         return self._engine.capabilities.speculative and options.speculation_applies
+
+    def _cache_tokens(self) -> int:
+        return self._allocated if self._generator is not None else 0
 
     def _speculation_counts(self) -> tuple[int, int]:
         if self._generator is None or self._options is None or not self._speculates(self._options):
@@ -244,6 +273,13 @@ class GenaiSession(TokenSession):
     ):
         options = options or GenerationOptions()
         self.engine.capabilities.check(options, self.engine.name)
+        # What this turn may reach: the prompt, the answer, and the drafts speculation
+        # verifies past the last accepted token.
+        self._need = min(self.capacity, len(prompt) + options.max_tokens + MAX_DRAFT_TOKENS + 1)
+        if self._generator is not None and self._need > self._allocated:
+            # Outgrown: a larger generator, which re-reads what the old one held.
+            self._generator = None
+            self._held = []
         self._ensure(options)
         if options.constraint is None:
             return super().generate(prompt, options, messages)
@@ -341,8 +377,12 @@ class OnnxGenaiEngine(Engine):
         logprobs=True,
     )
 
-    def __init__(self, model_dir: Path, name: str, threads: int | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self, model_dir: Path, name: str, threads: int | None = None, device: str = "cpu", kv_cache: str = "window"
+    ) -> None:
         self.og = _import_og()
+        #: ``grow`` (sized to what a turn can reach, doubling) or ``window`` (preallocated).
+        self.kv_cache = kv_cache
         #: The inference threads this model runs (0 on a GPU).
         self.threads = 0
         if not (model_dir / "genai_config.json").is_file():

@@ -28,6 +28,8 @@ class LoadOnnx:
     name: str
     threads: int = 0
     device: str = "cpu"
+    #: ``grow`` or ``window`` (``kv_cache``'s ``auto`` is decided before this).
+    kv_cache: str = "window"
 
 
 @dataclass(frozen=True)

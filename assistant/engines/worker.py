@@ -131,7 +131,11 @@ class EngineService:
             from assistant.engines.onnx_genai import OnnxGenaiEngine
 
             engine: Engine = OnnxGenaiEngine(
-                Path(request.path), request.name, threads=request.threads or None, device=request.device
+                Path(request.path),
+                request.name,
+                threads=request.threads or None,
+                device=request.device,
+                kv_cache=request.kv_cache,
             )
         else:
             from assistant.engines.litert_lm import LitertEngine

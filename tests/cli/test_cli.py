@@ -60,6 +60,23 @@ def test_ask_json_has_the_documented_fields(home: Path) -> None:
     assert usage["completion_tokens"] == 8
 
 
+def test_a_one_shot_ask_sizes_the_cache_to_its_question_and_a_chat_keeps_the_window(home: Path) -> None:
+    window = ["--ctx", "1024", "--max-tokens", "8"]
+    asked = json.loads(enclave("ask", "-m", "tiny", "--json", *window, "hello", home=home).stdout)["usage"]
+    # kv_cache = auto: one question, then the process ends, so the cache is what it can reach.
+    assert asked["prompt_tokens"] + 8 <= asked["cache_tokens"] < 1024
+    chatted = enclave("chat", "-m", "tiny", "--json", *window, home=home, stdin="hello\nagain\n").stdout
+    assert {json.loads(line)["usage"]["cache_tokens"] for line in chatted.splitlines()} == {1024}
+    # The setting decides when it is not auto.
+    env_home = dict(os.environ, ENCLAVE_KV_CACHE="window")
+    proc = subprocess.run(
+        [sys.executable, "-m", "assistant", "ask", "-m", "tiny", "--json", *window, "hello"],
+        capture_output=True, text=True, env={**env_home, "ENCLAVE_HOME": str(home)}, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["usage"]["cache_tokens"] == 1024
+
+
 def test_chat_from_a_pipe_prefills_only_new_tokens_each_turn(home: Path) -> None:
     turns = ["first question", "second question", "third question"]
     proc = enclave("chat", "-m", "tiny", "--json", "--max-tokens", "8", home=home, stdin="\n".join(turns) + "\n")

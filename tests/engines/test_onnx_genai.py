@@ -85,3 +85,68 @@ def test_speculation_is_off_for_sampled_turns(tiny_engine) -> None:  # type: ign
     assert not options.speculation_applies
     _, usage = _turn(tiny_engine.open_session(512), prompt, options)
     assert usage.drafted_tokens == 0
+
+
+def test_the_cache_allocation_is_sized_to_the_turn_rounded_doubled_and_capped() -> None:
+    def alloc(need: int, current: int, capacity: int, floor: int = 0) -> int:
+        return onnx_genai.kv_allocation(need, current, capacity, floor, step=256)
+
+    assert alloc(300, 0, 2048) == 512  # rounded up to the 256-token step
+    assert alloc(300, 512, 2048) == 512  # enough: unchanged
+    assert alloc(600, 512, 2048) == 1024  # outgrown: twice the old size...
+    assert alloc(1300, 512, 2048) == 1536  # ...or the need, whichever is larger
+    assert alloc(1900, 1536, 2048) == 2048  # never above the window
+    assert alloc(40, 0, 2048, floor=513) == 513  # a sliding-window model's minimum
+
+
+def _chat(engine, kv: str, window: int = 1024):  # type: ignore[no-untyped-def]
+    """Ten turns of ~60 new tokens each in one session: answers, usage, final bookkeeping."""
+    engine.kv_cache = kv
+    tok = engine.tokenizer
+    session = engine.open_session(window)
+    messages: list[dict[str, str]] = []
+    rows = []
+    for i in range(10):
+        messages.append({"role": "user", "content": f"turn {i}: " + "valve logged. " * 3})
+        prompt = tok.encode(tok.render(messages))
+        text, usage = _turn(session, prompt, GenerationOptions(max_tokens=16))
+        rows.append((text, usage.prompt_tokens, usage.prefilled_tokens, usage.cache_tokens))
+        messages.append({"role": "assistant", "content": text})
+    held = (session.native_token_count(), session.token_count)
+    session.close()
+    return rows, held
+
+
+def test_a_growing_cache_answers_as_the_preallocated_window_does(tiny_engine) -> None:  # type: ignore[no-untyped-def]
+    window_rows, window_held = _chat(tiny_engine, "window")
+    grow_rows, grow_held = _chat(tiny_engine, "grow")
+    assert [r[0] for r in grow_rows] == [r[0] for r in window_rows]  # the same greedy answers
+    assert {r[3] for r in window_rows} == {1024}
+    sizes = [r[3] for r in grow_rows]
+    assert sizes[0] < 1024 and sizes == sorted(sizes) and sizes[-1] == 1024
+    assert len(set(sizes)) >= 3  # grown twice, doubling
+    for (_text, prompt, prefilled, size), before in zip(grow_rows[1:], sizes, strict=False):
+        if size > before:  # the turn that outgrew the cache re-read the conversation
+            assert prefilled == prompt
+        else:
+            assert prefilled < prompt
+        assert prompt + 16 <= size
+    assert grow_held[0] == grow_held[1] and window_held[0] == window_held[1]
+
+
+@pytest.mark.parametrize("kv", ["grow", "window"])
+def test_the_kv_cache_setting_crosses_the_sealed_worker(kv: str, tiny_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from assistant.engines.protocol import LoadOnnx
+    from assistant.engines.sealed import SealedEngine
+
+    engine = SealedEngine(LoadOnnx(str(tiny_dir), "tiny", kv_cache=kv), home=tmp_path / "worker")
+    try:
+        tok = engine.tokenizer
+        prompt = tok.encode(tok.render([{"role": "user", "content": "Is the valve logged?"}]))
+        _, usage = _turn(engine.open_session(1024), prompt, GenerationOptions(max_tokens=16))
+        need = len(prompt) + 16 + onnx_genai.MAX_DRAFT_TOKENS + 1
+        assert usage.cache_tokens == (onnx_genai.kv_allocation(need, 0, 1024) if kv == "grow" else 1024)
+        assert kv == "window" or usage.cache_tokens < 1024
+        assert usage.as_dict()["cache_tokens"] == usage.cache_tokens
+    finally:
+        engine.close()

@@ -54,6 +54,7 @@ TEXT_INPUTS: dict[str, tuple[list[str], list[str]]] = {
     "device": (["cpu", "gpu"], ["tpu", "GPU", ""]),
     "power": (["auto", "saver", "performance"], ["turbo", ""]),
     "speculation": (["auto", "on", "off"], ["always", "ON ", ""]),
+    "kv_cache": (["auto", "grow", "window"], ["preallocate", "GROW", ""]),
     "budget_ttft_ms": (["1", "3000", "1e7"], ["0", "-1", "inf", "fast"]),
     "budget_decode_tokens_per_s": (["0", "10", "1e6"], ["-1", "nan", "fast"]),
     "bundle_max_mb": (["1", "16384"], ["0", "-1", "big"]),
