@@ -229,6 +229,14 @@ def test_embeddings_through_the_app_layer(start_server: ServerFactory, tiny_embe
     assert floats.usage.prompt_tokens > 0
     with pytest.raises(openai.NotFoundError):
         client.embeddings.create(model="text-embedding-3-small", input="x")
+    # Asking the embedder to chat or complete: the fix an API client can make, not a CLI flag.
+    for call in (
+        lambda: client.chat.completions.create(model="all-minilm-l6-v2", messages=HELLO, max_tokens=4),
+        lambda: client.completions.create(model="all-minilm-l6-v2", prompt="Once upon", max_tokens=4),
+    ):
+        with pytest.raises(openai.NotFoundError, match="not a chat model. Send a chat model's id as `model`") as err:
+            call()
+        assert "--model" not in str(err.value)
 
 
 def test_embeddings_without_the_embedder_name_the_build_command(client: openai.OpenAI) -> None:
