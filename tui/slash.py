@@ -117,7 +117,19 @@ async def pick_model(app: EnclaveApp) -> None:
         await app.open_conversation(None, model=choice[0], engine=choice[1])
 
 
+def _takes_no_persona(app: EnclaveApp) -> bool:
+    """A base model without a system text: say why /persona changes nothing (True)."""
+    if app.conv is None or app.conv.model.chat or app.conv.system:
+        return False
+    from assistant.app.notices import base_model_persona_note
+
+    app.say(base_model_persona_note(app.conv.model.name), severity="warning", timeout=12)
+    return True
+
+
 async def pick_persona(app: EnclaveApp) -> None:
+    if _takes_no_persona(app):
+        return
     options = [(name, name) for name in list_personas(app.settings)]
     current = app.conv.persona if app.conv is not None else None
     choice = await app.push_screen_wait(PickerScreen("Choose a persona", options, current))
@@ -127,7 +139,7 @@ async def pick_persona(app: EnclaveApp) -> None:
 
 async def set_persona(app: EnclaveApp, name: str) -> None:
     """A new conversation with persona ``name`` (and the current model, settings and documents)."""
-    if app.conv is None:
+    if app.conv is None or _takes_no_persona(app):
         return
     try:
         load_persona(app.settings, name)

@@ -169,3 +169,11 @@ _DEFAULT_WINDOW = next(f.default for f in fields(Settings) if f.name == "context
 def base_model_note(name: str) -> str:
     """What every front end says when a conversation runs on a base model (no chat template)."""
     return f"{name} is a base model: it continues text rather than answering questions."
+
+
+def base_model_persona_note(name: str) -> str:
+    """Why ``/persona`` changes nothing on a base model (it would continue the instructions as text)."""
+    return (
+        f"{name} is a base model, so it takes no persona: it would only continue a persona's "
+        "instructions as more text. Give it a text to start from with /set system TEXT (or -s TEXT)."
+    )

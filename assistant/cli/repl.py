@@ -220,6 +220,11 @@ def _persona(chat: Chat, arg: str, kw: dict[str, Any], interactive: bool) -> Non
     from assistant.app.personas import list_personas, load_persona
 
     settings = chat.assistant.settings
+    if not chat.conv.model.chat and not chat.conv.system:
+        from assistant.app.notices import base_model_persona_note
+
+        _err(base_model_persona_note(chat.conv.model.name))
+        return
     if not arg:
         _err(f"Personas: {', '.join(list_personas(settings))} (now: {chat.conv.persona}). Switch with /persona NAME.")
         return

@@ -103,6 +103,10 @@ def test_a_base_gguf_is_registered_as_base_with_a_warning(enclave_home: Path, ti
     assert bare <= len("The pump") + 1  # the text's own tokens (and a start token), nothing around them
     listed = json.loads(enclave("models", "list", "--json", home=enclave_home).stdout)
     assert [(m["name"], m["kind"], m["chat"]) for m in listed["installed"]] == [("plain", "base", False)]
+    # /persona in the chat changes nothing on it, and says why instead of "Persona: …".
+    chatted = enclave("chat", "-m", "plain", "--max-tokens", "2", home=enclave_home, stdin="/persona technician\n")
+    assert "plain is a base model, so it takes no persona" in chatted.stderr
+    assert "Persona: technician" not in chatted.stderr
 
 
 @pytest.mark.parametrize(
