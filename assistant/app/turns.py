@@ -141,9 +141,10 @@ class Assistant:
             # of an installed release counted (and reverted after two).
             model, loaded, notices = Updates(self.settings, self.store).load_guarded(model)
             self.notices.extend(notices)
-            if not model.chat and loaded.capabilities.token_level:
+            if not model.chat:
                 # A base model continues text: no chat template around it (turns.py's
-                # prompts, the server's chat requests and bench all render through this).
+                # prompts, the server's chat requests and bench all render through this;
+                # a LiteRT-LM worker renders the same text natively, COMPLETION_TEMPLATE).
                 loaded.tokenizer = CompletionTokenizer(loaded.tokenizer, str(loaded.info.extra.get("start_text", "")))
             if self.settings.speculation == "on" and loaded.capabilities.token_level and not loaded.capabilities.speculative:
                 self.notices.append(

@@ -59,6 +59,7 @@ def load_spec(model: InstalledModel, settings: Settings, device: str = "cpu") ->
             max_tokens=min(settings.context_window, window),
             verified=True,  # the catalog checked it against its manifest before this load
             device=device,
+            completion=not model.chat,
         )
     raise EngineUnavailable(
         f"The engine {model.engine!r} is not available.",

@@ -55,6 +55,26 @@ from assistant.engines.templates import detect_tool_format
 log = logging.getLogger(__name__)
 
 
+#: A base bundle's conversation, as one plain text (what ``CompletionTokenizer`` renders
+#: for the token-level engine): the start token, a system text the user gave and a blank
+#: line, then each message as written, a user message after a reply on a new line.
+#: Passed as ``create_conversation(chat_template=…)`` in place of the bundle's own
+#: template, which wraps a base model's text in turn markers it was never tuned on
+#: (Gemma 3 270M continued "The capital of Germany is" with "… United Kingdom is London"
+#: inside Gemma's turns, " Berlin." as plain text). LiteRT-LM passes content as a list of
+#: parts, hence the macro.
+COMPLETION_TEMPLATE = (
+    "{%- macro text(c) -%}{%- if c is string -%}{{ c }}{%- else -%}{%- for p in c -%}"
+    "{%- if p['type'] == 'text' -%}{{ p['text'] }}{%- endif -%}{%- endfor -%}{%- endif -%}{%- endmacro -%}"
+    "{{ bos_token }}{%- set ns = namespace(prev='') -%}"
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'system' -%}{%- if m['content'] -%}{{ text(m['content']) }}\n\n{%- endif -%}"
+    "{%- else -%}{%- if m['role'] == 'user' and ns.prev == 'model' -%}\n{%- endif -%}"
+    "{{ text(m['content']) }}{%- set ns.prev = m['role'] -%}{%- endif -%}"
+    "{%- endfor -%}"
+)
+
+
 def _import_litert() -> Any:
     try:
         import litert_lm
@@ -224,6 +244,7 @@ class LitertSession(Session):
             messages=[{"role": _role(m["role"]), "content": m["content"]} for m in earlier] or None,
             sampler_config=sampler,
             constrained_decoding_config=constrained,
+            chat_template=COMPLETION_TEMPLATE if self._engine.completion else None,
         )
         self._fed = list(history)
         self._sampler = _sampler_key(options)
@@ -453,8 +474,11 @@ class LitertEngine(Engine):
         template: str | None = None,
         verified: bool = True,
         device: str = "cpu",
+        completion: bool = False,
     ) -> None:
         self.lm = _import_litert()
+        #: A base model: conversations are rendered as plain text (COMPLETION_TEMPLATE).
+        self.completion = completion
         if not path.is_file():
             raise ModelCorrupt(
                 f"{path} does not exist.", f"Rebuild it with `enclave models build {name} --engine litert`."

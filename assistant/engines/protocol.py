@@ -43,6 +43,8 @@ class LoadLitert:
     max_tokens: int = 2048
     verified: bool = True
     device: str = "cpu"
+    #: A base model: plain text, not the bundle's chat template.
+    completion: bool = False
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,7 @@ class EngineService:
                 max_tokens=request.max_tokens,
                 verified=True,
                 device=request.device,
+                completion=request.completion,
             )
         offline.opt_out()  # the libraries' own opt-outs, now that they are loaded
         self.engine = engine

@@ -48,3 +48,24 @@ def test_gemma_on_litert_loads_streams_and_is_stable(gemma_litert_home: Path) ->
     second = json.loads(enclave(gemma_litert_home, *args, "The water pump in the basement").stdout)
     assert first["text"] and first["text"] == second["text"]
     assert first["usage"]["completion_tokens"] > 0
+
+
+def test_the_gemma_base_bundle_continues_plain_text_not_its_chat_turns(gemma_litert_home: Path) -> None:
+    """A base bundle is run without its own template (COMPLETION_TEMPLATE): inside Gemma's
+    turn markers the 270M base model answered "… the United Kingdom is London"."""
+    args = ("ask", "-m", "gemma3-270m", "--engine", "litert", "--no-save", "--json", "--max-tokens", "6")
+    text = "The capital of France is Paris. The capital of Germany is"
+    data = json.loads(enclave(gemma_litert_home, *args, text).stdout)
+    assert data["text"].lstrip().startswith("Berlin")
+    # The prompt is the text's own tokens and the start token: no turn markers, no persona.
+    assert data["usage"]["prompt_tokens"] <= len(text.split()) + 4
+    # A follow-up in a chat continues on a new line after the model's text, still plain.
+    rows = [
+        json.loads(line)
+        for line in enclave(
+            gemma_litert_home, "chat", "-m", "gemma3-270m", "--engine", "litert", "--no-save", "--json",
+            "--max-tokens", "6", stdin=f"{text}\nThe capital of Italy is\n",
+        ).stdout.splitlines()
+    ]  # fmt: skip
+    assert len(rows) == 2 and all(r["text"] for r in rows)
+    assert rows[1]["usage"]["prompt_tokens"] < rows[0]["usage"]["prompt_tokens"] + 6 + 12
