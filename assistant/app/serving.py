@@ -884,10 +884,15 @@ class ModelServer:
 
     def _complete(self, job: Job, request: CompletionRequest, model: InstalledModel) -> Served:
         engine, pool = self._load(model)
-        if not engine.capabilities.token_level:
+        messages: list[dict[str, str]] | None = None
+        if not engine.capabilities.token_level and not model.chat:
+            # A message-level base bundle renders one user message as the text itself
+            # (litert_lm.COMPLETION_TEMPLATE: the start token, then the prompt as written).
+            messages = [{"role": "user", "content": request.prompt}]
+        elif not engine.capabilities.token_level:
             raise NotSupported(
                 f"The {engine.name} engine works on chat messages only; it cannot continue raw text.",
-                f"Use /v1/chat/completions with {model.name}, or an onnx build of a model for /v1/completions.",
+                f"Use /v1/chat/completions with {model.name}, or an onnx build (or a base model) for /v1/completions.",
                 param="model",
             )
         # A base model's completion starts with its start token, as llama.cpp's does (the
@@ -906,7 +911,7 @@ class ModelServer:
         usage_box: list[Usage] = []
 
         def events() -> Any:
-            for event in slot.session.generate(tokens, options):
+            for event in slot.session.generate(tokens, options, messages=messages):
                 if isinstance(event, Usage):
                     usage_box.append(event)
                 yield event

@@ -69,3 +69,22 @@ def test_the_gemma_base_bundle_continues_plain_text_not_its_chat_turns(gemma_lit
     ]  # fmt: skip
     assert len(rows) == 2 and all(r["text"] for r in rows)
     assert rows[1]["usage"]["prompt_tokens"] < rows[0]["usage"]["prompt_tokens"] + 6 + 12
+
+
+def test_the_server_continues_raw_text_on_the_gemma_base_bundle(
+    gemma_litert_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import openai
+
+    from assistant.core.settings import Settings
+    from assistant.server.run import BackgroundServer
+
+    monkeypatch.setenv("ENCLAVE_HOME", str(gemma_litert_home))
+    with BackgroundServer(Settings.load(model="gemma3-270m")) as api:
+        client = openai.OpenAI(base_url=api.base_url, api_key=api.token, max_retries=0, timeout=300)
+        (served,) = [m for m in client.models.list() if (m.model_extra or {})["enclave"].get("engine") == "litert"]
+        assert (served.model_extra or {})["enclave"]["kind"] == "base"
+        prompt = "The capital of France is Paris. The capital of Germany is"
+        reply = client.completions.create(model=served.id, prompt=prompt, max_tokens=6, temperature=0)
+        assert reply.choices[0].text.lstrip().startswith("Berlin")
+        assert reply.usage is not None and reply.usage.prompt_tokens <= len(prompt.split()) + 4
