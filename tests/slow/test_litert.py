@@ -82,7 +82,11 @@ def test_the_server_continues_raw_text_on_the_gemma_base_bundle(
     monkeypatch.setenv("ENCLAVE_HOME", str(gemma_litert_home))
     with BackgroundServer(Settings.load(model="gemma3-270m")) as api:
         client = openai.OpenAI(base_url=api.base_url, api_key=api.token, max_retries=0, timeout=300)
-        (served,) = [m for m in client.models.list() if (m.model_extra or {})["enclave"].get("engine") == "litert"]
+        (served,) = [
+            m
+            for m in client.models.list()
+            if m.id.startswith("gemma3-270m") and (m.model_extra or {})["enclave"].get("engine") == "litert"
+        ]
         assert (served.model_extra or {})["enclave"]["kind"] == "base"
         prompt = "The capital of France is Paris. The capital of Germany is"
         reply = client.completions.create(model=served.id, prompt=prompt, max_tokens=6, temperature=0)
