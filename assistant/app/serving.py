@@ -885,16 +885,16 @@ class ModelServer:
     def _complete(self, job: Job, request: CompletionRequest, model: InstalledModel) -> Served:
         engine, pool = self._load(model)
         messages: list[dict[str, str]] | None = None
-        if not engine.capabilities.token_level and not model.chat:
+        if not engine.capabilities.token_level:
+            if model.chat:
+                raise NotSupported(
+                    f"The {engine.name} engine works on chat messages only; it cannot continue raw text.",
+                    f"Use /v1/chat/completions with {model.name}, or an onnx build (or a base model) for /v1/completions.",
+                    param="model",
+                )
             # A message-level base bundle renders one user message as the text itself
             # (litert_lm.COMPLETION_TEMPLATE: the start token, then the prompt as written).
             messages = [{"role": "user", "content": request.prompt}]
-        elif not engine.capabilities.token_level:
-            raise NotSupported(
-                f"The {engine.name} engine works on chat messages only; it cannot continue raw text.",
-                f"Use /v1/chat/completions with {model.name}, or an onnx build (or a base model) for /v1/completions.",
-                param="model",
-            )
         # A base model's completion starts with its start token, as llama.cpp's does (the
         # engines' tokenizers never add it; a chat model's raw text is left as written).
         # Assistant.load gave a base model its CompletionTokenizer, which holds it.

@@ -42,7 +42,7 @@ class Chat:
         self.conv.close()
 
 
-def _open_chat(ctx: click.Context, kw: dict[str, Any], resume: int | None = None) -> Chat:
+def _open_chat(ctx: click.Context, kw: dict[str, Any], resume: int | None = None, one_shot: bool = False) -> Chat:
     from assistant.app.turns import Assistant
 
     settings = _settings(
@@ -60,7 +60,7 @@ def _open_chat(ctx: click.Context, kw: dict[str, Any], resume: int | None = None
         repeat_penalty=kw.get("repeat_penalty"),
         docs_answer_mode=kw.get("answer_mode"),
     )
-    if kw.get("one_shot") and settings.kv_cache == "auto":
+    if one_shot and settings.kv_cache == "auto":
         # One question, then the process ends: no later turn can reuse a preallocated
         # window, so the KV cache is sized to this one (docs/engine.md).
         settings = replace(settings, kv_cache="grow")
@@ -319,7 +319,9 @@ def _cloud_command(conv: Any, arg: str) -> None:
         raise EnclaveError(f"Unknown cloud command {arg!r}.", "Use /cloud on, /cloud off or /cloud.")
 
 
-def _open_chat_or_cloud(ctx: click.Context, kw: dict[str, Any], resume: int | None = None) -> Chat:
+def _open_chat_or_cloud(
+    ctx: click.Context, kw: dict[str, Any], resume: int | None = None, one_shot: bool = False
+) -> Chat:
     """The conversation; when the local model cannot load and cloud fallback is
     configured, one whose local turns fail with that error, so each turn offers the
     cloud (with preview and consent) instead of the command ending."""
@@ -327,7 +329,7 @@ def _open_chat_or_cloud(ctx: click.Context, kw: dict[str, Any], resume: int | No
     from assistant.core.errors import EngineError, EngineUnavailable, ModelCorrupt, ModelNotInstalled
 
     try:
-        return _open_chat(ctx, kw, resume)
+        return _open_chat(ctx, kw, resume, one_shot)
     except (ModelNotInstalled, ModelCorrupt, EngineError, EngineUnavailable) as exc:
         settings = _settings(ctx, model=kw.get("model"), persona=kw.get("persona"), max_tokens=kw.get("max_tokens"))
         from assistant.app.cloud import configured
@@ -416,13 +418,13 @@ def ask(ctx: click.Context, /, prompt: tuple[str, ...], **kw: Any) -> None:
         # `ask --docs "question"`: the option took the question as its value.
         prompt, kw["docs"] = (kw["docs"],), "all"
     text = " ".join(prompt)
-    kw["one_shot"] = True
     output = _output_format(ctx, kw, text)
     if text == "-":
         text = sys.stdin.read()
     if not text.strip():
         raise EnclaveError("The question is empty.", 'Ask something, e.g. enclave ask "What is RAID 5?"')
-    conv = (_open_chat(ctx, kw) if output is not None else _open_chat_or_cloud(ctx, kw)).conv
+    opener = _open_chat if output is not None else _open_chat_or_cloud
+    conv = opener(ctx, kw, one_shot=True).conv
     if not conv.model.chat:
         from assistant.app.notices import base_model_note
 

@@ -96,15 +96,10 @@ def error_response(exc: BaseException) -> JSONResponse:
         status, kind, code = 400, "invalid_request_error", "unsupported"
     elif isinstance(exc, InvalidRequest):
         status, kind, code = 400, "invalid_request_error", "invalid_request"
-    elif isinstance(exc, NotALanguageModel):
+    elif isinstance(exc, ModelUnknown | ModelNotInstalled | NotALanguageModel):
         status, kind, code, param = 404, "invalid_request_error", "model_not_found", "model"
-        # The CLI's hint names --model; an API client chooses in the request.
-        message = (
-            f"{exc.message} Send a chat model's id as `model` "
-            "(GET /v1/models lists them, with their kind)."
-        )
-    elif isinstance(exc, ModelUnknown | ModelNotInstalled):
-        status, kind, code, param = 404, "invalid_request_error", "model_not_found", "model"
+        if isinstance(exc, NotALanguageModel):  # its hint names --model; an API client chooses in the request
+            message = f"{exc.message} Send a chat model's id as `model` (GET /v1/models lists them, with their kind)."
     elif isinstance(exc, EngineUnavailable):
         status, kind, code = 503, "server_error", "engine_unavailable"
     else:
