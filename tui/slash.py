@@ -118,8 +118,8 @@ async def pick_model(app: EnclaveApp) -> None:
 
 
 def _takes_no_persona(app: EnclaveApp) -> bool:
-    """A base model without a system text: say why /persona changes nothing (True)."""
-    if app.conv is None or app.conv.model.chat or app.conv.system:
+    """A base model: say why /persona changes nothing (True)."""
+    if app.conv is None or app.conv.model.chat:
         return False
     from assistant.app.notices import base_model_persona_note
 

@@ -220,7 +220,7 @@ def _persona(chat: Chat, arg: str, kw: dict[str, Any], interactive: bool) -> Non
     from assistant.app.personas import list_personas, load_persona
 
     settings = chat.assistant.settings
-    if not chat.conv.model.chat and not chat.conv.system:
+    if not chat.conv.model.chat:
         from assistant.app.notices import base_model_persona_note
 
         _err(base_model_persona_note(chat.conv.model.name))
