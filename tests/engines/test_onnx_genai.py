@@ -99,8 +99,9 @@ def test_the_cache_allocation_is_sized_to_the_turn_rounded_doubled_and_capped() 
     assert alloc(40, 0, 2048, floor=513) == 513  # a sliding-window model's minimum
 
 
-def _chat(engine, kv: str, window: int = 1024):  # type: ignore[no-untyped-def]
-    """Ten turns of ~60 new tokens each in one session: answers, usage, final bookkeeping."""
+def _chat(engine, kv: str, window: int = 1024, between=None):  # type: ignore[no-untyped-def]
+    """Ten turns of ~60 new tokens each in one session: answers, usage, final bookkeeping.
+    ``between(session)``, when given, runs after each turn; what it returns ends the row."""
     engine.kv_cache = kv
     tok = engine.tokenizer
     session = engine.open_session(window)
@@ -110,7 +111,8 @@ def _chat(engine, kv: str, window: int = 1024):  # type: ignore[no-untyped-def]
         messages.append({"role": "user", "content": f"turn {i}: " + "valve logged. " * 3})
         prompt = tok.encode(tok.render(messages))
         text, usage = _turn(session, prompt, GenerationOptions(max_tokens=16))
-        rows.append((text, usage.prompt_tokens, usage.prefilled_tokens, usage.cache_tokens))
+        extra = between(session) if between is not None else ()
+        rows.append((text, usage.prompt_tokens, usage.prefilled_tokens, usage.cache_tokens, *extra))
         messages.append({"role": "assistant", "content": text})
     held = (session.native_token_count(), session.token_count)
     session.close()
@@ -136,28 +138,18 @@ def test_a_growing_cache_answers_as_the_preallocated_window_does(tiny_engine) ->
 
 def _chat_with_pauses(engine, interrupt_after: int | None = None):  # type: ignore[no-untyped-def]
     """``_chat``'s ten turns with the idle time between them given to ``prepare_next``
-    (``interrupt_after``: a request "arrives" after that many of its checks)."""
-    engine.kv_cache = "grow"
-    tok = engine.tokenizer
-    session = engine.open_session(1024)
-    messages: list[dict[str, str]] = []
-    rows = []
-    for i in range(10):
-        messages.append({"role": "user", "content": f"turn {i}: " + "valve logged. " * 3})
-        prompt = tok.encode(tok.render(messages))
-        text, usage = _turn(session, prompt, GenerationOptions(max_tokens=16))
+    (``interrupt_after``: a request "arrives" after that many of its checks). Rows:
+    text, prompt, prefilled, cache before, tokens re-read, cache after."""
+
+    def pause(session) -> tuple[int, int]:  # type: ignore[no-untyped-def]
         checks = iter(range(10_000))
 
-        def interrupted(checks=checks) -> bool:  # type: ignore[no-untyped-def]
+        def interrupted() -> bool:
             return interrupt_after is not None and next(checks) >= interrupt_after
 
-        before = usage.cache_tokens
-        read = session.prepare_next(interrupted)
-        rows.append((text, usage.prompt_tokens, usage.prefilled_tokens, before, read, session._cache_tokens()))
-        messages.append({"role": "assistant", "content": text})
-    held = (session.native_token_count(), session.token_count)
-    session.close()
-    return rows, held
+        return session.prepare_next(interrupted), session._cache_tokens()
+
+    return _chat(engine, "grow", between=pause)
 
 
 def test_a_cache_grown_between_turns_keeps_every_turn_incremental(tiny_engine) -> None:  # type: ignore[no-untyped-def]
