@@ -183,15 +183,6 @@ class EngineService:
                 reply(Held(session.tokens))
         reply(Ack(), end=True)
 
-    def idle(self, interrupted: Callable[[], bool]) -> None:
-        """Between requests: let each session make room for its next turn (the ONNX
-        engine's growing KV cache re-reads the conversation now rather than when the
-        user's next message is waiting)."""
-        for session in list(self.sessions.values()):
-            if interrupted():
-                return
-            session.prepare_next(interrupted)
-
     def close(self) -> None:
         for session in self.sessions.values():
             session.close()
@@ -219,6 +210,6 @@ def serve(server: Server) -> None:
     service = EngineService(server)
 
     try:
-        server.run(CODEC, service.handle, service.urgent, service.cancel_all, service.idle)
+        server.run(CODEC, service.handle, service.urgent, service.cancel_all)
     finally:
         service.close()
