@@ -23,9 +23,11 @@ engines alternate, and the table shows medians over all rounds:
 Enclave is measured the way its engine runs the model: ``onnxruntime_genai``
 imported directly on the built folder, the KV cache sized as the engine sizes it
 (``--kv-cache grow``, the default: ``max_length`` = what the turn can reach, in steps of
-128, doubled when a chat turn outgrows it, which re-prefills that turn — what a one-shot
-``enclave ask`` does, and every session with ``kv_cache = "grow"``; ``--kv-cache
-window``: preallocated to the window, as conversations are with ``kv_cache = "auto"``) and
+128, doubled when a chat turn outgrows it, which re-prefills that turn; ``--kv-cache
+auto``: the same, and between chat turns, outside the timers, the cache is grown ahead
+when the next turn could outgrow it, as the engine's worker does in the user's idle time
+(``kv_cache = "auto"``, the default for ask, chat and the UI; the re-read is reported as
+``idle_regrow_ms``); ``--kv-cache window``: preallocated to the window, as the server does) and
 ``intra_op_num_threads`` from the thread count, prompts prefilled in chunks of 128 tokens (no UI, store or app code in the
 process; this script imports nothing from ``assistant``). ``--overlay`` merges a
 genai_config overlay (JSON) and ``--prefill-chunk N`` prefills in chunks, for
@@ -148,6 +150,9 @@ def salted(salt: int) -> str:
 #: from ``assistant``; tests/unit/test_bench_peer.py checks that the two agree.
 KV_STEP = 128
 DRAFT_MARGIN = 5
+#: ``GenaiSession.prepare_next``'s room for the next message and its re-read chunk.
+NEXT_MESSAGE_ROOM = 128
+IDLE_CHUNK = 64
 
 
 def kv_allocation(need: int, current: int, capacity: int, floor: int = 0, step: int = KV_STEP) -> int:
@@ -306,6 +311,19 @@ class EnclaveWorker:
                     "regrown": regrown,
                 }
             )
+            if self.spec.get("kv_cache") == "auto" and size < self.window:
+                # The worker's idle time after a turn (prepare_next): grow now if the next
+                # turn could outgrow the cache, re-reading what it holds in chunks.
+                need = min(self.window, len(held) + NEXT_MESSAGE_ROOM + reply_tokens + DRAFT_MARGIN)
+                if need > size:
+                    t_idle = time.perf_counter()
+                    size = kv_allocation(need, size, self.window)
+                    gen = None
+                    gen = self.generator(size=size)
+                    for start in range(0, len(held), IDLE_CHUNK):
+                        gen.append_tokens(np.asarray(held[start : start + IDLE_CHUNK], dtype=np.int32))
+                    rows[-1]["idle_regrow_ms"] = (time.perf_counter() - t_idle) * 1000
+                    rows[-1]["idle_regrow_to"] = size
         return rows
 
     def perplexity(self, text: str) -> dict[str, Any]:
@@ -529,6 +547,11 @@ def summarise(results: list[dict[str, Any]], turns: tuple[int, ...]) -> dict[str
     # The slowest turn of each chat (Enclave's, where the cache grew and the chat was re-read).
     out["chat_ttft_max_ms"] = median([max(row["ttft_ms"] for row in r["chat"]) for r in results])
     out["chat_regrown_turns"] = sorted({row["turn"] for r in results for row in r["chat"] if row.get("regrown")})
+    # kv_cache auto: the growths done between turns, and the longest (the user was reading).
+    idle = [row for r in results for row in r["chat"] if "idle_regrow_ms" in row]
+    if idle:
+        out["chat_idle_regrown_after_turns"] = sorted({row["turn"] for row in idle})
+        out["chat_idle_regrow_max_ms"] = max(row["idle_regrow_ms"] for row in idle)
     out["peak_rss_mib"] = median([r["memory"]["VmHWM"] for r in results])
     out["peak_rss_all_mib"] = [round(r["memory"]["VmHWM"], 1) for r in results]
     out["load_s"] = median([r["load_s"] for r in results])
@@ -567,6 +590,11 @@ def table(report: dict[str, Any]) -> str:
         f"{e.get('chat_prefilled_turn20')} / {p.get('chat_prefilled_turn20')} (Enclave / llama.cpp); "
         f"Enclave KV cache {report.get('kv_cache', 'window')}, regrown at chat turns {e.get('chat_regrown_turns') or 'none'}"
     )
+    if e.get("chat_idle_regrown_after_turns"):
+        lines.append(
+            f"grown between turns (idle time, untimed) after chat turns {e['chat_idle_regrown_after_turns']}, "
+            f"longest {e['chat_idle_regrow_max_ms']:.0f} ms"
+        )
     if "perplexity" in report:
         ppl = report["perplexity"]
         lines.append(
@@ -611,10 +639,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--kv-cache",
-        choices=("grow", "window"),
+        choices=("grow", "auto", "window"),
         default="grow",
-        help="Enclave's KV cache: sized to the turn and grown (one-shot ask; kv_cache = grow), "
-        "or the whole window (conversations under kv_cache = auto)",
+        help="Enclave's KV cache: sized to the turn and grown when a turn outgrows it (kv_cache = grow); "
+        "auto: grown ahead between chat turns as the worker does in idle time (kv_cache = auto: ask, "
+        "chat, the UI); window: preallocated (the server)",
     )
     parser.add_argument("--llama-params", default="", help="CommonParams fields (JSON) for the llama.cpp worker")
     parser.add_argument("--only", choices=ENGINES, help="measure one engine")

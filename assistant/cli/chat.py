@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -42,7 +41,7 @@ class Chat:
         self.conv.close()
 
 
-def _open_chat(ctx: click.Context, kw: dict[str, Any], resume: int | None = None, one_shot: bool = False) -> Chat:
+def _open_chat(ctx: click.Context, kw: dict[str, Any], resume: int | None = None) -> Chat:
     from assistant.app.turns import Assistant
 
     settings = _settings(
@@ -60,10 +59,6 @@ def _open_chat(ctx: click.Context, kw: dict[str, Any], resume: int | None = None
         repeat_penalty=kw.get("repeat_penalty"),
         docs_answer_mode=kw.get("answer_mode"),
     )
-    if one_shot and settings.kv_cache == "auto":
-        # One question, then the process ends: no later turn can reuse a preallocated
-        # window, so the KV cache is sized to this one (docs/engine.md).
-        settings = replace(settings, kv_cache="grow")
     assistant = Assistant(settings)
     # Engines are closed before the interpreter exits (LiteRT-LM must release its
     # conversations before its engine, or its native logger complains on stderr).
@@ -319,9 +314,7 @@ def _cloud_command(conv: Any, arg: str) -> None:
         raise EnclaveError(f"Unknown cloud command {arg!r}.", "Use /cloud on, /cloud off or /cloud.")
 
 
-def _open_chat_or_cloud(
-    ctx: click.Context, kw: dict[str, Any], resume: int | None = None, one_shot: bool = False
-) -> Chat:
+def _open_chat_or_cloud(ctx: click.Context, kw: dict[str, Any], resume: int | None = None) -> Chat:
     """The conversation; when the local model cannot load and cloud fallback is
     configured, one whose local turns fail with that error, so each turn offers the
     cloud (with preview and consent) instead of the command ending."""
@@ -329,7 +322,7 @@ def _open_chat_or_cloud(
     from assistant.core.errors import EngineError, EngineUnavailable, ModelCorrupt, ModelNotInstalled
 
     try:
-        return _open_chat(ctx, kw, resume, one_shot)
+        return _open_chat(ctx, kw, resume)
     except (ModelNotInstalled, ModelCorrupt, EngineError, EngineUnavailable) as exc:
         settings = _settings(ctx, model=kw.get("model"), persona=kw.get("persona"), max_tokens=kw.get("max_tokens"))
         from assistant.app.cloud import configured
@@ -424,7 +417,7 @@ def ask(ctx: click.Context, /, prompt: tuple[str, ...], **kw: Any) -> None:
     if not text.strip():
         raise EnclaveError("The question is empty.", 'Ask something, e.g. enclave ask "What is RAID 5?"')
     opener = _open_chat if output is not None else _open_chat_or_cloud
-    conv = opener(ctx, kw, one_shot=True).conv
+    conv = opener(ctx, kw).conv
     if not conv.model.chat:
         from assistant.app.notices import base_model_note
 

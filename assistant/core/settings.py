@@ -176,12 +176,13 @@ class Settings:
     #: (SmolLM2, 1 thread: -7 % and +16 % CPU per token; scripts/bench_speculation.py).
     speculation: str = "auto"
     #: The ONNX engine's KV cache: ``grow`` sizes it to what a turn can reach (prompt +
-    #: max_tokens, in steps of 128 tokens) and doubles it, up to context_window, when a later
-    #: turn needs more (that turn re-reads the conversation); ``window`` preallocates the
-    #: whole window, so every turn keeps the cache; ``auto`` is grow for one-shot
-    #: ``enclave ask`` and window for conversations (chat, the UI, the server). SmolLM2 at
-    #: 2,048: 46 KB a token, 94 MB for the window; a 941-token question + 128 tokens peaks
-    #: at 311 MiB grown against 353 preallocated (docs/engine.md).
+    #: max_tokens, in steps of 128 tokens) and doubles it, up to context_window, ahead of
+    #: the next turn in the worker's idle time while the user reads (a turn that outgrows
+    #: it anyway re-reads the conversation); ``window`` preallocates the whole window, so
+    #: every turn keeps the cache; ``auto`` is grow (ask, chat, the UI), window for the
+    #: server, whose slot budget counts whole windows. SmolLM2 at 2,048: 46 KB a token, 94 MB
+    #: for the window; a 941-token question + 128 tokens peaks at 311 MiB grown against 353
+    #: preallocated (docs/engine.md).
     kv_cache: str = "auto"
     #: Latency budgets `enclave doctor` checks against the last `enclave bench`: time to the
     #: first token of a 500-token prompt, and decode speed. SmolLM2 int4 on 2 cores: ~1.2 s, ~85 tok/s.
@@ -377,8 +378,9 @@ RULES: dict[str, Rule] = {
     "kv_cache": Rule(
         "choice",
         choices=get_args(KvCacheMode),
-        why="auto: grow for one-shot ask, window for conversations; grow: memory follows the conversation "
-        "(a turn that outgrows it re-reads it); window: preallocated, every turn keeps the cache",
+        why="auto: grow, except the server (window); grow: memory follows the conversation, grown between "
+        "turns while the user reads (a turn that outgrows it anyway re-reads it); window: preallocated, "
+        "every turn keeps the cache",
     ),
     "speculation": Rule(
         "choice", choices=get_args(SpeculationMode), why="auto: for document answers; on: every greedy turn"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -277,6 +277,13 @@ class Session(ABC):
         (teacher forcing), for perplexity. Optional: announced by ``capabilities.logprobs``;
         uses its own cache, so the session's conversation cache is left as it is."""
         raise EngineError(f"The {self.engine.name} engine cannot score tokens.", "Use an engine with logprobs.")
+
+    def prepare_next(self, interrupted: Callable[[], bool] = lambda: False) -> int:
+        """Idle time after a turn (the worker calls it when no request has come for a
+        moment): make room for the next turn now, so that it does not wait. Stops early
+        when ``interrupted()`` turns true. Returns the tokens read doing so (0: nothing
+        to do, the default)."""
+        return 0
 
     def _close(self) -> None:  # noqa: B027 - optional hook
         """Release native resources; optional."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import textwrap
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,13 @@ MAX_DRAFT_TOKENS = 4
 #: gets a new generator twice the size (genai 0.18 cannot copy a cache into another
 #: generator: scripts/probe_kv_restore.py), which re-reads the conversation once.
 KV_STEP = 128
+#: Between turns (``GenaiSession.prepare_next``, the worker's idle time) a conversation's
+#: cache grows when the next turn could not fit: what it holds, the last turn's
+#: ``max_tokens`` and drafts, and a next message of up to this many tokens. The re-read
+#: is then done while the user reads and types, in chunks of IDLE_CHUNK tokens so that
+#: a message arriving meanwhile waits at most one chunk (SmolLM2, 2 cores: ~0.1 s).
+NEXT_MESSAGE_ROOM = 128
+IDLE_CHUNK = 64
 
 
 def kv_allocation(need: int, current: int, capacity: int, floor: int = 0, step: int = KV_STEP) -> int:
@@ -295,6 +302,37 @@ class GenaiSession(TokenSession):
             self._generator = None
             self._options = None
             self._held = []
+
+    def prepare_next(self, interrupted: Callable[[], bool] = lambda: False) -> int:
+        """Grow the cache now if the next turn could outgrow it (``kv_cache = "grow"``):
+        a generator of the next size re-reads what this one holds, the old one freed
+        first (two caches never coexist). Interrupted, the session is left empty: the
+        next turn reads its whole prompt, as it would have without this."""
+        options = self._options
+        if self._engine.kv_cache != "grow" or self._generator is None or options is None:
+            return 0
+        if options.constraint is not None or self._allocated >= self.capacity or not self._held:
+            return 0
+        held = list(self._held)
+        need = min(self.capacity, len(held) + NEXT_MESSAGE_ROOM + options.max_tokens + MAX_DRAFT_TOKENS + 1)
+        if need <= self._allocated:
+            return 0
+        self._generator = None
+        self._held = []
+        self._need = need
+        gen = self._ensure(options)
+        try:
+            for start in range(0, len(held), IDLE_CHUNK):
+                if interrupted():
+                    self._generator = None
+                    return start
+                gen.append_tokens(np.asarray(held[start : start + IDLE_CHUNK], dtype=np.int32))
+        except Exception:
+            self._generator = None
+            raise
+        self._held = held
+        log.info("KV cache grown to %d tokens between turns (%d re-read)", self._allocated, len(held))
+        return len(held)
 
     def _append(self, tokens: list[int]) -> None:
         gen = self._ensure()

@@ -183,6 +183,15 @@ class EngineService:
                 reply(Held(session.tokens))
         reply(Ack(), end=True)
 
+    def idle(self, interrupted: Callable[[], bool]) -> None:
+        """Between requests: let each session make room for its next turn (the ONNX
+        engine's growing KV cache re-reads the conversation now rather than when the
+        user's next message is waiting)."""
+        for session in list(self.sessions.values()):
+            if interrupted():
+                return
+            session.prepare_next(interrupted)
+
     def close(self) -> None:
         for session in self.sessions.values():
             session.close()
@@ -210,6 +219,6 @@ def serve(server: Server) -> None:
     service = EngineService(server)
 
     try:
-        server.run(CODEC, service.handle, service.urgent, service.cancel_all)
+        server.run(CODEC, service.handle, service.urgent, service.cancel_all, service.idle)
     finally:
         service.close()

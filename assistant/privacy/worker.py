@@ -43,6 +43,11 @@ from assistant.privacy.wire import LENGTHS, MAX_FRAME, Channel, Codec, ProtocolE
 
 log = logging.getLogger(__name__)
 
+#: Seconds without a request after which the worker does its idle work (the engine grows a
+#: conversation's KV cache for the next turn then). A one-shot ``enclave ask`` closes its
+#: session well inside this, so it never starts work nobody will use.
+IDLE_AFTER_S = 0.2
+
 SEAL_SCRIPT = Path(__file__).resolve().with_name("seal.py")
 #: A fatal or error line of Google's logging (LiteRT-LM): "F0000 00:00:17.1  123 file.cc:45] message".
 _GLOG = re.compile(r"^[FE]\d{4} [\d:. ]+\d+ [^\]]+\] (.+)$")
@@ -206,6 +211,7 @@ class Server:
         handle: Callable[[Any, Reply], None],
         urgent: Callable[[Any], bool] = lambda _: False,
         closed: Callable[[], None] = lambda: None,
+        idle: Callable[[Callable[[], bool]], None] | None = None,
     ) -> None:
         """Report ready, then serve until the front end closes the pipe.
 
@@ -214,13 +220,33 @@ class Server:
         runs on the reader thread and returns True when it dealt with the request.
         ``closed()`` runs on the reader thread when the front end is gone (its end of the
         pipe closed, e.g. it was killed): a turn still decoding should stop.
+        ``idle(interrupted)`` runs on the main thread once no request has come for
+        ``IDLE_AFTER_S`` after the last one (the user is reading or typing); it should
+        return soon after ``interrupted()`` turns true (a request is waiting). It runs
+        again only after another request.
         """
         self.channel.send({"id": 0, "end": True, **codec.encode(self.isolation)})
         requests: queue.SimpleQueue[tuple[int, Any] | None] = queue.SimpleQueue()
         threading.Thread(
             target=self._read, args=(codec, urgent, closed, requests), name="enclave-worker-pipe", daemon=True
         ).start()
-        while (item := requests.get()) is not None:
+        idle_due = False
+        while True:
+            if idle_due and idle is not None:
+                try:
+                    item = requests.get(timeout=IDLE_AFTER_S)
+                except queue.Empty:
+                    idle_due = False
+                    try:
+                        idle(lambda: not requests.empty())
+                    except Exception as exc:  # noqa: BLE001 - idle work is optional; the next request is not
+                        log.warning("idle work failed: %s", exc)
+                    continue
+            else:
+                item = requests.get()
+            if item is None:
+                break
+            idle_due = True
             rid, request = item
 
             def reply(record: Any, blob: bytes = b"", end: bool = False, rid: int = rid) -> None:

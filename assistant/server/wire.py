@@ -439,6 +439,7 @@ def enclave_json(served: Served) -> dict[str, Any]:
         out.update(
             prefilled_tokens=usage.prefilled_tokens,
             cached_tokens=served.cached_tokens,
+            cache_tokens=usage.cache_tokens,
             ttft_ms=round(usage.ttft_ms, 1),
             prefill_ms=round(usage.prefill_ms, 1),
             decode_tokens_per_s=round(usage.decode_tokens_per_s, 1),

@@ -60,21 +60,51 @@ def test_ask_json_has_the_documented_fields(home: Path) -> None:
     assert usage["completion_tokens"] == 8
 
 
-def test_a_one_shot_ask_sizes_the_cache_to_its_question_and_a_chat_keeps_the_window(home: Path) -> None:
+def test_ask_and_chat_size_the_cache_to_what_they_hold_unless_the_window_is_asked_for(home: Path) -> None:
     window = ["--ctx", "1024", "--max-tokens", "8"]
     asked = json.loads(enclave("ask", "-m", "tiny", "--json", *window, "hello", home=home).stdout)["usage"]
-    # kv_cache = auto: one question, then the process ends, so the cache is what it can reach.
+    # kv_cache = auto grows: the cache is what the turn can reach.
     assert asked["prompt_tokens"] + 8 <= asked["cache_tokens"] < 1024
     chatted = enclave("chat", "-m", "tiny", "--json", *window, home=home, stdin="hello\nagain\n").stdout
-    assert {json.loads(line)["usage"]["cache_tokens"] for line in chatted.splitlines()} == {1024}
+    assert all(json.loads(line)["usage"]["cache_tokens"] < 1024 for line in chatted.splitlines())
     # The setting decides when it is not auto.
     env_home = dict(os.environ, ENCLAVE_KV_CACHE="window")
-    proc = subprocess.run(
-        [sys.executable, "-m", "assistant", "ask", "-m", "tiny", "--json", *window, "hello"],
-        capture_output=True, text=True, env={**env_home, "ENCLAVE_HOME": str(home)}, cwd=ROOT, timeout=120,
+    for command, stdin in (["ask", "hello"], None), (["chat"], "hello\nagain\n"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "assistant", command[0], "-m", "tiny", "--json", *window, *command[1:]],
+            input=stdin, capture_output=True, text=True, env={**env_home, "ENCLAVE_HOME": str(home)}, cwd=ROOT,
+            timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert {json.loads(line)["usage"]["cache_tokens"] for line in proc.stdout.splitlines()} == {1024}
+
+
+def test_a_chat_grows_its_cache_while_the_user_reads_and_no_turn_rereads(home: Path) -> None:
+    """A user who reads each answer before typing: the worker grows the cache in that time."""
+    import time
+
+    env = dict(os.environ, ENCLAVE_HOME=str(home))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "assistant", "chat", "-m", "tiny", "--json", "--ctx", "1024", "--max-tokens", "16"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["usage"]["cache_tokens"] == 1024
+    assert proc.stdin is not None and proc.stdout is not None
+    rows = []
+    try:
+        for i in range(5):
+            proc.stdin.write(f"turn {i}: the valve on line {i} was logged at noon and checked again.\n")
+            proc.stdin.flush()
+            rows.append(json.loads(proc.stdout.readline())["usage"])
+            time.sleep(1.0)  # reading the answer
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    sizes = [u["cache_tokens"] for u in rows]
+    assert sizes[0] < 1024 and sizes == sorted(sizes) and len(set(sizes)) >= 2  # it grew...
+    for usage in rows[1:]:  # ...and no turn re-read the conversation (a turn that outgrew it would)
+        assert usage["prefilled_tokens"] < usage["prompt_tokens"]
 
 
 def test_chat_from_a_pipe_prefills_only_new_tokens_each_turn(home: Path) -> None:

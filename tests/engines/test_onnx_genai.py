@@ -99,8 +99,9 @@ def test_the_cache_allocation_is_sized_to_the_turn_rounded_doubled_and_capped() 
     assert alloc(40, 0, 2048, floor=513) == 513  # a sliding-window model's minimum
 
 
-def _chat(engine, kv: str, window: int = 1024):  # type: ignore[no-untyped-def]
-    """Ten turns of ~60 new tokens each in one session: answers, usage, final bookkeeping."""
+def _chat(engine, kv: str, window: int = 1024, between=None):  # type: ignore[no-untyped-def]
+    """Ten turns of ~60 new tokens each in one session: answers, usage, final bookkeeping.
+    ``between(session)``, when given, runs after each turn; what it returns ends the row."""
     engine.kv_cache = kv
     tok = engine.tokenizer
     session = engine.open_session(window)
@@ -110,7 +111,8 @@ def _chat(engine, kv: str, window: int = 1024):  # type: ignore[no-untyped-def]
         messages.append({"role": "user", "content": f"turn {i}: " + "valve logged. " * 3})
         prompt = tok.encode(tok.render(messages))
         text, usage = _turn(session, prompt, GenerationOptions(max_tokens=16))
-        rows.append((text, usage.prompt_tokens, usage.prefilled_tokens, usage.cache_tokens))
+        extra = between(session) if between is not None else ()
+        rows.append((text, usage.prompt_tokens, usage.prefilled_tokens, usage.cache_tokens, *extra))
         messages.append({"role": "assistant", "content": text})
     held = (session.native_token_count(), session.token_count)
     session.close()
@@ -134,6 +136,58 @@ def test_a_growing_cache_answers_as_the_preallocated_window_does(tiny_engine) ->
     assert grow_held[0] == grow_held[1] and window_held[0] == window_held[1]
 
 
+def _chat_with_pauses(engine, interrupt_after: int | None = None):  # type: ignore[no-untyped-def]
+    """``_chat``'s ten turns with the idle time between them given to ``prepare_next``
+    (``interrupt_after``: a request "arrives" after that many of its checks). Rows:
+    text, prompt, prefilled, cache before, tokens re-read, cache after."""
+
+    def pause(session) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+        checks = iter(range(10_000))
+
+        def interrupted() -> bool:
+            return interrupt_after is not None and next(checks) >= interrupt_after
+
+        return session.prepare_next(interrupted), session._cache_tokens()
+
+    return _chat(engine, "grow", between=pause)
+
+
+def test_a_cache_grown_between_turns_keeps_every_turn_incremental(tiny_engine) -> None:  # type: ignore[no-untyped-def]
+    window_rows, _ = _chat(tiny_engine, "window")
+    rows, held = _chat_with_pauses(tiny_engine)
+    assert [r[0] for r in rows] == [r[0] for r in window_rows]  # the same greedy answers
+    grown = [r for r in rows if r[4] > 0]
+    assert len(grown) >= 2  # it grew between turns, more than once...
+    for _text, _prompt, _prefilled, before, read, after in grown:
+        assert after > before and read > 0
+    # ...so no turn re-read the conversation: each read what the preallocated window's did.
+    assert [r[2] for r in rows] == [r[2] for r in window_rows]
+    assert all(prefilled < prompt for _t, prompt, prefilled, *_ in rows[1:])
+    assert rows[0][3] < 1024 and rows[-1][5] <= 1024
+    assert held[0] == held[1]
+    # Nothing left to do once the cache holds the window, or when it has room.
+    assert all(r[4] == 0 for r in rows if r[3] == 1024)
+
+
+def test_an_interrupted_growth_leaves_the_next_turn_to_read_its_prompt(tiny_engine) -> None:  # type: ignore[no-untyped-def]
+    window_rows, _ = _chat(tiny_engine, "window")
+    rows, held = _chat_with_pauses(tiny_engine, interrupt_after=0)
+    assert [r[0] for r in rows] == [r[0] for r in window_rows]
+    assert all(r[4] == 0 for r in rows)  # every growth was interrupted before it read a chunk
+    # The turn after an interrupted growth read its whole prompt (the cache was given up).
+    assert any(prefilled == prompt for _t, prompt, prefilled, *_ in rows[1:])
+    assert held[0] == held[1]
+
+
+def test_prepare_next_does_nothing_for_a_preallocated_window(tiny_engine) -> None:  # type: ignore[no-untyped-def]
+    tiny_engine.kv_cache = "window"
+    tok = tiny_engine.tokenizer
+    session = tiny_engine.open_session(1024)
+    _turn(session, tok.encode(tok.render([{"role": "user", "content": "hello"}])), GenerationOptions(max_tokens=8))
+    assert session.prepare_next() == 0 and session._cache_tokens() == 1024
+    session.close()
+
+
 @pytest.mark.parametrize("kv", ["grow", "window"])
 def test_the_kv_cache_setting_crosses_the_sealed_worker(kv: str, tiny_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from assistant.engines.protocol import LoadOnnx
@@ -148,5 +202,38 @@ def test_the_kv_cache_setting_crosses_the_sealed_worker(kv: str, tiny_dir, tmp_p
         assert usage.cache_tokens == (onnx_genai.kv_allocation(need, 0, 1024) if kv == "grow" else 1024)
         assert kv == "window" or usage.cache_tokens < 1024
         assert usage.as_dict()["cache_tokens"] == usage.cache_tokens
+    finally:
+        engine.close()
+
+
+def test_the_sealed_worker_grows_the_cache_while_the_user_reads(tiny_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from assistant.engines.protocol import LoadOnnx
+    from assistant.engines.sealed import SealedEngine
+    from assistant.privacy.worker import IDLE_AFTER_S
+
+    engine = SealedEngine(LoadOnnx(str(tiny_dir), "tiny", kv_cache="grow"), home=tmp_path / "worker")
+    try:
+        tok = engine.tokenizer
+        options = GenerationOptions(max_tokens=16)
+
+        def chat(pause_s: float) -> list[Usage]:
+            session = engine.open_session(1024)
+            messages: list[dict[str, str]] = []
+            usages = []
+            for i in range(3):
+                messages.append({"role": "user", "content": f"turn {i}: " + "valve logged. " * 3})
+                text, usage = _turn(session, tok.encode(tok.render(messages)), options)
+                usages.append(usage)
+                messages.append({"role": "assistant", "content": text})
+                time.sleep(pause_s)
+            session.close()
+            return usages
+
+        paused = chat(IDLE_AFTER_S + 0.8)  # a user reading each answer: the worker grows the cache meanwhile
+        assert paused[0].cache_tokens < paused[1].cache_tokens <= 1024
+        for usage in paused[1:]:  # grown, and still only the new message read
+            assert usage.prefilled_tokens < usage.prompt_tokens
     finally:
         engine.close()

@@ -66,6 +66,9 @@ def test_streams_a_chat_with_usage_and_enclave_details(client: openai.OpenAI, ap
     assert [c.choices[0].finish_reason for c in finish] == ["length"]
     details = (finish[0].model_extra or {})["enclave"]
     assert details["engine"] == "onnx" and details["prefilled_tokens"] > 0 and details["ttft_ms"] > 0
+    # kv_cache = auto: a served conversation's slot holds its whole window (512 here), as
+    # the slot budget counts it.
+    assert details["cache_tokens"] == 512
     usage = chunks[-1].usage
     assert usage is not None and not chunks[-1].choices
     assert usage.completion_tokens == 8 and usage.prompt_tokens == details["prefilled_tokens"]

@@ -17,6 +17,7 @@ def test_the_peer_bench_sizes_the_cache_as_the_engine_does() -> None:
     spec.loader.exec_module(bench)
     assert bench.KV_STEP == onnx_genai.KV_STEP
     assert bench.DRAFT_MARGIN == onnx_genai.MAX_DRAFT_TOKENS + 1
+    assert (bench.NEXT_MESSAGE_ROOM, bench.IDLE_CHUNK) == (onnx_genai.NEXT_MESSAGE_ROOM, onnx_genai.IDLE_CHUNK)
     for capacity in (512, 2048, 4096):
         for current in (0, 256, 768, 1536):
             for need in (1, 200, 256, 257, 700, 1069, 2047, 5000):
