@@ -562,10 +562,6 @@ class ModelServer:
         # An API client manages its own context: a conversation that does not fit is an
         # error it can act on (400 context_length_exceeded), never turns dropped silently.
         self.settings = replace(settings, context_policy="stop")
-        if self.settings.kv_cache == "auto":
-            # Slots are counted at their whole window (SlotPool), and requests of other
-            # conversations follow one another without the idle time a growing cache uses.
-            self.settings = replace(self.settings, kv_cache="window")
         self.assistant = assistant or Assistant(self.settings)
         self._lanes: dict[str, Lane] = {}
         self._pools: dict[tuple[str, str], SlotPool] = {}

@@ -41,8 +41,9 @@ class Chat:
         self.conv.close()
 
 
-def _open_chat(ctx: click.Context, kw: dict[str, Any], resume: int | None = None) -> Chat:
+def _open_chat(ctx: click.Context, kw: dict[str, Any], resume: int | None = None, one_shot: bool = False) -> Chat:
     from assistant.app.turns import Assistant
+    from assistant.core.settings import typed_turns
 
     settings = _settings(
         ctx,
@@ -59,6 +60,10 @@ def _open_chat(ctx: click.Context, kw: dict[str, Any], resume: int | None = None
         repeat_penalty=kw.get("repeat_penalty"),
         docs_answer_mode=kw.get("answer_mode"),
     )
+    if one_shot or sys.stdin.isatty():
+        # One question, or a person typing at a terminal: the KV cache can follow the
+        # conversation, grown while they read (a script piping turns gets the window).
+        settings = typed_turns(settings)
     assistant = Assistant(settings)
     # Engines are closed before the interpreter exits (LiteRT-LM must release its
     # conversations before its engine, or its native logger complains on stderr).
@@ -314,7 +319,9 @@ def _cloud_command(conv: Any, arg: str) -> None:
         raise EnclaveError(f"Unknown cloud command {arg!r}.", "Use /cloud on, /cloud off or /cloud.")
 
 
-def _open_chat_or_cloud(ctx: click.Context, kw: dict[str, Any], resume: int | None = None) -> Chat:
+def _open_chat_or_cloud(
+    ctx: click.Context, kw: dict[str, Any], resume: int | None = None, one_shot: bool = False
+) -> Chat:
     """The conversation; when the local model cannot load and cloud fallback is
     configured, one whose local turns fail with that error, so each turn offers the
     cloud (with preview and consent) instead of the command ending."""
@@ -322,7 +329,7 @@ def _open_chat_or_cloud(ctx: click.Context, kw: dict[str, Any], resume: int | No
     from assistant.core.errors import EngineError, EngineUnavailable, ModelCorrupt, ModelNotInstalled
 
     try:
-        return _open_chat(ctx, kw, resume)
+        return _open_chat(ctx, kw, resume, one_shot)
     except (ModelNotInstalled, ModelCorrupt, EngineError, EngineUnavailable) as exc:
         settings = _settings(ctx, model=kw.get("model"), persona=kw.get("persona"), max_tokens=kw.get("max_tokens"))
         from assistant.app.cloud import configured
@@ -417,7 +424,7 @@ def ask(ctx: click.Context, /, prompt: tuple[str, ...], **kw: Any) -> None:
     if not text.strip():
         raise EnclaveError("The question is empty.", 'Ask something, e.g. enclave ask "What is RAID 5?"')
     opener = _open_chat if output is not None else _open_chat_or_cloud
-    conv = opener(ctx, kw).conv
+    conv = opener(ctx, kw, one_shot=True).conv
     if not conv.model.chat:
         from assistant.app.notices import base_model_note
 

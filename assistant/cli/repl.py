@@ -69,7 +69,7 @@ def run_chat(ctx: click.Context, chat: Chat, kw: dict[str, Any]) -> None:
 def _read(interactive: bool, prompt: str = ">>> ") -> str | None:
     """The next line (or \"\"\"-block); None at the end of input."""
     try:
-        line = input(prompt) if interactive else sys.stdin.readline()
+        line = _input(prompt) if interactive else sys.stdin.readline()
     except EOFError:
         return None
     except KeyboardInterrupt:
@@ -83,12 +83,23 @@ def _read(interactive: bool, prompt: str = ">>> ") -> str | None:
     parts = [line.lstrip()[len(MULTILINE) :]]
     while not parts[-1].rstrip().endswith(MULTILINE) or len(parts) == 1 and parts[0].strip() == "":
         try:
-            parts.append(input("... "))
+            parts.append(_input("... "))
         except (EOFError, KeyboardInterrupt):
             _err("")
             return ""
     parts[-1] = parts[-1].rstrip()[: -len(MULTILINE)]
     return "\n".join(parts).strip("\n")
+
+
+def _input(prompt: str) -> str:
+    """A line typed at the terminal. The prompt goes where the person sees it: to stdout
+    when that is the terminal too (readline's line editing knows it), else to stderr, so
+    that `enclave chat --json > turns.jsonl` keeps stdout to the answers."""
+    if sys.stdout.isatty():
+        return input(prompt)
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    return input()
 
 
 def _handle(chat: Chat, line: str, kw: dict[str, Any], interactive: bool) -> None:
@@ -188,10 +199,10 @@ def _edit_line(text: str | None) -> str:
     try:
         import readline
     except ImportError:  # pragma: no cover - no readline on this platform
-        return input("edit> ")
+        return _input("edit> ")
     readline.set_startup_hook(lambda: readline.insert_text(text or ""))
     try:
-        return input("edit> ")
+        return _input("edit> ")
     except (EOFError, KeyboardInterrupt):
         _err("")
         return ""

@@ -34,9 +34,9 @@ SEAL_POLICIES = get_args(SealPolicy)
 
 
 def _kv_cache(settings: Settings) -> str:
-    """``grow`` or ``window``: ``auto`` grows (the cache follows the conversation, and grows
-    between turns, in the worker's idle time); the server sets ``window`` before loading."""
-    return "grow" if settings.kv_cache == "auto" else settings.kv_cache
+    """``grow`` or ``window``: ``auto`` preallocates, for turns that may follow one another
+    with no pause (where a person types them, ``settings.typed_turns`` made it ``grow``)."""
+    return "window" if settings.kv_cache == "auto" else settings.kv_cache
 
 
 def load_spec(model: InstalledModel, settings: Settings, device: str = "cpu") -> LoadOnnx | LoadLitert:

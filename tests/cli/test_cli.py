@@ -60,45 +60,54 @@ def test_ask_json_has_the_documented_fields(home: Path) -> None:
     assert usage["completion_tokens"] == 8
 
 
-def test_ask_and_chat_size_the_cache_to_what_they_hold_unless_the_window_is_asked_for(home: Path) -> None:
+def test_a_one_shot_ask_sizes_the_cache_to_its_question_and_a_piped_chat_keeps_the_window(home: Path) -> None:
     window = ["--ctx", "1024", "--max-tokens", "8"]
     asked = json.loads(enclave("ask", "-m", "tiny", "--json", *window, "hello", home=home).stdout)["usage"]
-    # kv_cache = auto grows: the cache is what the turn can reach.
+    # kv_cache = auto: one question, then the process ends, so the cache is what it can reach.
     assert asked["prompt_tokens"] + 8 <= asked["cache_tokens"] < 1024
+    # Piped turns come with no pause to grow the cache in: the window, so none re-reads.
     chatted = enclave("chat", "-m", "tiny", "--json", *window, home=home, stdin="hello\nagain\n").stdout
-    assert all(json.loads(line)["usage"]["cache_tokens"] < 1024 for line in chatted.splitlines())
+    assert {json.loads(line)["usage"]["cache_tokens"] for line in chatted.splitlines()} == {1024}
     # The setting decides when it is not auto.
-    env_home = dict(os.environ, ENCLAVE_KV_CACHE="window")
-    for command, stdin in (["ask", "hello"], None), (["chat"], "hello\nagain\n"):
+    for value, command, stdin in (("window", ["ask", "hello"], None), ("grow", ["chat"], "hello\nagain\n")):
         proc = subprocess.run(
             [sys.executable, "-m", "assistant", command[0], "-m", "tiny", "--json", *window, *command[1:]],
-            input=stdin, capture_output=True, text=True, env={**env_home, "ENCLAVE_HOME": str(home)}, cwd=ROOT,
-            timeout=120,
+            input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=120,
+            env=dict(os.environ, ENCLAVE_KV_CACHE=value, ENCLAVE_HOME=str(home)),
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
-        assert {json.loads(line)["usage"]["cache_tokens"] for line in proc.stdout.splitlines()} == {1024}
+        sizes = {json.loads(line)["usage"]["cache_tokens"] for line in proc.stdout.splitlines()}
+        assert sizes == {1024} if value == "window" else max(sizes) < 1024
 
 
-def test_a_chat_grows_its_cache_while_the_user_reads_and_no_turn_rereads(home: Path) -> None:
-    """A user who reads each answer before typing: the worker grows the cache in that time."""
+def test_a_chat_typed_at_a_terminal_grows_its_cache_while_the_user_reads_and_no_turn_rereads(home: Path) -> None:
+    """A person at a terminal (stdin a pty) reads each answer before typing: under kv_cache
+    = auto the worker grows the cache in that time, and --json stays clean on stdout."""
+    import pty
+    import termios
     import time
 
+    leader, follower = pty.openpty()
+    attrs = termios.tcgetattr(follower)
+    attrs[3] &= ~termios.ECHO  # the typed lines are not echoed back to be drained
+    termios.tcsetattr(follower, termios.TCSANOW, attrs)
     env = dict(os.environ, ENCLAVE_HOME=str(home))
     proc = subprocess.Popen(
         [sys.executable, "-m", "assistant", "chat", "-m", "tiny", "--json", "--ctx", "1024", "--max-tokens", "16"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+        stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
     )  # fmt: skip
-    assert proc.stdin is not None and proc.stdout is not None
+    os.close(follower)
+    assert proc.stdout is not None
     rows = []
     try:
         for i in range(5):
-            proc.stdin.write(f"turn {i}: the valve on line {i} was logged at noon and checked again.\n")
-            proc.stdin.flush()
-            rows.append(json.loads(proc.stdout.readline())["usage"])
+            os.write(leader, f"turn {i}: the valve on line {i} was logged at noon and checked again.\n".encode())
+            rows.append(json.loads(proc.stdout.readline())["usage"])  # a JSON line, no prompt before it
             time.sleep(1.0)  # reading the answer
-        proc.stdin.close()
+        os.write(leader, b"/bye\n")
         assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
     finally:
+        os.close(leader)
         if proc.poll() is None:
             proc.kill()
     sizes = [u["cache_tokens"] for u in rows]
