@@ -36,7 +36,7 @@ from assistant.app.turns import (
 )
 from assistant.core.errors import EnclaveError
 from assistant.core.records import TurnResult
-from assistant.core.settings import Settings, typed_turns
+from assistant.core.settings import Settings
 from tui import slash
 from tui.screens.build import BuildScreen
 from tui.screens.dialogs import CloudConsentScreen, ConfirmScreen, PickerScreen
@@ -541,7 +541,5 @@ def _code_blocks(markdown: str) -> list[str]:
 
 
 def run(settings: Settings, resume: int | None = None, store: Any = None, engine: str | None = None) -> None:
-    """Run the app; ``store`` is the database already opened (and unlocked) by the caller.
-    A person types the turns, so ``kv_cache = "auto"`` grows the cache while they read."""
-    settings = typed_turns(settings)
+    """Run the app; ``store`` is the database already opened (and unlocked) by the caller."""
     EnclaveApp(settings, assistant_factory=lambda s: Assistant(s, store), resume=resume, engine=engine).run()

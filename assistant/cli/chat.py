@@ -43,7 +43,7 @@ class Chat:
 
 def _open_chat(ctx: click.Context, kw: dict[str, Any], resume: int | None = None, one_shot: bool = False) -> Chat:
     from assistant.app.turns import Assistant
-    from assistant.core.settings import typed_turns
+    from assistant.core.settings import one_question
 
     settings = _settings(
         ctx,
@@ -60,10 +60,10 @@ def _open_chat(ctx: click.Context, kw: dict[str, Any], resume: int | None = None
         repeat_penalty=kw.get("repeat_penalty"),
         docs_answer_mode=kw.get("answer_mode"),
     )
-    if one_shot or sys.stdin.isatty():
-        # One question, or a person typing at a terminal: the KV cache can follow the
-        # conversation, grown while they read (a script piping turns gets the window).
-        settings = typed_turns(settings)
+    if one_shot:
+        # One question, then the process ends: no later turn can reuse a preallocated
+        # window, so the KV cache is sized to this one (docs/engine.md).
+        settings = one_question(settings)
     assistant = Assistant(settings)
     # Engines are closed before the interpreter exits (LiteRT-LM must release its
     # conversations before its engine, or its native logger complains on stderr).

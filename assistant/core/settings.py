@@ -179,12 +179,11 @@ class Settings:
     #: max_tokens, in steps of 128 tokens) and doubles it, up to context_window, ahead of
     #: the next turn in the worker's idle time while the user reads (a turn that outgrows
     #: it anyway, arriving with no pause, re-reads the conversation); ``window``
-    #: preallocates the whole window, so every turn keeps the cache; ``auto`` is grow
-    #: where a person types the turns (the UI, ``enclave chat`` at a terminal, a one-shot
-    #: ``enclave ask``: ``typed_turns``) and window where turns can follow one another
-    #: with no pause (piped ``enclave chat``, the server, the library). SmolLM2 at 2,048:
-    #: 46 KB a token, 94 MB for the window; a 941-token question + 128 tokens peaks at 311
-    #: MiB grown against 353 preallocated (docs/engine.md).
+    #: preallocates the whole window, so every turn keeps the cache; ``auto`` is grow for a
+    #: one-shot ``enclave ask`` and window for conversations (chat, the UI, the server): a
+    #: conversation that reaches the window peaked higher grown than preallocated
+    #: (docs/engine.md). SmolLM2 at 2,048: 46 KB a token, 94 MB for the window; a 941-token
+    #: question + 128 tokens peaks at 311 MiB grown against 353 preallocated.
     kv_cache: str = "auto"
     #: Latency budgets `enclave doctor` checks against the last `enclave bench`: time to the
     #: first token of a 500-token prompt, and decode speed. SmolLM2 int4 on 2 cores: ~1.2 s, ~85 tok/s.
@@ -307,12 +306,10 @@ class Rule:
         return f"text without control characters (at most {self.max_length} characters)"
 
 
-def typed_turns(settings: Settings) -> Settings:
-    """``settings`` for a conversation a person types into (the UI, ``enclave chat`` at a
-    terminal, one ``enclave ask``): there ``kv_cache = "auto"`` grows the cache, since
-    the worker grows it while the person reads and types. Turns a script pipes in come
-    with no pause, and a grown cache would make one re-read the conversation, so
-    elsewhere ``auto`` preallocates the window."""
+def one_question(settings: Settings) -> Settings:
+    """``settings`` for a one-shot ``enclave ask``: one question, then the process ends, so
+    ``kv_cache = "auto"`` sizes the cache to it (``grow``) instead of preallocating a window
+    no later turn would use."""
     return replace(settings, kv_cache="grow") if settings.kv_cache == "auto" else settings
 
 
@@ -389,9 +386,9 @@ RULES: dict[str, Rule] = {
     "kv_cache": Rule(
         "choice",
         choices=get_args(KvCacheMode),
-        why="auto: grow where a person types (the UI, chat at a terminal, ask), window for piped chat and "
-        "the server; grow: memory follows the conversation, grown between turns while the user reads (a "
-        "turn that outgrows it anyway re-reads it); window: preallocated, every turn keeps the cache",
+        why="auto: grow for one-shot ask, window for conversations; grow: memory follows the conversation, "
+        "grown between turns while the user reads (a turn that outgrows it anyway re-reads it); window: "
+        "preallocated, every turn keeps the cache",
     ),
     "speculation": Rule(
         "choice", choices=get_args(SpeculationMode), why="auto: for document answers; on: every greedy turn"

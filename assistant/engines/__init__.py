@@ -34,8 +34,8 @@ SEAL_POLICIES = get_args(SealPolicy)
 
 
 def _kv_cache(settings: Settings) -> str:
-    """``grow`` or ``window``: ``auto`` preallocates, for turns that may follow one another
-    with no pause (where a person types them, ``settings.typed_turns`` made it ``grow``)."""
+    """``grow`` or ``window``: ``auto`` preallocates, for conversations that keep their
+    cache turn after turn (one-shot ``ask`` sets ``grow`` before loading: ``settings.one_question``)."""
     return "window" if settings.kv_cache == "auto" else settings.kv_cache
 
 

@@ -65,7 +65,7 @@ def test_a_one_shot_ask_sizes_the_cache_to_its_question_and_a_piped_chat_keeps_t
     asked = json.loads(enclave("ask", "-m", "tiny", "--json", *window, "hello", home=home).stdout)["usage"]
     # kv_cache = auto: one question, then the process ends, so the cache is what it can reach.
     assert asked["prompt_tokens"] + 8 <= asked["cache_tokens"] < 1024
-    # Piped turns come with no pause to grow the cache in: the window, so none re-reads.
+    # A conversation keeps its window, so no turn re-reads it.
     chatted = enclave("chat", "-m", "tiny", "--json", *window, home=home, stdin="hello\nagain\n").stdout
     assert {json.loads(line)["usage"]["cache_tokens"] for line in chatted.splitlines()} == {1024}
     # The setting decides when it is not auto.
@@ -80,9 +80,9 @@ def test_a_one_shot_ask_sizes_the_cache_to_its_question_and_a_piped_chat_keeps_t
         assert sizes == {1024} if value == "window" else max(sizes) < 1024
 
 
-def test_a_chat_typed_at_a_terminal_grows_its_cache_while_the_user_reads_and_no_turn_rereads(home: Path) -> None:
-    """A person at a terminal (stdin a pty) reads each answer before typing: under kv_cache
-    = auto the worker grows the cache in that time, and --json stays clean on stdout."""
+def _typed_chat(home: Path, turns: int, kv_cache: str | None) -> list[dict[str, int]]:
+    """``enclave chat --json`` with a terminal (a pty) on stdin, as a person types: a turn,
+    then a second to read the answer. Each stdout line must be JSON, no prompt before it."""
     import pty
     import termios
     import time
@@ -92,6 +92,9 @@ def test_a_chat_typed_at_a_terminal_grows_its_cache_while_the_user_reads_and_no_
     attrs[3] &= ~termios.ECHO  # the typed lines are not echoed back to be drained
     termios.tcsetattr(follower, termios.TCSANOW, attrs)
     env = dict(os.environ, ENCLAVE_HOME=str(home))
+    env.pop("ENCLAVE_KV_CACHE", None)
+    if kv_cache is not None:
+        env["ENCLAVE_KV_CACHE"] = kv_cache
     proc = subprocess.Popen(
         [sys.executable, "-m", "assistant", "chat", "-m", "tiny", "--json", "--ctx", "1024", "--max-tokens", "16"],
         stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
@@ -100,9 +103,9 @@ def test_a_chat_typed_at_a_terminal_grows_its_cache_while_the_user_reads_and_no_
     assert proc.stdout is not None
     rows = []
     try:
-        for i in range(5):
+        for i in range(turns):
             os.write(leader, f"turn {i}: the valve on line {i} was logged at noon and checked again.\n".encode())
-            rows.append(json.loads(proc.stdout.readline())["usage"])  # a JSON line, no prompt before it
+            rows.append(json.loads(proc.stdout.readline())["usage"])
             time.sleep(1.0)  # reading the answer
         os.write(leader, b"/bye\n")
         assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
@@ -110,10 +113,17 @@ def test_a_chat_typed_at_a_terminal_grows_its_cache_while_the_user_reads_and_no_
         os.close(leader)
         if proc.poll() is None:
             proc.kill()
+    return rows
+
+
+def test_a_growing_cache_grows_while_the_user_reads_at_a_terminal_and_no_turn_rereads(home: Path) -> None:
+    rows = _typed_chat(home, 5, "grow")
     sizes = [u["cache_tokens"] for u in rows]
     assert sizes[0] < 1024 and sizes == sorted(sizes) and len(set(sizes)) >= 2  # it grew...
     for usage in rows[1:]:  # ...and no turn re-read the conversation (a turn that outgrew it would)
         assert usage["prefilled_tokens"] < usage["prompt_tokens"]
+    # kv_cache = auto keeps a conversation's window, typed or piped.
+    assert {u["cache_tokens"] for u in _typed_chat(home, 2, None)} == {1024}
 
 
 def test_chat_from_a_pipe_prefills_only_new_tokens_each_turn(home: Path) -> None:
