@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         os.write(leader, line.encode())
         out = proc.stdout.readline()
         if not out:
+            proc.kill()
             print(proc.stderr.read(), file=sys.stderr)
             return 1
         rows.append(json.loads(out)["usage"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -43,7 +44,6 @@ class Chat:
 
 def _open_chat(ctx: click.Context, kw: dict[str, Any], resume: int | None = None, one_shot: bool = False) -> Chat:
     from assistant.app.turns import Assistant
-    from assistant.core.settings import one_question
 
     settings = _settings(
         ctx,
@@ -60,10 +60,10 @@ def _open_chat(ctx: click.Context, kw: dict[str, Any], resume: int | None = None
         repeat_penalty=kw.get("repeat_penalty"),
         docs_answer_mode=kw.get("answer_mode"),
     )
-    if one_shot:
+    if one_shot and settings.kv_cache == "auto":
         # One question, then the process ends: no later turn can reuse a preallocated
         # window, so the KV cache is sized to this one (docs/engine.md).
-        settings = one_question(settings)
+        settings = replace(settings, kv_cache="grow")
     assistant = Assistant(settings)
     # Engines are closed before the interpreter exits (LiteRT-LM must release its
     # conversations before its engine, or its native logger complains on stderr).

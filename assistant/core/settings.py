@@ -306,13 +306,6 @@ class Rule:
         return f"text without control characters (at most {self.max_length} characters)"
 
 
-def one_question(settings: Settings) -> Settings:
-    """``settings`` for a one-shot ``enclave ask``: one question, then the process ends, so
-    ``kv_cache = "auto"`` sizes the cache to it (``grow``) instead of preallocating a window
-    no later turn would use."""
-    return replace(settings, kv_cache="grow") if settings.kv_cache == "auto" else settings
-
-
 def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 

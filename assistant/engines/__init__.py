@@ -35,7 +35,7 @@ SEAL_POLICIES = get_args(SealPolicy)
 
 def _kv_cache(settings: Settings) -> str:
     """``grow`` or ``window``: ``auto`` preallocates, for conversations that keep their
-    cache turn after turn (one-shot ``ask`` sets ``grow`` before loading: ``settings.one_question``)."""
+    cache turn after turn (one-shot ``ask`` sets ``grow`` before loading)."""
     return "window" if settings.kv_cache == "auto" else settings.kv_cache
 
 
