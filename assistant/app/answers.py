@@ -107,6 +107,10 @@ class Grounding:
     timings: dict[str, float] = field(default_factory=dict)
     contexts: dict[int, str] = field(default_factory=dict)  # passage n → heading, title, file name
     documents: dict[int, str] = field(default_factory=dict)  # passage n → title, file name
+    #: The documents the question names, when passages of them were given: a sentence
+    #: of another document neither answers nor backs a claim ("Under the GPL-2 …" is not
+    #: backed by the GFDL's "60 days after the cessation").
+    scope: set[int] | None = None
 
     @property
     def found(self) -> bool:
@@ -156,7 +160,8 @@ def ground(
     mentioned = set(library.named(question, cids)) if cids else set()
     given = {p.hit.document_id for p in passages}
     embed = library.embedder.embed if library.embedder is not None else None
-    grounding.ranked = score(question, pool, embed, weights, mentioned & given or None)
+    grounding.scope = mentioned & given or None
+    grounding.ranked = score(question, pool, embed, weights, grounding.scope)
     if mentioned and not mentioned & given:
         grounding.reason = "no passage of the document the question names was found"
         return grounding
@@ -258,6 +263,8 @@ def verify(text: str, grounding: Grounding, passages: Sequence[Passage]) -> list
     for claim in claims(_strip_markers(text)):
         backing = None
         for c in grounding.pool:
+            if grounding.scope and c.document_id not in grounding.scope:
+                continue
             n = c.sentence.n
             if check(claim, c.sentence.text, grounding.contexts.get(n, ""), grounding.documents.get(n, "")).stated:
                 backing = c

@@ -197,7 +197,7 @@ def repair_database(settings: Settings, *, interactive: bool | None = None, forc
             audit_log(store).record(
                 "database_repaired", kept=result.kept, copied=sum(result.copied.values()),
                 unreadable=result.unreadable, lost_tables=result.lost_tables,
-                unreadable_file=result.unreadable_file,
+                unreadable_file=result.unreadable_file, lost_rows=result.lost_rows,
             )  # fmt: skip
         finally:
             store.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -30,6 +32,32 @@ def audit_verify(ctx: click.Context) -> None:
             click.echo(f"FAIL {inline(str(problem))}")
         ctx.exit(1)
     click.echo(f"ok   {verdict.entries} entries, chain intact; {verdict.protection}")
+    for note in repair_notes(_audit(_store(ctx, write=False)).entries()):
+        click.echo(f"note {inline(note)}")
+
+
+def repair_notes(entries: list[dict[str, Any]]) -> list[str]:
+    """What a reviewer must know of each rebuild of the database: the chain is intact
+    from there on, but what could not be read is only in the kept copy."""
+    notes = []
+    for row in entries:
+        if row["kind"] != "database_repaired":
+            continue
+        try:
+            detail = json.loads(row["detail"])
+        except (TypeError, ValueError):
+            detail = {}
+        lost = bool(detail.get("unreadable_file") or detail.get("lost_tables") or detail.get("lost_rows"))
+        notes.append(
+            f"entry {row['seq']} ({row['at']}): the database was rebuilt by `enclave doctor --repair`"
+            + (
+                "; entries before it that could not be read (all of them, if this is entry 1) are only in "
+                f"the kept copy {detail.get('kept', '')}"
+                if lost or row["seq"] == 1
+                else f"; the damaged file is kept at {detail.get('kept', '')}"
+            )
+        )
+    return notes
 
 
 @audit.command("list")

@@ -52,6 +52,15 @@ def _doctor_repair(settings: Any, as_json: bool) -> None:
         click.echo(f"  nothing could be read ({inline(result.unreadable_file)}): the new database is empty")
     for table in result.lost_tables:
         click.echo(f"  {table:22}  unreadable: nothing could be copied")
+    if result.unreadable_file or result.lost_tables or result.lost_rows:
+        # Not a success a script should take for one: what is missing is only in the copy.
+        click.echo(
+            f"the damaged file is kept at {inline(result.kept)}: keep it. What could not be read "
+            "(conversations, documents, audit entries) is only there; `sqlite3 FILE .recover` "
+            "may salvage more of it. `enclave audit verify` notes where the audit chain restarts.",
+            err=True,
+        )
+        raise SystemExit(1)
     click.echo(f"the damaged file is kept at {inline(result.kept)} (delete it once you are satisfied)")
 
 

@@ -37,7 +37,9 @@ from xml.etree import ElementTree
 #: re-read by the next `docs add`/`docs sync` even when the file is unchanged.
 #: 2: headings in plain text and PDF, PDF running headers dropped, page labels,
 #: sentence-exact line maps, document titles, suffix-less text files.
-PARSER_VERSION = 2
+#: 3: HTML tables of contents and navigation dropped; PDF words hyphenated across
+#: lines read whole (PDFium's U+FFFE).
+PARSER_VERSION = 3
 
 #: File types Enclave reads, by suffix.
 FORMATS = {
@@ -361,10 +363,22 @@ class _HTMLText(HTMLParser):
         self.keep = False
         self.in_title = False
         self.title: list[str] = []
+        #: Inside ``<a href="#…">``, and the characters of the current block read there.
+        self.in_link = 0
+        self.link_chars = 0
+        #: Inside ``<nav>`` or an element with the navigation role: its tag and depth.
+        self.nav: tuple[str, int] | None = None
 
     def _flush(self) -> None:
         text = re.sub(r"[ \t\f\v]+", " ", clean("".join(self.parts)))
         text = "\n".join(line.strip() for line in text.split("\n") if line.strip())
+        # A table of contents (asciidoc's "toc", docutils' "contents"): a block whose
+        # text is all links within the page states nothing, and it holds every
+        # section's words, so it outranks the sections themselves. Headings stay
+        # (docutils links each back to its entry).
+        if text and not self.level and self.link_chars >= 0.98 * len("".join(text.split())):
+            text = ""
+        self.link_chars = 0
         if text:
             block = Block(text, self.start, max(self.end, self.start), level=self.level, keep=self.keep)
             self.blocks.append(block)
@@ -373,6 +387,15 @@ class _HTMLText(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "title":
             self.in_title = True
+        values = dict(attrs)
+        if tag == "a" and (values.get("href") or "").startswith("#"):
+            self.in_link += 1
+        if self.nav is not None:
+            if tag == self.nav[0]:
+                self.nav = (tag, self.nav[1] + 1)
+        elif tag == "nav" or values.get("role") == "navigation":
+            self.nav = (tag, 1)
+            self.skip += 1
         if tag in _SKIP_TAGS:
             self.skip += 1
         elif tag in _BLOCK_TAGS:
@@ -385,6 +408,12 @@ class _HTMLText(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag == "title":
             self.in_title = False
+        if tag == "a" and self.in_link:
+            self.in_link -= 1
+        if self.nav is not None and tag == self.nav[0]:
+            self.nav = (tag, self.nav[1] - 1) if self.nav[1] > 1 else None
+            if self.nav is None:
+                self.skip = max(0, self.skip - 1)
         if tag in _SKIP_TAGS:
             self.skip = max(0, self.skip - 1)
         elif tag in _BLOCK_TAGS:
@@ -401,6 +430,8 @@ class _HTMLText(HTMLParser):
         if not self.parts or not "".join(self.parts).strip():
             self.start = line
         self.parts.append(data.replace("\n", " "))
+        if self.in_link:
+            self.link_chars += len("".join(data.split()))
         self.end = line + data.count("\n")
 
 

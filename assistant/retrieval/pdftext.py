@@ -72,8 +72,11 @@ def _pdfium_pages(data: bytes) -> list[PdfPage]:
             try:
                 textpage = page.get_textpage()
                 try:
-                    # PDFium ends lines with CRLF; the parsers work on \n.
+                    # PDFium ends lines with CRLF; the parsers work on \n. It writes a
+                    # word hyphenated across lines as one word with U+FFFE where the
+                    # hyphen was ("configura\ufffetion"): the word is read whole.
                     text = textpage.get_text_range().replace("\r\n", "\n").replace("\r", "\n")
+                    text = text.replace("\ufffe", "").replace("\u00ad", "")
                 finally:
                     textpage.close()
             finally:

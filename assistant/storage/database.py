@@ -734,7 +734,13 @@ class Store:
             who = "You" if m.role == "user" else "Enclave"
             lines.append(f"## {who}")
             lines.append("")
-            lines.append(m.content)
+            content = m.content
+            if m.role == "assistant" and not m.citations:
+                # Only a quote from the sources is a block quote here: a model that
+                # copies that style from earlier answers ("> Harlow v Marsh is a
+                # landmark case …") must not look like one.
+                content = re.sub(r"(?m)^(\s*)>", r"\1\\>", content)
+            lines.append(content)
             lines.append("")
             if m.role == "assistant":
                 where = m.where_ran or "local"

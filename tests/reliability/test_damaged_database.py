@@ -292,3 +292,22 @@ def test_a_disk_too_full_for_the_copy_leaves_the_database_as_it_was(
     listed = proc.stdout.split()
     assert "same" in listed  # the database is byte for byte what it was
     assert not [name for name in listed if ".repairing" in name or ".damaged-" in name], listed
+
+
+def test_a_repair_that_loses_history_says_so_and_the_audit_notes_where_its_chain_restarts(enclave_home: Path) -> None:
+    """Found by a tester: a truncated file gave "0 rows copied … the new database is empty"
+    with exit 0, and `audit verify` then said "ok 1 entries, chain intact" as if the log
+    had always been one entry long."""
+    _fill(enclave_home)
+    database = enclave_home / "data" / "enclave.db"
+    with database.open("r+b") as handle:
+        handle.truncate(database.stat().st_size * 9 // 10)
+    repaired = enclave("doctor", "--repair", home=enclave_home, check=False)
+    _no_traceback(repaired)
+    report_lines = repaired.stdout + repaired.stderr
+    assert repaired.returncode == 1, report_lines
+    assert "keep it" in repaired.stderr and "only there" in repaired.stderr
+    verified = enclave("audit", "verify", home=enclave_home, check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "note entry 1" in verified.stdout and "rebuilt by `enclave doctor --repair`" in verified.stdout
+    assert "enclave.db.damaged-" in verified.stdout

@@ -126,6 +126,38 @@ def test_the_documents_own_name_is_no_evidence(claim: str, source: str, context:
     assert verdict.stated is stated, verdict
 
 
+MEMO_EXPOSURE = (
+    "Counsel estimates the maximum exposure at EUR 420,000 if the matter proceeds to trial."
+)
+MEMO_WITNESS = "The key witness is Dr. Ingrid Solberg, who served as head of compliance at Harlow until January 2024."
+GFDL_CESSATION = (
+    "However, if you cease all violation of this License, then your license from a particular copyright "
+    "holder is reinstated (a) provisionally, unless and until the copyright holder explicitly and finally "
+    "terminates your license, and (b) permanently, if the copyright holder fails to notify you of the "
+    "violation by some reasonable means prior to 60 days after the cessation."
+)
+
+
+@pytest.mark.parametrize(
+    ("claim", "source", "stated"),
+    [
+        # Found by a user (free mode): each shares most words with its source, and says something else.
+        ("The maximum exposure if the matter settles before trial is EUR 420,000.", MEMO_EXPOSURE, False),
+        ("The current head of compliance at Harlow is Dr. Ingrid Solberg.", MEMO_WITNESS, False),
+        ("The answer is: 60 days after notice.", GFDL_CESSATION, False),
+        ("The driver is not connected to the UPS because the driver is not configured.",
+         "Driver not connected means upsd can't connect to the driver.", False),
+        # What the sources say, in the model's framing, still is.
+        ("According to the memo, the maximum exposure is EUR 420,000 if the matter proceeds to trial.", MEMO_EXPOSURE, True),
+        ("The answer is: Dr. Ingrid Solberg served as head of compliance at Harlow.", MEMO_WITNESS, True),
+        ("The license is reinstated permanently if the copyright holder fails to notify you prior to sixty days after the cessation.", GFDL_CESSATION, True),
+    ],
+)  # fmt: skip
+def test_every_word_of_a_claim_must_be_the_sources(claim: str, source: str, stated: bool) -> None:
+    verdict = check(claim, source, "memo.md", "memo.md")
+    assert verdict.stated is stated, verdict
+
+
 def test_quantities_keep_their_shape() -> None:
     shapes = {(q.values, q.shape, q.unit) for q in quantities("3-5 years; 2, 5, 7, or 10 minutes; thirty days; -1")}
     assert (("3", "5"), "range", "year") in shapes
@@ -397,3 +429,30 @@ def test_an_export_carries_the_quoted_passage(settings: Settings, tiny_installed
     exported = assistant.store.export(result.conversation_id or 0, "md")
     assert "ups.txt, line 1" in exported and "  > Most brand name UPS batteries should last 3-5 years." in exported
     assistant.close()
+
+
+def test_a_claim_about_a_named_document_is_checked_against_that_document_only(library: Library, tmp_path: Path) -> None:
+    """Found by a user: "Under the GPL-2, how many days after notice …" got the model's
+    "60 days" labelled supported by the GFDL's sentence, though the question names the GPL-2."""
+    from assistant.app.answers import ground, verify
+    from assistant.retrieval.answer import Retrieval
+
+    (tmp_path / "GPL-2").write_text(
+        "4. You may not copy, modify, sublicense, or distribute the Program except as expressly provided under "
+        "this License. Any attempt otherwise to copy the Program is void, and will automatically terminate your "
+        "rights under this License.\n"
+    )
+    (tmp_path / "GFDL-1.3").write_text(GFDL_CESSATION + "\n")
+    assert library.add([tmp_path], "lic").files_indexed == 2
+    hits = library.search("license reinstated terminate rights cessation violation", k=4)
+    passages = [Passage(i + 1, h, h.text) for i, h in enumerate(hits)]
+    assert {Path(h.path).name for h in hits} == {"GPL-2", "GFDL-1.3"}
+    claim = "The license is reinstated permanently if the copyright holder fails to notify you prior to 60 days after the cessation."
+    for question, backed in [
+        ("Under the GPL-2, how many days after the cessation is my license reinstated?", False),
+        ("How many days after the cessation is my license reinstated?", True),
+    ]:
+        retrieval = Retrieval(["lic"], hits, passages, strong=True)
+        grounding = ground(question, retrieval, library, "free")
+        [sentence] = verify(claim, grounding, passages)
+        assert (sentence.source is not None) is backed, (question, sentence)

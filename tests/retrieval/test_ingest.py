@@ -319,3 +319,33 @@ def test_documents_a_question_names_are_found_after_another_process_adds_one(lib
     lgpl = int(library.db.execute("select id from documents where path like '%LGPL-2.1'").fetchone()[0])
     assert library.named("What does the LGPL 2.1 say?", cids) == {lgpl: "version"}
     assert library.named("the GPL 2 and the LGPL 2.1", cids) == {gpl2: "version", lgpl: "version"}
+
+
+def test_a_table_of_contents_is_not_indexed_as_text(library: Library, tmp_path: Path) -> None:
+    """Found by a user: the NUT FAQ's table of contents (one 14,000-character line of
+    in-page links) was a passage that outranked the answers it lists."""
+    from assistant.retrieval.parsers import html_document
+
+    page = (
+        "<html><head><title>FAQ</title></head><body>\n"
+        '<div class="toc"><dl><dt><a href="#stale">13. What is this about data stale?</a></dt>'
+        '<dt><a href="#nc">14. Why do the clients say Driver not connected?</a></dt></dl></div>\n'
+        '<nav><a href="/index.html">Home</a> <a href="/docs.html">Driver documentation</a></nav>\n'
+        '<h2 id="stale"><a href="#toc">13. What is this about data stale?</a></h2>\n'
+        "<p>It means your UPS driver has not updated things in a little while.</p>\n"
+        '<h2 id="nc">14. Why do the clients say Driver not connected?</h2>\n'
+        '<p>upsd can not connect to the driver. See <a href="#stale">data stale</a>.</p>\n'
+        "</body></html>\n"
+    )
+    blocks, _ = html_document(page)
+    texts = [b.text for b in blocks]
+    assert texts == [
+        "13. What is this about data stale?",
+        "It means your UPS driver has not updated things in a little while.",
+        "14. Why do the clients say Driver not connected?",
+        "upsd can not connect to the driver. See data stale.",
+    ], texts
+    (tmp_path / "FAQ.html").write_text(page)
+    library.add([tmp_path], "faq")
+    hit = library.search("Driver not connected", k=1)[0]
+    assert hit.line_start == 7 and "upsd can not connect" in hit.text, (hit.line_start, hit.text)

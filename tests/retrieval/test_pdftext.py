@@ -32,3 +32,15 @@ def test_pypdf_reads_what_pdfium_refuses(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(pdftext, "_pdfium_pages", refuse)
     pages = pdf_pages(make_pdf(["Only pypdf reads this one."]))
     assert "pypdf reads" in pages[0].text
+
+
+def test_a_word_hyphenated_across_lines_is_read_whole() -> None:
+    """Found by a user: PDFium writes "configura-/tion" as "configura\ufffetion", which
+    reached quotes verbatim and kept keyword search from finding the word."""
+    data = make_pdf(["Set the serial configura-\ntion option before you start the driver."])
+    import pypdfium2
+
+    raw = pypdfium2.PdfDocument(data)[0].get_textpage().get_text_range()
+    assert "\ufffe" in raw  # what PDFium gives
+    [page] = pdftext._pdfium_pages(data)
+    assert "serial configuration option" in page.text and "\ufffe" not in page.text

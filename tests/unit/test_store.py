@@ -177,3 +177,14 @@ def test_saving_into_a_deleted_conversation_is_a_clear_error(store: Store) -> No
     with pytest.raises(EnclaveError) as info:
         _turn(store, cid, "late", "answer")
     assert "deleted" in info.value.message
+
+
+def test_an_answer_without_sources_never_exports_as_a_quote(store: Store) -> None:
+    """Found by a user: with documents off, the model copied the quote style of earlier
+    answers ("> Harlow v Marsh is a landmark case…"), and the export showed it exactly as
+    it shows verbatim quotes from the sources."""
+    cid = _new(store)
+    _turn(store, cid, "Write a note about Harlow v Marsh.", "> Harlow v Marsh is a landmark case.\nIt is.")
+    md = store.export(cid, "md")
+    assert "\\> Harlow v Marsh is a landmark case." in md
+    assert not any(line.startswith(">") for line in md.splitlines())
