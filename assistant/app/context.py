@@ -44,14 +44,14 @@ def fit(
     policy: str = "drop-oldest",
     encode: Callable[[str], list[int]] | None = None,
     decode: Callable[[list[int]], str] | None = None,
-    grow: str = "Or raise --ctx if the model's window allows it.",
+    grow: str | Callable[[int], str] = "Or raise --ctx if the model's window allows it.",
 ) -> Plan:
     """Choose what to send so that ``count(messages) + reserve <= window``.
 
     ``count`` renders messages with the chat template and returns the exact token
     count the engine will see; ``encode``/``decode`` are needed for
-    ``truncate-middle``; ``grow`` says whether and how the window can grow
-    (:func:`assistant.app.notices.window_hint`).
+    ``truncate-middle``; ``grow`` says whether and how the window can grow, given the
+    tokens a message needs (:func:`assistant.app.notices.window_hint`).
     """
     if policy not in POLICIES:
         raise EnclaveError(f"Unknown context policy {policy!r}.", f"Policies: {', '.join(POLICIES)}.")
@@ -68,7 +68,7 @@ def fit(
         raise ContextExhausted(
             message=f"This message needs {alone} tokens with the system prompt, but the window holds {window} "
             f"with {reserve} kept for the answer ({alone - budget} too many).",
-            hint=f"Shorten the message. {grow}",
+            hint=f"Shorten the message. {grow(alone + reserve) if callable(grow) else grow}",
             needed=alone,
             window=window,
             reserve=reserve,

@@ -90,7 +90,7 @@ class History:
         text = self.store.export(conversation_id, fmt)
         if to is not None:
             write_export(to, text + "\n", force=force)
-        self.audit.record("export", conversation=conversation_id, format=fmt, to=str(to) if to else "stdout")
+        self.audit.record("export", conversation=conversation_id, format=fmt, to=str(to.absolute()) if to else "stdout")
         return Exported(text, to)
 
 

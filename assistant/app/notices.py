@@ -134,10 +134,18 @@ def input_notice(cleaned: Cleaned) -> str:
     return "Your message was cleaned before it was sent: " + ", ".join(parts) + " (the model cannot read them)."
 
 
-def window_hint(requested: int, model_window: int, window: int) -> str:
+def window_hint(requested: int, model_window: int, window: int, needed: int | None = None) -> str:
     """Whether the context window can grow, as one sentence: ``requested`` is the
     window asked for (--ctx), ``model_window`` the most the model allows (a LiteRT-LM
-    bundle's KV cache is fixed when it is built), ``window`` the one in use."""
+    bundle's KV cache is fixed when it is built), ``window`` the one in use, ``needed``
+    the tokens a message needs (with the room kept for the answer), when known: a
+    window that cannot grow enough is not offered."""
+    if needed is not None and needed > model_window:
+        return (
+            f"Not even the model's whole window ({model_window:,} tokens) holds {needed:,}: "
+            "split the text and ask about one part at a time, or index it as a document "
+            "(enclave docs add FILE) and ask with --docs."
+        )
     if window >= model_window:
         if requested > model_window:
             return f"This model's window is fixed at {model_window:,} tokens, so --ctx {requested:,} cannot raise it."

@@ -547,7 +547,7 @@ class Conversation:
             policy=self.settings.context_policy,
             encode=tok.encode,
             decode=tok.decode,
-            grow=self.window_hint(),
+            grow=self.window_hint,
         )
 
     def options(self, room: int, requested: GenerationOptions | None = None) -> GenerationOptions:
@@ -582,11 +582,11 @@ class Conversation:
             return self.documents_on
         return mode == "on"
 
-    def window_hint(self) -> str:
+    def window_hint(self, needed: int | None = None) -> str:
         """How the window could grow, in the user's words: by --ctx up to the model's
         limit, or not at all when the window is the model's own (a LiteRT-LM bundle's
-        KV cache is fixed when it is built)."""
-        return window_hint(self.settings.context_window, self.engine.info.context_length, self.window)
+        KV cache is fixed when it is built) or ``needed`` tokens exceed the model's limit."""
+        return window_hint(self.settings.context_window, self.engine.info.context_length, self.window, needed)
 
     def stream(
         self, user_text: str, options: GenerationOptions | None = None, *, output: OutputFormat | None = None

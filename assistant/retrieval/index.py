@@ -686,6 +686,21 @@ class Library:
             if any(_path_matches(path, pattern) for pattern in patterns):
                 wanted.append(int(doc_id))
         if not wanted:
+            elsewhere = sorted(
+                {
+                    str(name)
+                    for path, name in self.db.execute(
+                        "select d.path, c.name from documents d join collections c on c.id = d.collection_id"
+                    ).fetchall()
+                    if any(_path_matches(path, pattern) for pattern in patterns)
+                }
+            )
+            if elsewhere:
+                raise DocumentsError(
+                    f"No file of {', '.join(self.names(collections))} matches --path {' '.join(patterns)}; "
+                    f"it is indexed in {', '.join(elsewhere)}.",
+                    f"Ask with --docs {elsewhere[0]} (or --docs {','.join([*self.names(collections), elsewhere[0]])}).",
+                )
             raise DocumentsError(
                 f"No indexed file matches --path {' '.join(patterns)}.",
                 "Give a glob such as 'GPL-*' or 'manuals/*.pdf', or a file or folder path; "

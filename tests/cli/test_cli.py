@@ -230,9 +230,18 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
 
 
 def test_a_window_below_the_models_says_how_far_ctx_can_go(home: Path) -> None:
-    proc = enclave("ask", "-m", "tiny", "--ctx", "256", "pump valve seal " * 200, home=home, check=False)
+    proc = enclave("ask", "-m", "tiny", "--ctx", "256", "pump valve seal " * 60, home=home, check=False)
     assert proc.returncode == 1
     assert "Or raise --ctx: this model allows up to 1,024 tokens." in proc.stderr
+
+
+def test_a_message_longer_than_the_models_whole_window_is_not_told_to_raise_ctx(home: Path) -> None:
+    """Found by a tester: 8,841 tokens were told "Or raise --ctx: this model allows up to
+    8,192", and --ctx 8192 refused again."""
+    proc = enclave("ask", "-m", "tiny", "--ctx", "256", "pump valve seal " * 600, home=home, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "raise --ctx" not in proc.stderr
+    assert "Not even the model's whole window (1,024 tokens) holds" in proc.stderr and "docs add" in proc.stderr
 
 
 def test_a_ctx_above_the_models_window_is_capped_with_a_note_on_stderr(home: Path) -> None:

@@ -302,6 +302,13 @@ def test_scope_by_path(library: Library, tmp_path: Path) -> None:
     assert {Path(h.path).parent.name for h in library.search("prime pump", k=5, paths=[str(tmp_path / "a")])} == {"a"}
     with pytest.raises(EnclaveError, match="No indexed file matches"):
         library.search("prime pump", paths=["nothing-*"])
+    # Found by a tester: a file indexed in another collection was "not indexed".
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "valve.txt").write_text("Close the valve before you open the pump.")
+    library.add([tmp_path / "c"], "other")
+    with pytest.raises(EnclaveError) as info:
+        library.search("valve", collections=["docs"], paths=[str(tmp_path / "c" / "valve.txt")])
+    assert "it is indexed in other" in info.value.message and "--docs other" in info.value.hint
 
 
 def test_docs_command_is_parsed_once() -> None:

@@ -9,8 +9,10 @@ directory. Each test is one tamper; the last ones show what cannot be detected.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -391,7 +393,13 @@ def test_cli_records_model_loads_exports_and_deletions(enclave_home: Path, tiny_
     cid = json.loads(enclave("ask", "-m", "tiny", "--json", "--max-tokens", "2", "hi", home=enclave_home).stdout)[
         "conversation_id"
     ]
-    enclave("history", "export", str(cid), "-o", str(tmp_path / "c.md"), home=enclave_home)
+    import subprocess
+
+    # A relative path is recorded as the file it wrote, so a reviewer can find it.
+    subprocess.run(
+        [sys.executable, "-m", "assistant", "history", "export", str(cid), "-o", "c.md"],
+        cwd=tmp_path, env={**os.environ, "ENCLAVE_HOME": str(enclave_home)}, check=True, capture_output=True,
+    )  # fmt: skip
     enclave("history", "delete", str(cid), "--yes", home=enclave_home)
     ok = enclave("audit", "verify", home=enclave_home).stdout
     assert ok.startswith("ok   ") and "keyed with HMAC-SHA256" in ok
@@ -400,6 +408,7 @@ def test_cli_records_model_loads_exports_and_deletions(enclave_home: Path, tiny_
     entries = [json.loads(line) for line in out.read_text().splitlines()]
     kinds = [e["kind"] for e in entries]
     assert kinds == ["model_load", "privacy_state", "export", "delete"]
+    assert json.loads(entries[2]["detail"])["to"] == str(tmp_path / "c.md")
     assert json.loads(entries[0]["detail"])["model"] == "tiny" and len(json.loads(entries[0]["detail"])["sha256"]) == 64
     # Each model load records how the process running it is sealed, as the kernel reported it.
     state = json.loads(entries[1]["detail"])

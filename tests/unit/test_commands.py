@@ -113,3 +113,5 @@ def test_window_hint_names_a_fixed_window() -> None:
     )
     assert window_hint(2048, 8192, 2048) == "Or raise --ctx: this model allows up to 8,192 tokens."
     assert "already the model's whole window" in window_hint(2048, 2048, 2048)
+    assert window_hint(2048, 8192, 2048, needed=8000) == "Or raise --ctx: this model allows up to 8,192 tokens."
+    assert "Not even the model's whole window (8,192 tokens) holds 9,000" in window_hint(2048, 8192, 2048, needed=9000)
