@@ -56,7 +56,7 @@ from assistant.retrieval.answer import (
 )
 from assistant.retrieval.backfill import generating
 from assistant.storage.audit import AuditLog
-from assistant.storage.database import Store, StoredMessage
+from assistant.storage.database import DiskFull, Store, StoredMessage
 
 if TYPE_CHECKING:
     from assistant.app.answers import Grounding
@@ -135,11 +135,19 @@ class Assistant:
         model = self.catalog.find_language_model(name, engine)
         key = (model.name, model.engine)
         if key not in self._loaded:
-            from assistant.app.updates import Updates
+            from assistant.app.updates import Updates, load_unrecorded
 
-            # Checked against its manifest, power profile and device applied, failed loads
-            # of an installed release counted (and reverted after two).
-            model, loaded, notices = Updates(self.settings, self.store).load_guarded(model)
+            try:
+                store = self.store
+            except DiskFull as exc:
+                # Nothing can be written, so nothing is counted or logged; a question that
+                # saves nothing is still answered, and the user is told what is missing.
+                loaded, notices = load_unrecorded(self.settings, model)
+                notices.append(f"{exc.message} This answer is not in the audit log and cannot be saved. {exc.hint}")
+            else:
+                # Checked against its manifest, power profile and device applied, failed loads
+                # of an installed release counted (and reverted after two).
+                model, loaded, notices = Updates(self.settings, store).load_guarded(model)
             self.notices.extend(notices)
             if not model.chat:
                 # A base model continues text: no chat template around it (turns.py's
@@ -152,9 +160,25 @@ class Assistant:
                     "keeps only the last position (prune_lm_head), so answers are decoded one token at a time."
                 )
             self._loaded[key] = (model, loaded)
-            self.audit.record("model_load", model=model.name, engine=model.engine, sha256=model.sha256)
-            self.audit.record("privacy_state", model=model.name, **privacy_state(loaded.isolation))
+            audit = self._audit_if_writable()
+            try:
+                if audit is not None:
+                    audit.record("model_load", model=model.name, engine=model.engine, sha256=model.sha256)
+                    audit.record("privacy_state", model=model.name, **privacy_state(loaded.isolation))
+            except DiskFull as exc:
+                # As above: an answer that is not saved still works, and the gap is said.
+                self.notices.append(
+                    f"The audit log could not record loading {model.name}: {exc.message} "
+                    f"Nothing can be saved until then. {exc.hint}"
+                )
         return self._loaded[key]
+
+    def _audit_if_writable(self) -> AuditLog | None:
+        """The audit log, or None when its database cannot be opened on a full disk."""
+        try:
+            return self.audit
+        except DiskFull:
+            return None
 
     @property
     def history(self) -> History:
@@ -214,7 +238,7 @@ class Assistant:
             history,
             persona=persona_name,
         )
-        conv.audit = self.audit
+        conv.audit = self.audit if store is not None else self._audit_if_writable()
         if save and store is not None:
             conv.attach(store, resume)
         if stored is not None and store is not None:

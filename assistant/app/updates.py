@@ -618,14 +618,33 @@ class Updates:
         return reverted, self._load_on_device(reverted, settings, notices), notices
 
     def _load_on_device(self, model: InstalledModel, settings: Settings, notices: list[str]) -> Engine:
-        if settings.device == "gpu":
-            try:
-                return load_engine(model, settings, "gpu")
-            except EngineUnavailable as exc:
-                self.releases.record_event(model.name, model.engine, model.sha256, "gpu_fallback", exc.message)
-                notices.append(f"The GPU could not be used ({exc.message}); {model.name} runs on the CPU instead.")
-                return load_engine(model, replace(settings, device="cpu"), "cpu")
-        return load_engine(model, settings, "cpu")
+        def fell_back(exc: EngineUnavailable) -> None:
+            self.releases.record_event(model.name, model.engine, model.sha256, "gpu_fallback", exc.message)
+
+        return _on_device(model, settings, notices, fell_back)
+
+
+def load_unrecorded(settings: Settings, model: InstalledModel) -> tuple[Engine, list[str]]:
+    """Load ``model`` (checked against its manifest, power profile and device applied)
+    when the database cannot be written (a full disk): no release bookkeeping, so a
+    question that saves nothing (``ask --no-save``) can still be answered."""
+    notices: list[str] = []
+    settings = power.apply(settings)
+    Catalog(settings).check_before_load(model)
+    return _on_device(model, settings, notices, lambda exc: None), notices
+
+
+def _on_device(
+    model: InstalledModel, settings: Settings, notices: list[str], fell_back: Callable[[EngineUnavailable], None]
+) -> Engine:
+    if settings.device == "gpu":
+        try:
+            return load_engine(model, settings, "gpu")
+        except EngineUnavailable as exc:
+            fell_back(exc)
+            notices.append(f"The GPU could not be used ({exc.message}); {model.name} runs on the CPU instead.")
+            return load_engine(model, replace(settings, device="cpu"), "cpu")
+    return load_engine(model, settings, "cpu")
 
 
 def _alive(marker: Path) -> bool:

@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +35,11 @@ if TYPE_CHECKING:
 
 class StoreError(EnclaveError):
     """The database cannot be opened or written."""
+
+
+class DiskFull(StoreError):
+    """A write failed because the disk (or the file system holding the database) is full;
+    nothing already saved is lost, and work that needs no saving can go on."""
 
 
 #: The command that rebuilds a damaged database (assistant/storage/repair.py).
@@ -65,6 +71,18 @@ class _Guard:
         self._lock.release()
         if exc is not None and not isinstance(exc, StoreError) and crypt.is_damage(exc):
             raise damaged(self._path, exc) from exc
+
+
+#: Less free space than this and a database that cannot be opened is called full: SQLite
+#: needs room for its write-ahead log and shared-memory index (tens of KiB) to open one.
+_FULL_BELOW = 1 << 20
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
 
 
 def _now() -> str:
@@ -256,6 +274,20 @@ def _m8_documents_at_scale(db: sqlite_utils.Database) -> None:
     scale_schema.migrate(db)
 
 
+def _m9_conversation_ids(db: sqlite_utils.Database) -> None:
+    """Conversation ids only grow: SQLite gives a new row ``max(id) + 1``, so deleting the
+    newest conversation handed its id to the next one, and the audit log's "deleted
+    conversation 5" then named a conversation the user never deleted. ``counters`` keeps
+    the highest id ever given (as for passages); a trigger refuses a reused one."""
+    db.execute("insert into counters (name, value) select 'conversations', coalesce(max(id), 0) from conversations")
+    db.execute(
+        "create trigger conversation_ids_increase after insert on conversations begin "
+        "select raise(abort, 'conversation ids must increase (create conversations through Store)') "
+        "where new.id <= (select value from counters where name = 'conversations'); "
+        "update counters set value = new.id where name = 'conversations'; end"
+    )
+
+
 # New steps go at the end; a released step is never edited.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m1_conversations,
@@ -266,6 +298,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m6_audit_mac,
     _m7_conversation_state,
     _m8_documents_at_scale,
+    _m9_conversation_ids,
 ]
 
 #: Conversation columns stored as JSON.
@@ -387,6 +420,13 @@ class Store:
             crypt.release(self._file_lock)
             if "not a database" in str(exc) and key is None and crypt.file_state(path) == "encrypted":
                 raise crypt.missing_key(path) from None
+            free = _free_bytes(path.parent)
+            if free is not None and free < _FULL_BELOW:
+                # SQLite says "disk I/O error" when it cannot create its -wal and -shm files.
+                raise DiskFull(
+                    f"The database {path} cannot be opened: the disk holding it is full ({free:,} bytes free).",
+                    "Free some disk space and try again; nothing already saved was lost.",
+                ) from exc
             raise StoreError(
                 f"The database {path} cannot be opened: {exc}.",
                 "If the disk is full, free space and retry; if the file is damaged, run "
@@ -500,7 +540,7 @@ class Store:
             except crypt.OPERATIONAL_ERRORS as exc:
                 text = str(exc).lower()
                 if "disk" in text or "full" in text:
-                    raise StoreError(
+                    raise DiskFull(
                         f"Could not save to {self.path}: {exc}.",
                         "Free some disk space; nothing already saved was lost.",
                     ) from exc
@@ -525,8 +565,10 @@ class Store:
     ) -> int:
         with self.transaction() as db:
             now = _now()
+            (highest,) = db.execute("select value from counters where name = 'conversations'").fetchone()
             table = db.table("conversations").insert(
                 {
+                    "id": int(highest) + 1,
                     "title": title,
                     "created_at": now,
                     "updated_at": now,

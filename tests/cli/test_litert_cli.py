@@ -126,5 +126,9 @@ def test_a_fixed_window_is_named_instead_of_asking_to_raise_ctx(home: Path) -> N
     long = "pump valve seal " * 900
     proc = enclave("ask", "-m", "tiny-gemma", "-e", "litert", "--ctx", "4096", long, home=home, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "window is fixed at 2,048 tokens, so --ctx 4,096 cannot raise it" in proc.stderr
+    # The window note names the fixed window once; the hint for a message longer than the
+    # whole window offers splitting or indexing it, never a larger --ctx.
+    assert "--ctx 4,096 is more than this model allows: the window is 2,048 tokens" in proc.stderr
+    assert "Not even the model's whole window (2,048 tokens)" in proc.stderr
+    assert "enclave docs add FILE" in proc.stderr
     assert "raise --ctx" not in proc.stderr

@@ -119,6 +119,36 @@ def test_delete_really_deletes_messages_and_index_rows(store: Store) -> None:
     assert [m.content for m in store.messages(keep)] == ["other", "fine"]
 
 
+def test_a_deleted_conversations_id_is_never_given_again(store: Store) -> None:
+    first, newest = _new(store), _new(store)
+    store.delete(newest)
+    again = _new(store)
+    assert again > newest > first
+    # Nothing can slip a reused id in behind the store's back.
+    with pytest.raises(crypt.INTEGRITY_ERRORS, match="conversation ids must increase"):
+        store.db.execute(
+            "insert into conversations (id, title, created_at, updated_at) values (?, '', '', '')", [newest]
+        )
+
+
+def test_a_database_from_before_the_id_counter_keeps_counting_up(tmp_path: Path) -> None:
+    path = tmp_path / "enclave.db"
+    old = Store(path)
+    ids = [_new(old) for _ in range(3)]
+    old.close()
+    # Undo the last step, as a database written by the release before it would be.
+    raw = sqlite3.connect(path)
+    raw.execute("drop trigger conversation_ids_increase")
+    raw.execute("delete from counters where name = 'conversations'")
+    raw.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+    raw.commit()
+    raw.close()
+    store = Store(path)
+    assert store.version == len(MIGRATIONS)
+    store.delete(ids[-1])
+    assert _new(store) == ids[-1] + 1
+
+
 def test_rename_and_list(store: Store) -> None:
     cid = _new(store)
     _turn(store, cid, "first words here", "x")
