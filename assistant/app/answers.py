@@ -158,6 +158,10 @@ def ground(
         library.collection_id(c["name"]) for c in library.collections()
     ]
     mentioned = set(library.named(question, cids)) if cids else set()
+    if cids and not mentioned and retrieval.query and retrieval.query != question:
+        # A follow-up that names no document keeps the one the question it follows named
+        # ("…in the GPL-3?", then "How many days does it give to cure a violation?").
+        mentioned = set(library.named(retrieval.query, cids))
     given = {p.hit.document_id for p in passages}
     embed = library.embedder.embed if library.embedder is not None else None
     grounding.scope = mentioned & given or None

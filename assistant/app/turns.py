@@ -50,6 +50,7 @@ from assistant.retrieval.answer import (
     Passage,
     Retrieval,
     evidence,
+    follow_up_query,
     nothing_found,
     render,
     select,
@@ -308,9 +309,10 @@ class Conversation:
         #: exchange (retry, edit) rewinds exactly to it instead of re-encoding the history.
         self._before_last: tuple[str | None, list[int]] = (None, [])
         #: The last message as the user typed it (``messages`` may hold it with sources).
-        self.last_user_text: str | None = next(
-            (m["content"] for m in reversed(self.messages) if m["role"] == "user"), None
-        )
+        asked = [m["content"] for m in self.messages if m["role"] == "user"]
+        self.last_user_text: str | None = asked[-1] if asked else None
+        #: The one before it: what a retried or edited follow-up refers back to.
+        self._prior_user_text: str | None = asked[-2] if len(asked) > 1 else None
         #: Tokens the conversation fills in the window (the meter in the status bar).
         self.context_used = 0
         #: Sampling for this conversation (``/set``); starts from the settings.
@@ -448,11 +450,15 @@ class Conversation:
 
         assert self.library is not None
         names = self.collections or []
-        found, fresh = self._fresh_hits(user_text, names, max(self.settings.docs_passages, EXTRACT_PASSAGES))
+        # A follow-up ("Which file sets it?") is searched with the question it follows.
+        previous = self._prior_user_text if self._replacing else self.last_user_text
+        query = follow_up_query(user_text, previous)
+        followed = previous if query != user_text else None
+        found, fresh = self._fresh_hits(query, names, max(self.settings.docs_passages, EXTRACT_PASSAGES))
         hits = found[: self.settings.docs_passages]
-        strong, reason = evidence(user_text, hits, self.settings.docs_min_similarity)
+        strong, reason = evidence(query, hits, self.settings.docs_min_similarity)
         if not strong:
-            return Retrieval(names, hits, [], False, reason, refreshed=fresh)
+            return Retrieval(names, hits, [], False, reason, refreshed=fresh, query=query, followed=followed)
         tok = self.engine.tokenizer
         question = {"role": "user", "content": render(user_text, [])}
         room = self.window - self.reserve
@@ -486,7 +492,7 @@ class Conversation:
         given = {p.hit.chunk_id for p in passages}
         rest = [h for h in found if h.chunk_id not in given]
         extra = [Passage(len(passages) + i + 1, h, h.text) for i, h in enumerate(rest)]
-        return Retrieval(names, hits, passages, True, refreshed=fresh, extra=extra)
+        return Retrieval(names, hits, passages, True, refreshed=fresh, extra=extra, query=query, followed=followed)
 
     def _fresh_hits(self, user_text: str, names: list[str], k: int) -> tuple[list[Hit], list[str]]:
         """Search, then check the files about to be cited (size and time, the sha256 when
@@ -745,6 +751,8 @@ class Conversation:
             Releases(self.store).record_event(result.model, result.engine, result.model_sha256, "turn_error",
                                               result.error.message)  # fmt: skip
         if result.finish_reason not in ("cancelled", "error"):
+            if not self._replacing:
+                self._prior_user_text = self.last_user_text
             self.last_user_text = user_text
         if self.store is None or result.finish_reason in ("cancelled", "error"):
             return

@@ -63,6 +63,11 @@ class Retrieval:
     #: Further passages (numbered after ``passages``) whose sentences may be quoted but
     #: which the model is not given; listed as sources only when an answer uses them.
     extra: list[Passage] = field(default_factory=list)
+    #: What was searched: the question, or with the previous one for a follow-up
+    #: (:func:`follow_up_query`); answer sentences are chosen for it too.
+    query: str = ""
+    #: The previous question, when this one was searched together with it.
+    followed: str | None = None
 
     @property
     def candidates(self) -> list[Passage]:
@@ -72,6 +77,10 @@ class Retrieval:
     @property
     def notices(self) -> list[str]:
         out = list(self.refreshed)
+        if self.followed:
+            out.append(
+                f'Searched together with your previous question ("{_short(self.followed)}"): this one refers back to it.'
+            )
         left = len(self.hits) - len(self.passages)
         if self.strong and left > 0:
             out.append(
@@ -171,6 +180,34 @@ def select(
 
 def content_words(text: str) -> set[str]:
     return {w.lower()[:6] for w in _WORD.findall(text) if w.lower() not in _STOP}
+
+
+#: Words that point back at what the previous question was about ("And what sets it?").
+#: "that" and "there" are left out: in questions they are mostly not references
+#: ("the file that sets…", "is there a way…").
+_REFERS_BACK = frozenset(
+    {"it", "its", "they", "them", "their", "this", "these", "those", "he", "she", "him", "her", "his"}
+)
+#: Openings that continue the previous question ("What about UDP?", "And on Windows?").
+_CONTINUES = re.compile(r"^\s*(and|but|also|or|then|so|what about|how about|same for)\b", re.IGNORECASE)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def follow_up_query(question: str, previous: str | None) -> str:
+    """What to search for ``question`` in a conversation: a follow-up that leans on the
+    previous question — it refers back ("Which file sets it?"), continues it ("And for
+    UDP?"), or carries no word of its own ("Why?") — is searched together with that
+    question, so its subject is found; any other question is searched as it is."""
+    if not previous or not previous.strip():
+        return question
+    words = {w.lower() for w in _WORD.findall(question)}
+    if words & _REFERS_BACK or _CONTINUES.match(question) or not content_words(question):
+        return f"{previous.strip()} {question.strip()}"
+    return question
 
 
 def evidence(query: str, hits: Sequence[Hit], min_similarity: float) -> tuple[bool, str]:

@@ -171,3 +171,30 @@ def test_show_says_a_no_save_chat_is_not_saved(home: Path) -> None:
     proc = enclave("chat", "-m", "tiny", "--max-tokens", "4", "--no-save", home=home, stdin="hello\n/show\n")
     assert "conversation: not saved (--no-save)" in proc.stderr
     assert _rows(home, "select count(*) from conversations") == [(0,)]
+
+
+def test_a_follow_up_is_searched_with_the_question_it_follows(home: Path, tmp_path: Path) -> None:
+    """Found by a tester: "And how often is its seal replaced?" was searched alone, so the
+    valve manual (more about seals) outranked the pump the conversation was about."""
+    docs = tmp_path / "manuals"
+    docs.mkdir()
+    (docs / "pump.md").write_text(
+        "# Pump\n\nHold the red RESET button for five seconds to reset the pump. The pump seal is replaced every 2 years.\n"
+    )
+    (docs / "valve.md").write_text(
+        "# Valve\n\nThe valve seal is replaced every 6 months. Tighten the valve seal to 12 Nm after the seal is replaced.\n"
+    )
+    enclave("docs", "add", str(docs), "-c", "manuals", home=home)
+    questions = ["How do I reset the pump?", "How often is its seal replaced?", "How often is the seal replaced?"]
+    first, follow_up, standalone = _chat(home, questions, "--docs", "manuals")
+
+    def ranked(turn: dict[str, object]) -> list[str]:
+        return [Path(str(c["path"])).name for c in turn["citations"]]  # type: ignore[attr-defined]
+
+    assert ranked(first)[0] == "pump.md"
+    # "its" refers back: searched with the first question, so the pump's passage leads, and it is said.
+    assert ranked(follow_up)[0] == "pump.md"
+    assert any("Searched together with your previous question" in n for n in follow_up["notices"])  # type: ignore[attr-defined]
+    # A question that stands on its own is searched as it is: the valve manual says more about seals.
+    assert ranked(standalone)[0] == "valve.md"
+    assert not any("previous question" in n for n in standalone.get("notices", []))  # type: ignore[attr-defined]

@@ -162,3 +162,25 @@ def test_the_committed_questions_follow_their_rules(name: str) -> None:
     assert len(answerable) >= 50 and len(questions) - len(answerable) >= 15
     asked = {q.question for q in questions}
     assert "Which TCP port does upsd listen on?" in asked
+
+
+@pytest.mark.parametrize(
+    ("question", "follows"),
+    [
+        ("Which file sets it?", True),
+        ("And for UDP?", True),
+        ("What about the LGPL?", True),
+        ("Why?", True),
+        ("How often are their filters changed?", True),
+        ("Which TCP port does upsd listen on?", False),
+        ("Is there a way to reset the pump?", False),
+        ("What is the file that sets the port?", False),
+    ],
+)
+def test_a_follow_up_is_searched_with_the_previous_question(question: str, follows: bool) -> None:
+    from assistant.retrieval.answer import follow_up_query
+
+    previous = "Which TCP port does upsd listen on?"
+    query = follow_up_query(question, previous)
+    assert query == (f"{previous} {question}" if follows else question)
+    assert follow_up_query(question, None) == question  # the first question of a conversation
