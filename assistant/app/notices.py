@@ -41,7 +41,8 @@ def answer_footer(result: TurnResult, *, detail: bool = False) -> str:
 
     ``detail`` adds the prompt accounting (prompt tokens, prefilled, answer tokens)
     that the line interface prints on stderr."""
-    if result.finish_reason == "no-evidence" and result.mode != "quote":
+    asked = result.usage is not None and result.usage.prompt_tokens > 0
+    if result.finish_reason == "no-evidence" and (result.mode != "quote" or not asked):
         return "documents · not found in the sources, so the model was not asked"
     if result.mode == "extract":
         parts = [f"documents · {MODE_WORDS['extract']}"]
@@ -54,7 +55,7 @@ def answer_footer(result: TurnResult, *, detail: bool = False) -> str:
         return " · ".join(parts)
     parts = [result.model, result.engine, result.where]
     if result.mode is not None:
-        parts.insert(0, f"documents · {MODE_WORDS[result.mode]}")
+        parts.insert(0, _documents_word(result))
     u = result.usage
     if u is not None:
         if detail:
@@ -71,6 +72,12 @@ def answer_footer(result: TurnResult, *, detail: bool = False) -> str:
     if result.finish_reason in STOPPED:
         parts.append(STOPPED[result.finish_reason])
     return " · ".join(parts)
+
+
+def _documents_word(result: TurnResult) -> str:
+    if result.finish_reason == "no-evidence":  # asked for quotes, the model chose none that answer
+        return "documents · not found in the sources (the model chose none of the sentences offered)"
+    return f"documents · {MODE_WORDS[str(result.mode)]}"
 
 
 def drops_notice(plan: Plan | None) -> str | None:

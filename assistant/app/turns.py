@@ -863,10 +863,40 @@ class Conversation:
     def _turn(self, user_text: str) -> Iterator[TurnEvent]:
         if self.cloud_enabled:
             consent = yield from self._consent(user_text, f"Send this turn to {self.cloud.endpoint.label}?")
-            if consent is not None:
-                yield from self._attempt(user_text, self._cloud_stream(user_text, *consent))
-                return
-            yield Notice("Not sent. Answering on this device instead.")
+            if consent is None:
+                yield Notice("Not sent. Answering on this device instead.")
+            else:
+                lost = yield from self._cloud_turn(user_text, consent)
+                if lost is None:
+                    return
+                # The endpoint went away before any of the answer came: cloud is off for
+                # this conversation, and this turn too runs here (a one-shot ask answers).
+                yield Notice(
+                    f"{lost.message} Cloud is now off for this conversation; answering on this device instead.",
+                    "warning",
+                )
+        yield from self._local_turn(user_text)
+
+    def _cloud_turn(
+        self, user_text: str, consent: tuple[CloudRequest, str]
+    ) -> Generator[TurnEvent, None, EnclaveError | None]:
+        """One turn sent to the cloud endpoint. Returns the error when the endpoint failed
+        before any text arrived (and cloud switched itself off), so that the turn can run
+        on this device; otherwise the turn is finished here."""
+        streamed = False
+        for event in self._attempt(user_text, self._cloud_stream(user_text, *consent), hold_failure=True):
+            if isinstance(event, TurnFinished) and event.result.error is not None:
+                if not streamed and not self.cloud_enabled:
+                    return event.result.error
+                if not self.cloud_enabled:
+                    yield Notice("Cloud is now off for this conversation; the next turn runs on this device.", "warning")
+                yield event
+                return None
+            streamed = streamed or (isinstance(event, TextDelta) and bool(event.text))
+            yield event
+        return None
+
+    def _local_turn(self, user_text: str) -> Iterator[TurnEvent]:
         failed: EnclaveError | None = None
         events: list[TurnEvent] = []
         try:

@@ -146,3 +146,25 @@ def test_a_model_that_cannot_load_offers_the_cloud_for_each_turn(
     refused = enclave("ask", "-m", "tiny", "hello", home=home, check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "not sent" in refused.stderr and len(server.requests) == 1
+
+
+def test_an_endpoint_that_is_gone_turns_cloud_off_and_the_question_is_answered_here(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a tester: the README says the conversation "continues locally", but a
+    one-shot `ask --cloud` to a server that had gone away exited 1 with no answer."""
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("ENCLAVE_CLOUD_BASE_URL", f"http://127.0.0.1:{port}/v1")
+    monkeypatch.setenv("ENCLAVE_CLOUD_RETRIES", "0")
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    proc = enclave("ask", "-m", "tiny", "--max-tokens", "4", "--cloud", "--yes-cloud", "hello there", home=home)
+    assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr
+    assert "Cloud is now off for this conversation; answering on this device instead." in proc.stderr
+    assert "Traceback" not in proc.stderr
+    (answer,) = _answers(home)
+    assert answer.where_ran == "local" and answer.engine == "onnx"
+    assert _audit_kinds(home) == ["cloud_enabled", "cloud_egress", "cloud_disabled"]

@@ -463,3 +463,34 @@ def test_a_claim_about_a_named_document_is_checked_against_that_document_only(li
         grounding = ground(question, retrieval, library, "free")
         [sentence] = verify(claim, grounding, passages)
         assert (sentence.source is not None) is backed, (question, sentence)
+
+
+def test_a_quote_answer_that_finds_nothing_never_says_the_model_chose_quotes(
+    settings: Settings, tiny_installed: InstalledModel, tmp_path: Path
+) -> None:
+    """Found by a tester: "Not found in the sources" sat above a footer reading
+    "documents · quotes chosen by the model"."""
+    from dataclasses import replace
+
+    from assistant.app.notices import answer_footer
+
+    folder = tmp_path / "manuals"
+    folder.mkdir()
+    (folder / "ups.txt").write_text("Most brand name UPS batteries should last 3-5 years.\n")
+    assistant = Assistant(
+        settings.__class__.load(model="tiny", max_tokens=16, context_window=1024, docs_answer_mode="quote")
+    )
+    conv = assistant.conversation("tiny", save=False)
+    library = Library(assistant.store)
+    library.add([folder], "docs")
+    conv.use_documents(library, ["docs"])
+    missing = conv.ask("What torque do the battery terminal screws need?")
+    assert missing.finish_reason == "no-evidence"
+    assert answer_footer(missing) == "documents · not found in the sources, so the model was not asked"
+    # Asked, and it chose none of the sentences offered: said so, with the model that ran.
+    assert missing.usage is not None
+    asked = replace(missing, mode="quote", usage=replace(missing.usage, prompt_tokens=120, completion_tokens=3))
+    footer = answer_footer(asked)
+    assert footer.startswith("documents · not found in the sources (the model chose none of the sentences offered)")
+    assert "quotes chosen by the model" not in footer and "tiny · onnx" in footer
+    assistant.close()
