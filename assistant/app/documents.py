@@ -271,7 +271,7 @@ def vectors_line(library: Library, started_at: float | None = None) -> str:
     if started_at is not None and float(bg.get("updated_at") or 0) < started_at:
         bg = {"state": "starting"}
     state = bg.get("state", "not started")
-    reason = f" ({bg['reason']})" if bg.get("reason") and state == "paused" else ""
+    reason = f" ({bg['reason']})" if bg.get("reason") and state in ("paused", "stopped", "failed") else ""
     eta = f", about {format_eta(bg['eta_s'])} left" if bg.get("eta_s") else ""
     return f"MiniLM vectors {done:,} of {total:,} passages ({done / total:.0%}), background {state}{reason}{eta}"
 

@@ -29,13 +29,15 @@ def status_lines(vectors: dict[str, Any]) -> list[str]:
     done = vectors["minilm"]
     if total:
         state = f", background {bg['state']}" if bg else ""
-        if bg.get("reason") and bg.get("state") == "paused":
+        if bg.get("reason") and bg.get("state") in ("paused", "stopped", "failed"):
             state += f" ({bg['reason']})"
         if bg.get("eta_s"):
             from assistant.app.documents import format_eta
 
             state += f", about {format_eta(bg['eta_s'])} left"
         lines.append(f"vectors: MiniLM {done:,}/{total:,} passages ({done / total:.0%}){state}")
+        if bg.get("hint"):
+            lines.append(f"  {bg['hint']}")
     ann = vectors.get("ann") or {}
     if ann.get("line"):
         lines.append(f"index: {ann['line']}")

@@ -224,14 +224,67 @@ def vector_progress(library: Library) -> dict[str, Any]:
             state = "stopped"
         remaining = max(0, total - out["minilm"])
         rate = float(row[2]) if row[2] else None
+        reason = str(detail.get("reason", ""))
+        if state in ("stopped", "failed") and (remaining or state == "failed"):
+            reason, hint = _why_stopped(library, reason)
+            detail["hint"] = hint
         out["background"] = {
             "state": state,
-            "reason": detail.get("reason", ""),
+            "reason": reason,
+            "hint": detail.get("hint", ""),
             "rate": rate,
             "eta_s": remaining / rate if rate and remaining and state == "running" else None,
             "updated_at": row[3],
         }
+    elif library.has_embedder and total > out["minilm"] and _low_space(library):
+        # It died before it could write a word (a full disk): say so rather than nothing.
+        reason, hint = _why_stopped(library, "")
+        out["background"] = {
+            "state": "stopped",
+            "reason": reason,
+            "hint": hint,
+            "rate": None,
+            "eta_s": None,
+            "updated_at": None,
+        }
     return out
+
+
+#: Less free space than this beside the database, and a background embedder that stopped
+#: is reported as stopped by a full disk (it cannot even record why when it is).
+_LOW_SPACE = 16 << 20
+
+
+def _free(library: Library) -> int | None:
+    import shutil
+
+    try:
+        return shutil.disk_usage(library.store.path.parent).free
+    except OSError:
+        return None
+
+
+def _low_space(library: Library) -> bool:
+    free = _free(library)
+    return free is not None and free < _LOW_SPACE
+
+
+def _why_stopped(library: Library, reason: str) -> tuple[str, str]:
+    """Why the background embedder stopped before it finished, and what to do about it.
+    A full disk is named from the free space now: the process cannot record it itself."""
+    from assistant.core.format import human_size
+
+    free = _free(library)
+    if free is not None and free < _LOW_SPACE:
+        return (
+            f"the disk holding the database is full or nearly: {human_size(free)} free",
+            "Free some disk space, then run `enclave docs sync` to carry on; search works meanwhile "
+            "(keywords and cheap vectors).",
+        )
+    return (
+        reason or "it stopped before it finished",
+        "Run `enclave docs sync` to start it again; it carries on where it stopped.",
+    )
 
 
 def _count(db: Any, space: int) -> int:
@@ -345,13 +398,21 @@ def main() -> int:
     key = crypt.DatabaseKey(secret["key"], secret.get("source", "")) if secret.get("key") else None
     if key is None and settings.encrypt:
         key = crypt.key_for(settings.locations.database, True, interactive=False)
-    store = Store(settings.locations.database, key)
+    try:
+        store = Store(settings.locations.database, key)
+    except EnclaveError:  # a full disk, a damaged file: `docs status` and the next command say which
+        os.close(lock_fd)
+        return 1
     try:
         _fill_and_index(settings, store)
         return 0
     except EnclaveError as exc:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # on a full disk this cannot be written either
             _status(store, "failed", None, reason=exc.message)
+        return 1
+    except (OSError, MemoryError) as exc:  # an index file that cannot be written, say
+        with contextlib.suppress(Exception):
+            _status(store, "failed", None, reason=f"{type(exc).__name__}: {exc}")
         return 1
     finally:
         store.close()

@@ -53,3 +53,40 @@ def test_a_full_disk_still_answers_what_is_not_saved_and_loses_nothing(
     assert (data / "enclave.db").read_bytes() == before  # outside the namespace: untouched
     listed = enclave("history", "list", home=enclave_home).stdout
     assert "saved before the disk filled" in listed
+
+
+@pytest.mark.skipif(not _can_mount(), reason="needs a private mount namespace (root or user namespaces)")
+def test_a_background_embedder_stopped_by_a_full_disk_is_named_by_docs_status(
+    enclave_home: Path, tiny_embedder_installed: Path, tmp_path: Path
+) -> None:
+    """Found by a tester: on a full disk the background embedder died without a word (it
+    cannot write its status either), and `docs status` said only "background stopped"."""
+    folder = tmp_path / "manuals"
+    folder.mkdir()
+    for i in range(300):  # more vectors than the room freed below holds
+        (folder / f"part{i}.md").write_text(f"# Part {i}\n\nThe pump seal number {i} is checked monthly.\n")
+    enclave("docs", "add", str(folder), home=enclave_home)  # keywords and cheap vectors; MiniLM left to the background
+    data = enclave_home / "data"
+    before = (data / "enclave.db").read_bytes()
+    python = sys.executable
+    script = (
+        f"set -e; cp -a '{data}' '{tmp_path}/data-copy'; "
+        f"mount -t tmpfs -o size=$(( $(du -sk '{tmp_path}/data-copy' | cut -f1) + 400 ))k x '{data}'; "
+        f"cp -a '{tmp_path}/data-copy/.' '{data}/'; dd if=/dev/zero of='{data}/filler' bs=4k 2>/dev/null || true; "
+        f"set +e; echo '' | {python} -m assistant.retrieval.backfill; echo \"background rc=$?\" >&2; "
+        f"{python} -m assistant docs status; echo \"full rc=$?\" >&2; "
+        # Freed a little, not enough: the database opens, and status says why vectors stopped.
+        f"truncate -s -96k '{data}/filler'; echo '' | {python} -m assistant.retrieval.backfill; "
+        f"echo \"background again rc=$?\" >&2; {python} -m assistant docs status; echo \"status rc=$?\" >&2"
+    )
+    env = dict(os.environ, ENCLAVE_HOME=str(enclave_home), ENCLAVE_DOCS_BACKGROUND="1")
+    env.pop("ENCLAVE_DEBUG", None)
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=180)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "background rc=1" in proc.stderr, proc.stderr
+    # Full to the last page: not even read; the problem and the fix, no traceback.
+    assert "full rc=1" in proc.stderr and "the disk holding it is full" in proc.stderr, proc.stderr
+    assert "background again rc=1" in proc.stderr and "status rc=0" in proc.stderr, proc.stderr
+    assert "background stopped (the disk holding the database is full or nearly" in proc.stdout, proc.stdout
+    assert "Free some disk space, then run `enclave docs sync`" in proc.stdout, proc.stdout
+    assert (data / "enclave.db").read_bytes() == before
