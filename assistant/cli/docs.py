@@ -68,8 +68,8 @@ def _open(ctx: click.Context, build: bool = False, *, write: bool = True, lazy: 
 
 
 class IndexProgress:
-    """Honest progress on stderr, one line per phase: ``searchable`` (files, MB, passages,
-    MB/s and an ETA from the smoothed byte rate) and ``vectors`` (MiniLM passages). A live
+    """Honest progress on stderr, one line per phase: ``searchable`` (files, MiB, passages,
+    MiB/s and an ETA from the smoothed byte rate) and ``vectors`` (MiniLM passages). A live
     display on a terminal; otherwise a line every 2 s — as JSON lines with ``--json``, so a
     script can follow it without parsing prose (stdout keeps only the report)."""
 
@@ -104,7 +104,7 @@ class IndexProgress:
 
 
 def progress_line(p: Any) -> str:
-    """``searchable: 12/40 files · 3.1/9.8 MB · 1,234 passages · 2.4 MB/s · about 3 s left``."""
+    """``searchable: 12/40 files · 3.1/9.8 MiB · 1,234 passages · 2.4 MiB/s · about 3 s left``."""
     from assistant.app.documents import format_eta
 
     eta = p.eta
@@ -112,10 +112,10 @@ def progress_line(p: Any) -> str:
     if p.phase == "vectors":
         rate = f" · {p.rate:.0f} passages/s" if p.rate else ""
         return f"vectors: {p.bytes_done:,}/{p.bytes_total:,} passages (MiniLM){rate}{left}"
-    rate = f" · {p.rate / 2**20:.1f} MB/s" if p.rate else ""
+    rate = f" · {p.rate / 2**20:.1f} MiB/s" if p.rate else ""
     current = f" · {inline(Path(p.current).name)[-40:]}" if p.current and p.bytes_done < p.bytes_total else ""
     return (
-        f"searchable: {p.files_done}/{p.files_total} files · {p.bytes_done / 2**20:.1f}/{p.bytes_total / 2**20:.1f} MB"
+        f"searchable: {p.files_done}/{p.files_total} files · {p.bytes_done / 2**20:.1f}/{p.bytes_total / 2**20:.1f} MiB"
         f" · {p.passages:,} passages{rate}{left}{current}"
     )
 
@@ -139,7 +139,7 @@ def _print_report(report: Any, documents: Any, as_json: bool, failure: EnclaveEr
     click.echo(
         f"{inline(report.collection)}: {report.files_indexed} indexed, {report.files_unchanged} unchanged, "
         f"{report.files_removed} removed, {len(report.skipped)} skipped · {report.chunks} passages · "
-        f"{human_size(report.bytes)} in {report.seconds:.1f} s ({rate:.2f} MB/s)"
+        f"{human_size(report.bytes)} in {report.seconds:.1f} s ({rate:.2f} MiB/s)"
     )
     shown = report.skipped if len(report.skipped) <= 20 else report.skipped[:10]
     for path, reason in shown:

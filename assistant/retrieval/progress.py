@@ -51,7 +51,11 @@ class Progress:
             return
         instant = (self.bytes_done - last_b) / dt
         if self._rate is None:
-            self._rate = self.bytes_done / max(now - self.started, 1e-6)
+            if now - self.started < MIN_ELAPSED_S:
+                # One small file's time says nothing (it read as GiB/s): the first rate is
+                # the average over at least a second.
+                return
+            self._rate = self.bytes_done / (now - self.started)
         else:
             weight = 1.0 - math.exp(-dt / SMOOTHING_S)
             self._rate += weight * (instant - self._rate)
@@ -59,7 +63,7 @@ class Progress:
 
     @property
     def rate(self) -> float | None:
-        """Smoothed bytes (or passages, for vectors) per second."""
+        """Smoothed bytes (or passages, for vectors) per second; None in the first second."""
         return self._rate
 
     @property
@@ -80,7 +84,7 @@ class Progress:
             "bytes_done": self.bytes_done,
             "bytes_total": self.bytes_total,
             "passages": self.passages,
-            "rate": self._rate,
+            "rate": self.rate,
             "eta_s": self.eta,
             "current": self.current,
         }

@@ -304,3 +304,17 @@ def test_a_database_from_before_moves_its_vectors_and_rebuilds_the_full_text_ind
     # New passages get ids above every old one.
     assert store.db.execute("select value from counters where name = 'chunks'").fetchone()[0] == 2
     store.close()
+
+
+def test_no_rate_is_shown_in_the_first_second_and_sizes_are_in_binary_units() -> None:
+    """Found by a tester: the first --json progress line of `docs add` claimed a rate of
+    several GiB/s (one small file's time), and the line said MB for MiB."""
+    from assistant.cli.docs import progress_line
+
+    p = Progress(0, 10, 0, 10 * 2**20, "a.md", started=100.0)
+    p.advance(1, 2**20, 5, now=100.001)  # a first file that took a millisecond
+    assert p.rate is None and p.as_dict()["rate"] is None
+    assert "/s" not in progress_line(p) and "1.0/10.0 MiB" in progress_line(p)
+    p.advance(1, 2**20, 5, now=102.0)  # two seconds in: the average so far, not 1 GiB/s
+    assert p.rate is not None and p.rate == pytest.approx(2**20, rel=0.01)
+    assert " 1.0 MiB/s" in progress_line(p)

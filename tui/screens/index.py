@@ -1,4 +1,4 @@
-"""Indexing documents from the TUI (`/docs add`, `/docs sync`, the palette): files, MB,
+"""Indexing documents from the TUI (`/docs add`, `/docs sync`, the palette): files, MiB,
 time left and the file being read; Esc stops (what was indexed is kept)."""
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class IndexScreen(ModalScreen[list[IngestReport] | None]):
 
     def _progress(self, state: Progress) -> None:
         self.query_one(ProgressBar).update(total=max(state.bytes_total, 1), progress=state.bytes_done)
-        mb = f"{state.bytes_done / 2**20:.1f} of {state.bytes_total / 2**20:.1f} MB"
+        mb = f"{state.bytes_done / 2**20:.1f} of {state.bytes_total / 2**20:.1f} MiB"
         eta = (
             f", about {state.eta:.0f} s left" if state.eta is not None and state.files_done < state.files_total else ""
         )
