@@ -106,7 +106,12 @@ class EnclaveGroup(click.Group):
             if exc.hint:
                 _err("  " + displayable(exc.hint))
             ctx.exit(exc.exit_code)
-        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+        except KeyboardInterrupt:
+            # Ctrl-C that no command turned into its own message (while starting up, say):
+            # one line and the shell's 130, not click's "Aborted!" and status 1.
+            _err("Interrupted.")
+            ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except OSError as exc:
             if os.environ.get("ENCLAVE_DEBUG"):

@@ -396,6 +396,8 @@ class SealedProcess:
         self._reading = False
         self._next = 1
         self._stopped: Stopped | None = None
+        #: Set when this side kills the worker (Ctrl-C, a stop): a frame cut short then is expected.
+        self._killed = False
         self._stderr: deque[str] = deque(maxlen=40)
         started = time.perf_counter()
         command = [sys.executable, "-S", str(SEAL_SCRIPT), service, "--parent-netns", _netns()]
@@ -535,8 +537,7 @@ class SealedProcess:
                     self._cond.notify_all()
                 raise
             except (ProtocolError, OSError, ValueError) as exc:
-                log.warning("the sealed %s worker broke the protocol (%s); it is stopped", self.service, exc)
-                self.kill()
+                self._broken(exc)
                 frame = None
             with self._cond:
                 self._reading = False
@@ -548,6 +549,13 @@ class SealedProcess:
                 self._cond.notify_all()
             if frame is None:
                 self._stop()
+
+    def _broken(self, exc: Exception) -> None:
+        """The stream broke off inside a frame: logged, unless this side killed the worker
+        (Ctrl-C), where that is expected; the worker is stopped either way."""
+        if not self._killed:
+            log.warning("the sealed %s worker broke the protocol (%s); it is stopped", self.service, exc)
+        self.kill()
 
     def _read(self, deadline: float | None) -> tuple[int, Any, bytes, bool] | None:
         """One decoded frame, ``None`` at the end of the stream (the worker is gone)."""
@@ -612,6 +620,7 @@ class SealedProcess:
             self._finalizer.detach()
 
     def kill(self) -> None:
+        self._killed = True
         self.proc.kill()
         self.proc.wait()
 

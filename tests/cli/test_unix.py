@@ -163,3 +163,24 @@ def test_json_output_is_one_document_with_nothing_else_on_stdout(home: Path, tmp
     )
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(rows) == 2 and "temperature = 0" in proc.stderr
+
+
+def test_ctrl_c_that_no_command_turns_into_a_message_is_one_line_and_status_130() -> None:
+    """Found by a tester: Ctrl-C while `docs add` was still starting printed click's
+    "Aborted!" and exited 1, as if the command had failed."""
+    import click
+    from click.testing import CliRunner
+
+    from assistant.cli.common import EnclaveGroup
+
+    @click.group(cls=EnclaveGroup)
+    def root() -> None:
+        pass
+
+    @root.command()
+    def starting() -> None:
+        raise KeyboardInterrupt
+
+    result = CliRunner().invoke(root, ["starting"])
+    assert result.exit_code == 130
+    assert result.output.strip() == "Interrupted." and "Aborted" not in result.output
