@@ -39,7 +39,9 @@ from xml.etree import ElementTree
 #: sentence-exact line maps, document titles, suffix-less text files.
 #: 3: HTML tables of contents and navigation dropped; PDF words hyphenated across
 #: lines read whole (PDFium's U+FFFE).
-PARSER_VERSION = 3
+#: 4: PDF chapters titled in sentence case ("4 Download information") and appendix
+#: sections ("B.2 …") are headings, so heading paths past chapter 3 are right.
+PARSER_VERSION = 4
 
 #: File types Enclave reads, by suffix.
 FORMATS = {
@@ -179,8 +181,8 @@ def decode(data: bytes) -> tuple[str, str]:
 
 
 # --------------------------------------------------------------------------- headings by typography
-#: "8.", "10.3.", "6.2.4", "A.", "IV." then the title.
-_SECTION = re.compile(r"^(?:(\d{1,3}(?:\.\d{1,3})*)(\.?)|([A-Z]|[IVX]{1,5})\.)\s+(\S.*)$")
+#: "8.", "10.3.", "6.2.4", "B.2.1" (an appendix's sections), "A.", "IV." then the title.
+_SECTION = re.compile(r"^(?:(\d{1,3}(?:\.\d{1,3})*|[A-Z](?:\.\d{1,3})+)(\.?)|([A-Z]|[IVX]{1,5})\.)\s+(\S.*)$")
 #: Words a title leaves in lower case ("Conveying Copies of the Program").
 _SMALL = frozenset(
     "a an and as at but by for from in into nor not of on or per than the to under upon via vs with".split()
@@ -576,8 +578,42 @@ def pdf_document(data: bytes) -> tuple[list[Block], str]:
         blocks.extend(_pdf_page(lines, number, labels[number - 1], furniture, width, words, compounds))
     if not blocks:
         raise Unreadable("PDF has no extractable text (scanned images need OCR first)")
+    _chapters(blocks)
     title = " ".join(clean(title).split()) or next((b.text for b in blocks if b.level), "")
     return blocks, title[:200]
+
+
+_CHAPTER = re.compile(r"^(\d{1,3}|[A-Z])\s+([^\W\d_][^.:;,]*)$")
+
+
+def _chapters(blocks: list[Block]) -> None:
+    """Chapter titles in sentence case ("4 Download information"): a bare number and a
+    title could as well be a wrapped line of body text ("4 minutes before the battery"),
+    so one is a heading only when the number is the next chapter's and the next numbered
+    heading is one of its sections ("4.1 Source code"). Without this every section after
+    "3 Features" was filed under it."""
+    chapter, appendix = 0, ""
+    for i, block in enumerate(blocks):
+        m = _SECTION.match(block.text) if block.level == 1 else None
+        if m and m.group(1) and m.group(1).isdigit():
+            chapter = int(m.group(1))
+            continue
+        found = _CHAPTER.match(block.text) if not block.level and "\n" not in block.text else None
+        if not found or len(block.text) > HEADING_MAX_CHARS:
+            continue
+        number = found.group(1)
+        # Chapters count up one by one; appendices ("A Glossary", "B …") come after the
+        # chapters, in letter order (one may be missing from the text layer).
+        if not (number == str(chapter + 1) if number.isdigit() else chapter and number > appendix):
+            continue
+        following = next((b for b in blocks[i + 1 : i + 40] if b.level), None)
+        if following is not None and following.text.startswith(f"{number}."):
+            block.level = 1
+            block.keep = False
+            if number.isdigit():
+                chapter += 1
+            else:
+                appendix = number
 
 
 # --------------------------------------------------------------------------- DOCX

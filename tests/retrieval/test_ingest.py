@@ -349,3 +349,32 @@ def test_a_table_of_contents_is_not_indexed_as_text(library: Library, tmp_path: 
     library.add([tmp_path], "faq")
     hit = library.search("Driver not connected", k=1)[0]
     assert hit.line_start == 7 and "upsd can not connect" in hit.text, (hit.line_start, hit.text)
+
+
+def test_pdf_chapters_in_sentence_case_and_appendices_head_their_sections(library: Library, tmp_path: Path) -> None:
+    """Found by a tester on the NUT manual: "4 Download information" (a bare number and a
+    title in sentence case) was read as body text, so every section after "3 Features"
+    was filed under it, and appendix sections ("B.2 …") were not headings at all."""
+    from assistant.retrieval.parsers import pdf_document
+
+    # A paragraph's last line is short, so a title after it starts a block of its own (as in
+    # the manual, where PDFium gives no blank line between them).
+    filler = "This paragraph is body text that runs on for long enough to fill a whole printed line.\nIt ends here."
+    pages = [
+        f"1 Introduction\n\n{filler}\n\n2 Getting started\n\n{filler}\n\n"
+        f"3 minutes before the battery runs out\n\n{filler}\n\n2.1 Wiring the unit\n\n{filler}",
+        f"3 Configuration notes\n\n{filler}\n\n3.1 The main file\n\nThe main file sets the polling interval to 7 seconds.",
+        f"A Glossary\n\n{filler}\n\nA.1 Terms used here\n\nA primary system is the one the UPS feeds through its data cable.",
+    ]
+    blocks, _ = pdf_document(make_pdf(pages))
+    levels = {b.text: b.level for b in blocks if "\n" not in b.text and len(b.text) < 50}
+    assert levels["1 Introduction"] == 1 and levels["2 Getting started"] == 1
+    assert levels["3 minutes before the battery runs out"] == 0  # the next heading is 2.1, not 3.x
+    assert levels["2.1 Wiring the unit"] == 2 and levels["3 Configuration notes"] == 1
+    assert levels["A Glossary"] == 1 and levels["A.1 Terms used here"] == 2
+    (tmp_path / "manual.pdf").write_bytes(make_pdf(pages))
+    library.add([tmp_path / "manual.pdf"], "manuals")
+    hit = library.search("polling interval seconds", k=1)[0]
+    assert hit.heading == "3 Configuration notes › 3.1 The main file"
+    hit = library.search("primary system data cable", k=1)[0]
+    assert hit.heading == "A Glossary › A.1 Terms used here"
