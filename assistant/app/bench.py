@@ -7,6 +7,7 @@ reports and comparisons in one run, never for assertions in tests.
 from __future__ import annotations
 
 import math
+import os
 import resource
 import statistics
 import subprocess
@@ -19,6 +20,7 @@ from typing import Any
 from assistant.app import power
 from assistant.app.turns import Assistant
 from assistant.core.cpus import inference_threads
+from assistant.core.errors import EnclaveError
 from assistant.core.events import Done, GenerationOptions, TextDelta, Usage
 from assistant.core.settings import Settings
 from assistant.storage.releases import Releases
@@ -103,6 +105,24 @@ class BackgroundLoad:
             proc.kill()
             proc.wait()
 
+    @property
+    def pids(self) -> frozenset[int]:
+        """Not counted as Enclave's CPU time (they are the load, not the work)."""
+        return frozenset(p.pid for p in self.procs)
+
+
+#: A 1-minute load average above this share of the cores before a bench starts, and the
+#: figures are said to be from a busy machine (this one scattered 31.7-80.9 tok/s so).
+BUSY_SHARE = 0.5
+
+
+def machine_load() -> float | None:
+    """The 1-minute load average, None where the system has none."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
 
 def run_bench(
     settings: Settings,
@@ -116,10 +136,31 @@ def run_bench(
 ) -> dict[str, Any]:
     """Speed and memory of ``model``; with ``quality`` also its perplexity on a fixed
     text and the document answer check (:func:`measure_quality`)."""
-    with BackgroundLoad(background):
-        report = _run_bench(settings, model, engine, runs, turns, max_tokens)
+    if runs < 1 or max_tokens < 2 or turns < 0 or background < 0:
+        raise EnclaveError(
+            f"--runs {runs}, --max-tokens {max_tokens}, --turns {turns}, --background-load {background}: "
+            "a benchmark needs at least one run of answers at least two tokens long.",
+            "Use --runs 1 or more, --max-tokens 2 or more (decode speed is measured after the first token), "
+            "--turns 0 or more and --background-load 0 or more.",
+        )
+    load = machine_load()
+    with BackgroundLoad(background) as extra:
+        report = _run_bench(settings, model, engine, runs, turns, max_tokens, extra.pids, save=background == 0)
         if quality:
             report["quality"] = measure_quality(settings, model, engine)
+    cores = os.cpu_count() or 1
+    report["load_average_before"] = load
+    if load is not None and load > BUSY_SHARE * cores:
+        report["notices"].append(
+            f"The machine was busy before this bench began (load average {load:.1f} on {cores} cores), so these "
+            "figures are lower and more scattered than on a quiet machine; close other work, or compare "
+            "models in one run (--models A,B) so that both see the same load."
+        )
+    if background:
+        report["notices"].append(
+            f"Measured under {background} background CPU process{'es' if background != 1 else ''} "
+            "(their CPU time is not counted); not kept as this machine's figures for `enclave doctor --hardware`."
+        )
     report["background_processes"] = background
     chosen = power.profile(settings)
     report["threads"] = chosen.threads or inference_threads()
@@ -193,7 +234,14 @@ def measure_quality(settings: Settings, model: str, engine: str | None = None) -
 
 
 def _run_bench(
-    settings: Settings, model: str, engine: str | None, runs: int, turns: int, max_tokens: int
+    settings: Settings,
+    model: str,
+    engine: str | None,
+    runs: int,
+    turns: int,
+    max_tokens: int,
+    skip: frozenset[int] = frozenset(),
+    save: bool = True,
 ) -> dict[str, Any]:
     settings = replace(settings, max_tokens=max_tokens, temperature=0.0)
     assistant = Assistant(settings)
@@ -205,7 +253,7 @@ def _run_bench(
     # Package energy (where RAPL is readable) of the prompt runs only: model load and the
     # scripted chat are outside the meter. CPU time is taken per phase (_run_prompts).
     with power.measure() as meter:
-        rows, completion_tokens, phases = _run_prompts(loaded, window, runs, max_tokens)
+        rows, completion_tokens, phases, left_out = _run_prompts(loaded, window, runs, max_tokens, skip)
     conv = assistant.conversation(model, engine, save=False)  # a benchmark is not a conversation to keep
     chat_rows = []
     for i, text in enumerate(CHAT_SCRIPT[:turns], start=1):
@@ -229,6 +277,8 @@ def _run_bench(
         "model_sha256": installed.sha256,
         "engine": installed.engine,
         "window": window,
+        "runs": runs,
+        "max_tokens": max_tokens,
         "load_s": load_s,
         "peak_rss_mib": peak,
         "prompts": rows,
@@ -242,10 +292,10 @@ def _run_bench(
         "cpu_s_per_1k_prompt_tokens": power.per_thousand(phases.prefill_cpu_s, phases.prompt_tokens),
         # Energy is read for the whole prompt runs (RAPL counters are coarse): prefill included.
         "joules_per_1k_tokens": power.per_thousand(meter.joules, completion_tokens),
-        "notices": list(assistant.notices),
+        "notices": list(assistant.notices) + left_out,
     }
-    # Kept for `enclave doctor --hardware` (the last bench of each model × engine).
-    Releases(assistant.store).save_bench(report)
+    if save:  # kept for `enclave doctor --hardware` (the last bench of each model × engine)
+        Releases(assistant.store).save_bench(report)
     assistant.close()
     return report
 
@@ -260,14 +310,17 @@ class Phases:
     decoded_tokens: int = 0  # tokens after each answer's first (which the prefill pass makes)
 
 
-def _cpu_now() -> float:
+def _cpu_now(skip: frozenset[int] = frozenset()) -> float:
     """CPU seconds of this process and its live children (the model's sealed worker),
-    read from the kernel: asking the worker would wait for the answer it is decoding."""
+    read from the kernel: asking the worker would wait for the answer it is decoding.
+    ``skip``: children that are not Enclave's work (the --background-load processes)."""
     import psutil
 
     own = resource.getrusage(resource.RUSAGE_SELF)
     total = own.ru_utime + own.ru_stime
     for child in psutil.Process().children(recursive=True):
+        if child.pid in skip:
+            continue
         try:
             times = child.cpu_times()
         except psutil.Error:  # ended meanwhile
@@ -277,37 +330,46 @@ def _cpu_now() -> float:
 
 
 def _run_prompts(
-    loaded: Any, window: int, runs: int, max_tokens: int
-) -> tuple[list[dict[str, Any]], int, Phases]:
-    """Each benchmark prompt ``runs`` times in a fresh session; the medians, the tokens
-    made, and the CPU time of prefill and decode apart."""
+    loaded: Any, window: int, runs: int, max_tokens: int, skip: frozenset[int] = frozenset()
+) -> tuple[list[dict[str, Any]], int, Phases, list[str]]:
+    """Each benchmark prompt ``runs`` times in a fresh session; the medians with the
+    lowest and highest of the runs, the tokens made, the CPU time of prefill and decode
+    apart, and a notice per prompt that does not fit the window."""
     tok = loaded.tokenizer
     rows = []
+    left_out: list[str] = []
     completion_tokens = 0
     phases = Phases()
     for name, text in PROMPTS:
         messages = [{"role": "user", "content": text}]
         ids = tok.encode(tok.render(messages, add_generation_prompt=True))
         if len(ids) + max_tokens >= window:
+            left_out.append(
+                f"The prompt '{name}' ({len(ids):,} tokens + {max_tokens} to answer) does not fit the "
+                f"{window:,}-token window, so it was left out; raise --ctx or lower --max-tokens to measure it."
+            )
             continue
         samples: list[Usage] = []
         for _ in range(runs):
             session = loaded.open_session(window)
-            started = _cpu_now()
+            started = _cpu_now(skip)
             first: float | None = None
             for event in session.generate(ids, GenerationOptions(max_tokens=max_tokens), messages=messages):
                 if first is None and isinstance(event, TextDelta):
-                    first = _cpu_now()
+                    first = _cpu_now(skip)
                 if isinstance(event, Usage):
                     samples.append(event)
                     completion_tokens += event.completion_tokens
-            ended = _cpu_now()
+            ended = _cpu_now(skip)
             session.close()
             if first is not None and samples:
                 phases.prefill_cpu_s += first - started
                 phases.prompt_tokens += len(ids)
                 phases.decode_cpu_s += ended - first
                 phases.decoded_tokens += max(0, samples[-1].completion_tokens - 1)
+        if not samples:
+            left_out.append(f"The prompt '{name}' gave no answer to measure in {runs} run(s).")
+            continue
         rows.append(
             {
                 "name": name,
@@ -315,7 +377,16 @@ def _run_prompts(
                 "ttft_ms": statistics.median(u.ttft_ms for u in samples),
                 "prefill_tokens_per_s": statistics.median(u.prefill_tokens_per_s for u in samples),
                 "decode_tokens_per_s": statistics.median(u.decode_tokens_per_s for u in samples),
+                # The spread of the runs, so that a difference can be read against it.
+                "ttft_ms_range": _range(u.ttft_ms for u in samples),
+                "decode_tokens_per_s_range": _range(u.decode_tokens_per_s for u in samples),
+                "runs": len(samples),
                 "completion_tokens": samples[-1].completion_tokens,
             }
         )
-    return rows, completion_tokens, phases
+    return rows, completion_tokens, phases, left_out
+
+
+def _range(values: Any) -> list[float]:
+    seen = list(values)
+    return [min(seen), max(seen)]

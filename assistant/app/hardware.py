@@ -195,7 +195,7 @@ def model_fit(model: InstalledModel, settings: Settings, ram_bytes: int, release
             ttft = float(longest["ttft_ms"])
             prefill = float(longest.get("prefill_tokens_per_s") or 0)
             ttft_500 = BUDGET_PROMPT_TOKENS / prefill * 1000.0 if prefill > 0 else None
-            decode = float(longest["decode_tokens_per_s"])
+            decode = float(longest["decode_tokens_per_s"]) or None  # nothing decoded: not measured
     flags: list[str] = []
     if not fits:
         flags.append(f"needs ~{needs >> 20} MiB, the machine has {ram_bytes >> 20} MiB")

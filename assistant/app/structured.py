@@ -100,7 +100,10 @@ class OutputFormat:
         limit, and for schemas the parsed JSON against the user's schema."""
         replay = _replay(self.constraint, text)
         limit = f" (--max-tokens {max_tokens})" if max_tokens else ""
-        if reason == "length" and not replay.complete:
+        # At the token limit an answer is valid when it matches as it stands: "[a-z ]+"
+        # allowed more, but "the sea is a vast" matches it (finish_reason "length" and the
+        # footer say it was cut); only one the format still needed more of is not.
+        if reason == "length" and not replay.accepting and not replay.error:
             return OutputCheck(self.kind, False, f"it stopped at the token limit{limit} before it was complete")
         if reason == "cancelled":
             return OutputCheck(self.kind, False, "it was cancelled before it was complete")

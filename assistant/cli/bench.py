@@ -31,10 +31,24 @@ from assistant.core.errors import EnclaveError
     is_flag=True,
     help="Also measure quality: perplexity on the first 4,000 characters of the GPL-3 and the document answer check.",
 )
-@click.option("--max-tokens", type=int, default=64, show_default=True, help="Longest answer per prompt, in tokens.")
-@click.option("--runs", type=int, default=1, show_default=True, help="Repeat each prompt this many times.")
-@click.option("--turns", type=int, default=10, show_default=True, help="Turns of the scripted chat.")
-@click.option("--background-load", type=int, default=0, show_default=True, help="CPU-bound processes to run meanwhile.")
+@click.option(
+    "--max-tokens", type=click.IntRange(min=2), default=64, show_default=True, help="Longest answer per prompt, in tokens."
+)
+@click.option(
+    "--runs",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Repeat each prompt this many times (medians, with the lowest and highest).",
+)
+@click.option("--turns", type=click.IntRange(min=0), default=10, show_default=True, help="Turns of the scripted chat.")
+@click.option(
+    "--background-load",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="CPU-bound processes to run meanwhile (not counted; such a run is not kept for doctor --hardware).",
+)
 @click.option("--ctx", "context_window", type=int, help="Context window in tokens (default 2048).")
 @click.option("--threads", type=int, help="Inference threads (default: one per physical core; 1 in the saver power profile).")
 @click.option(
@@ -68,9 +82,18 @@ def bench(ctx: click.Context, /, specs: str | None, compare: bool, **kw: Any) ->
         power=kw.get("power"),
     )
     model = kw.get("model") or settings.model
-    if specs or compare:
-        targets = _targets(settings, specs) if specs else _engines_of(settings, model)
+    if specs is not None or compare:
+        targets = _targets(settings, specs) if specs is not None else _engines_of(settings, model)
         reports = [_measure_apart(name, engine, kw, quality=True) for name, engine in targets]
+        if compare and len(targets) == 1:
+            _err(
+                click.style("note: ", fg="yellow")
+                + f"only the {targets[0][1]} build of {model} is installed, so there is nothing to compare it with; "
+                + _other_engine_hint(settings, model, str(targets[0][1]))
+            )
+        if not kw["as_json"]:
+            for notice in dict.fromkeys(n for r in reports for n in r.get("notices", [])):
+                _err(click.style("note: ", fg="yellow") + notice)
         click.echo(json.dumps(reports) if kw["as_json"] else compare_text(reports))
         return
     report = run_bench(
@@ -101,14 +124,24 @@ def _targets(settings: Any, specs: str) -> list[tuple[str, str | None]]:
         if engine and engine not in ENGINE_NAMES:
             raise EnclaveError(f"Unknown engine {engine!r} in {spec!r}.", f"Engines: {', '.join(ENGINE_NAMES)}.")
         if not model_installed(settings, name, engine or None):
-            raise EnclaveError(
-                f"{spec} is not installed.",
-                f"Build it with `enclave models build {name}" + (f" --engine {engine}`." if engine else "`."),
-            )
+            # The catalog's own message: a build command only for a model it has a recipe for.
+            from assistant.catalog.manifests import Catalog
+
+            Catalog(settings).find_language_model(name, engine or None)
         targets.append((name, engine or None))
     if len(targets) < 1:
         raise EnclaveError("--models needs at least one model.", "e.g. --models smollm2-135m-instruct,gemma3-270m")
     return targets
+
+
+def _other_engine_hint(settings: Any, model: str, engine: str) -> str:
+    """How to get the other engine's build of ``model``, or why there is none."""
+    from assistant.catalog.manifests import Catalog
+
+    other = "litert" if engine == "onnx" else "onnx"
+    if model not in Catalog(settings).recipes:
+        return f"Enclave has no recipe to build {model} for {other} (a model you added is built for one engine)."
+    return f"build the other with `enclave models build {model} --engine {other}`."
 
 
 def _engines_of(settings: Any, model: str) -> list[tuple[str, str | None]]:
@@ -202,11 +235,15 @@ def report_text(report: dict[str, Any]) -> str:
         f"{report['background_processes']} background CPU processes · load {report['load_s']:.2f} s · "
         f"peak RSS {report['peak_rss_mib']:.0f} MiB"
     ]
-    lines.append(f"{'prompt':40} {'tokens':>6} {'TTFT ms':>8} {'prefill t/s':>11} {'decode t/s':>10}")
+    runs = report.get("runs", 1)
+    spread = f" (median of {runs} runs; lowest-highest)" if runs > 1 else ""
+    lines.append(f"{'prompt':40} {'tokens':>6} {'TTFT ms':>8} {'prefill t/s':>11} {'decode t/s':>10}{spread}")
     for row in report["prompts"]:
+        low, high = row.get("decode_tokens_per_s_range") or (None, None)
+        ranged = f"  {low:.1f}-{high:.1f}" if runs > 1 and low is not None else ""
         lines.append(
             f"{row['name'][:40]:40} {row['prompt_tokens']:6d} {row['ttft_ms']:8.0f} "
-            f"{row['prefill_tokens_per_s']:11.0f} {row['decode_tokens_per_s']:10.1f}"
+            f"{row['prefill_tokens_per_s']:11.0f} {row['decode_tokens_per_s']:10.1f}{ranged}"
         )
     cpu = report.get("cpu_s_per_1k_tokens")
     joules = report.get("joules_per_1k_tokens")

@@ -209,6 +209,50 @@ def test_bench_reports_cpu_seconds_per_thousand_tokens_and_saver_uses_one_thread
     assert fast["threads"] == inference_threads() and fast["power"] == "performance"
 
 
+def test_bench_reports_the_spread_and_does_not_count_the_background_load(home: Path) -> None:
+    """Found by a tester: one sample per prompt and no spread (the same GGUF registered
+    twice read 73 and 48 tok/s), and --background-load added the load processes' own CPU
+    time to "CPU-s per 1,000 tokens" (30 → 56)."""
+    quiet = json.loads(enclave("bench", "-m", "tiny", "--turns", "1", "--max-tokens", "16", "--json", home=home).stdout)
+    assert quiet["runs"] == 3 and quiet["max_tokens"] == 16
+    for row in quiet["prompts"]:
+        low, high = row["decode_tokens_per_s_range"]
+        assert row["runs"] == 3 and low <= row["decode_tokens_per_s"] <= high
+    loaded = json.loads(
+        enclave("bench", "-m", "tiny", "--turns", "1", "--max-tokens", "16", "--runs", "1", "--json",
+                "--background-load", "1", home=home).stdout
+    )  # fmt: skip
+    # Two busy processes on this machine's cores: a count that took in the load's time
+    # would be well above the quiet one (the tester saw 1.8x).
+    assert loaded["cpu_s_per_1k_tokens"] < 1.5 * quiet["cpu_s_per_1k_tokens"] + 1.0
+    assert any("not kept as this machine's figures" in n for n in loaded["notices"])
+    # The quiet run is what doctor --hardware reads, not the loaded one.
+    hardware = json.loads(enclave("doctor", "--hardware", "--json", home=home).stdout)
+    longest = max(quiet["prompts"], key=lambda p: p["prompt_tokens"])
+    assert hardware["models"][0]["decode_tokens_per_s"] == pytest.approx(longest["decode_tokens_per_s"])
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--runs", "0"], "--runs"),
+        (["--max-tokens", "0"], "--max-tokens"),
+        (["--models", ""], "--models needs at least one model"),
+        (["--models", "nosuch@onnx"], "nosuch"),
+    ],
+)
+def test_bench_refuses_what_it_cannot_measure(home: Path, args: list[str], says: str) -> None:
+    proc = enclave("bench", "-m", "tiny", *args, home=home, check=False)
+    assert proc.returncode != 0 and says in proc.stderr and "Traceback" not in proc.stderr
+    assert "internal error" not in proc.stderr
+
+
+def test_bench_says_when_a_prompt_does_not_fit_the_window(home: Path) -> None:
+    proc = enclave("bench", "-m", "tiny", "--turns", "0", "--runs", "1", "--max-tokens", "8", "--ctx", "256",
+                   home=home)  # fmt: skip
+    assert "does not fit the 256-token window, so it was left out" in proc.stderr
+
+
 def test_device_gpu_falls_back_to_the_cpu_with_a_notice(home: Path) -> None:
     proc = enclave("ask", "-m", "tiny", "--device", "gpu", "--max-tokens", "4", "hi", home=home)
     assert "note: The GPU could not be used" in proc.stderr and "runs on the CPU instead" in proc.stderr

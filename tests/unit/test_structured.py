@@ -116,11 +116,17 @@ def test_a_complete_answer_that_used_every_token_is_valid(tmp_path: Path) -> Non
     assert schema_format(fmt, 8).check("true", "length", 1).valid
 
 
-def test_a_regex_answer_that_could_go_on_is_truncated_at_the_limit() -> None:
-    fmt = regex_format("[a-z]+")
-    assert fmt.check("abc", "stop").valid
-    assert not fmt.check("abc", "length", 3).valid  # the pattern allowed more: cut, not finished
+def test_an_answer_that_matches_at_the_limit_is_valid_and_one_that_needed_more_is_not() -> None:
+    """Found by a tester: "the sea is a vast" for '[a-z ]+' at --max-tokens was reported
+    as not matching the pattern (exit 4), though it does: the pattern allowed more, it
+    did not need more. finish_reason "length" says it was cut."""
+    fmt = regex_format("[a-z ]+")
+    assert fmt.check("the sea is a vast", "stop").valid
+    assert fmt.check("the sea is a vast", "length", 5).valid
     assert regex_format("yes|no").check("no", "length", 1).valid  # nothing more was possible
+    needs_more = regex_format("[a-z]+ [0-9]+")
+    cut = needs_more.check("abc ", "length", 2)
+    assert not cut.valid and cut.reason == "it stopped at the token limit (--max-tokens 2) before it was complete"
 
 
 def test_a_lark_answer_is_replayed_through_the_grammar(tmp_path: Path) -> None:
