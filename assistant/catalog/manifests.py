@@ -410,10 +410,12 @@ class Catalog:
                 f"{name!r} has no {engine} build: Enclave's recipe builds it for {', '.join(builds)} only.",
                 f"Build it with `enclave models build {name}{flag}` and use `--engine {builds[0]}`.",
             )
-        known = sorted(set(self.recipes) | {m.name for m in self.installed()})
+        installed = sorted({m.name for m in self.installed()})
+        buildable = sorted(set(self.recipes) - set(installed))
+        can_build = f" Enclave can build {', '.join(buildable)} (`enclave models build NAME`)." if buildable else ""
         raise ModelUnknown(
             f"No model is called {name!r}.",
-            f"Known models: {', '.join(known) or 'none'}. Add your own with `enclave models add PATH`.",
+            f"Installed: {', '.join(installed) or 'none'}.{can_build} Add your own with `enclave models add PATH`.",
         )
 
     def find_language_model(self, name: str, engine: str | None = None) -> InstalledModel:

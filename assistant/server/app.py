@@ -74,8 +74,9 @@ class Refused(Exception):
         return JSONResponse(wire.error_json(self.message, self.kind, self.code), self.status, headers=self.headers)
 
 
-def error_response(exc: BaseException) -> JSONResponse:
-    """An app-layer error in OpenAI's shape, with the status a client acts on."""
+def error_response(exc: BaseException, prompt_field: str = "messages") -> JSONResponse:
+    """An app-layer error in OpenAI's shape, with the status a client acts on;
+    ``prompt_field`` names what holds the prompt (``prompt`` on /v1/completions)."""
     headers: dict[str, str] = {}
     if isinstance(exc, EnclaveError):
         message = f"{exc.message} {exc.hint}".strip()
@@ -86,7 +87,7 @@ def error_response(exc: BaseException) -> JSONResponse:
         status, kind, code = 429, "rate_limit_error", "queue_full"
         headers["Retry-After"] = str(exc.retry_after)
     elif isinstance(exc, ContextExhausted):
-        status, kind, code, param = 400, "invalid_request_error", "context_length_exceeded", "messages"
+        status, kind, code, param = 400, "invalid_request_error", "context_length_exceeded", prompt_field
         # The engine's hint names CLI flags; an API client can shorten what it sends.
         message = (
             f"{exc.message} Send fewer or shorter messages, or a smaller max_tokens; the server's window is "
@@ -380,7 +381,7 @@ def _guarded(
             )
             return error_response(exc)
         except EnclaveError as exc:
-            return error_response(exc)
+            return error_response(exc, "prompt" if request.url.path.rstrip("/").endswith("/v1/completions") else "messages")
 
     return guarded
 

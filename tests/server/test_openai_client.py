@@ -136,8 +136,10 @@ def test_sampling_fields_stop_and_completions(client: openai.OpenAI) -> None:
         client.chat.completions.create(model="tiny", messages=HELLO, n=2)
     with pytest.raises(openai.BadRequestError, match="presence_penalty"):
         client.chat.completions.create(model="tiny", messages=HELLO, presence_penalty=0.5)
-    with pytest.raises(openai.NotFoundError, match="No model is called 'nosuch'"):
+    with pytest.raises(openai.NotFoundError, match="No model is called 'nosuch'") as unknown:
         client.chat.completions.create(model="nosuch", messages=HELLO)
+    # What is installed apart from what Enclave could build (a tester read the recipes as served models).
+    assert "Installed: tiny." in unknown.value.message and "Enclave can build" in unknown.value.message
 
 
 def test_a_conversation_over_the_window_is_a_context_length_error(client: openai.OpenAI) -> None:
@@ -146,6 +148,10 @@ def test_a_conversation_over_the_window_is_a_context_length_error(client: openai
         client.chat.completions.create(model="tiny", messages=long, max_tokens=4)
     assert caught.value.code == "context_length_exceeded"
     assert "the window holds 512" in caught.value.message and "context_window setting" in caught.value.message
+    assert caught.value.param == "messages"
+    with pytest.raises(openai.BadRequestError) as plain:  # /v1/completions has a prompt, not messages
+        client.completions.create(model="tiny", prompt="pump maintenance log " * 400, max_tokens=4)
+    assert plain.value.code == "context_length_exceeded" and plain.value.param == "prompt"
 
 
 @pytest.mark.skipif(
