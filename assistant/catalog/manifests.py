@@ -410,12 +410,12 @@ class Catalog:
                 f"{name!r} has no {engine} build: Enclave's recipe builds it for {', '.join(builds)} only.",
                 f"Build it with `enclave models build {name}{flag}` and use `--engine {builds[0]}`.",
             )
-        installed = sorted({m.name for m in self.installed()})
-        buildable = sorted(set(self.recipes) - set(installed))
+        present = sorted({m.name for m in self.installed()})
+        buildable = sorted(set(self.recipes) - set(present))
         can_build = f" Enclave can build {', '.join(buildable)} (`enclave models build NAME`)." if buildable else ""
         raise ModelUnknown(
             f"No model is called {name!r}.",
-            f"Installed: {', '.join(installed) or 'none'}.{can_build} Add your own with `enclave models add PATH`.",
+            f"Installed: {', '.join(present) or 'none'}.{can_build} Add your own with `enclave models add PATH`.",
         )
 
     def find_language_model(self, name: str, engine: str | None = None) -> InstalledModel:
