@@ -183,3 +183,26 @@ def test_a_folder_with_a_template_stays_chat_without_a_warning(enclave_home: Pat
     assert "warning" not in proc.stderr
     (row,) = _installed(enclave_home)
     assert row["chat"] is True and row["licence"] == "unknown"
+
+
+def test_a_gguf_whose_blocks_are_not_numbers_is_refused(
+    enclave_home: Path, tiny_ggufs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Found by a tester: 0xFF over the data of some tensors (NaN scales, as bit rot
+    leaves them) converted, registered, and answered "\\ufffd". A GGUF has no checksums;
+    the dequantised weights are checked instead."""
+    import gguf
+
+    data = bytearray(tiny_ggufs["chat"].read_bytes())
+    reader = gguf.GGUFReader(str(tiny_ggufs["chat"]))
+    tensor = next(t for t in reader.tensors if t.name.startswith("blk.0."))
+    start = int(tensor.data_offset)
+    data[start : start + 64] = b"\xff" * 64
+    bad = tmp_path / "rotten.gguf"
+    bad.write_bytes(bytes(data))
+    proc = enclave("models", "add", str(bad), "--name", "rotten", home=enclave_home, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "is damaged" in proc.stderr and "not numbers (NaN or infinity)" in proc.stderr, proc.stderr
+    assert "model.layers.0" in proc.stderr and "Loading weights" not in proc.stderr  # which tensor, no progress bars
+    assert "Nothing was registered" in proc.stderr
+    assert _installed(enclave_home) == []

@@ -153,6 +153,9 @@ def _run(cmd: list[str], step: Step, progress: Progress, log_path: Path) -> None
         hint = f"The full log is in {log_path}."
         if code < 0 or code == 137:
             hint = "The converter was killed (out of memory?). " + hint
+        said = next((line[len("error: ") :] for line in reversed(tail) if line.startswith("error: ")), None)
+        if said is not None:  # the child named the problem (a damaged file): that, not its progress bars
+            raise BuildError(f"{step.label} failed: {said}", f"Nothing was registered. {hint}")
         raise BuildError(f"{step.label} failed (exit {code}): {' | '.join(list(tail)[-3:])}", hint)
 
 
