@@ -388,7 +388,7 @@ class Catalog:
             installed = f"; it is installed for {', '.join(others)}" if others else ""
             raise ModelNotInstalled(
                 f"The model {name!r} is not built yet{f' for the {engine} engine' if engine else ''}{installed}.",
-                f"Build it with `enclave models build {name}{engine_flag}` (about a minute on this machine)"
+                f"Build it with `enclave models build {name}{engine_flag}` (a few minutes; it shows its progress)"
                 + (f", or use {use}." if others else "."),
             )
         if engine is not None and others:
@@ -603,9 +603,10 @@ class Catalog:
         else:
             raise EnclaveError(
                 f"{inline(str(path))} is not a model Enclave can run.",
-                "Give an onnxruntime-genai model folder (it holds genai_config.json and the .onnx files, "
-                "such as Microsoft's published Phi-3/Phi-4-mini ONNX folders) or a LiteRT-LM .litertlm bundle "
-                "(such as Google's Gemma bundles).",
+                "Give a .gguf file (llama.cpp's format; Enclave converts it), an onnxruntime-genai model folder "
+                "(it holds genai_config.json and the .onnx files, such as Microsoft's published Phi-3/Phi-4-mini "
+                "ONNX folders) or a LiteRT-LM .litertlm bundle (such as Google's Gemma bundles). "
+                "Nothing was registered.",
             )
         name = name if name is not None else slug(path.stem if path.is_file() else path.name)
         if not NAME_PATTERN.fullmatch(name):

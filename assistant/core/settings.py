@@ -544,7 +544,10 @@ def _check_range(rule: Rule, name: str, number: float, bad: Callable[[str], Inva
     if rule.low is not None and (number < rule.low or (rule.low_open and number == rule.low)):
         raise bad("it is too small")
     if high is not None and number > high:
-        raise bad("it is too large" + (f" (this machine has {_cores()} cores)" if name == "threads" else ""))
+        raise bad(
+            "it is too large"
+            + (f" (this machine has {_cores()} cores; up to twice that, {2 * _cores()}, is allowed)" if name == "threads" else "")
+        )
 
 
 def _url_problem(url: str) -> str:

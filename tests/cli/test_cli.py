@@ -187,6 +187,8 @@ def test_add_rejects_a_folder_that_is_not_a_model(enclave_home: Path, tmp_path: 
     proc = enclave("models", "add", str(folder), home=enclave_home, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "is not a model Enclave can run" in proc.stderr
+    # Every kind it takes is named, the GGUF a user most likely has among them.
+    assert ".gguf file" in proc.stderr and ".litertlm bundle" in proc.stderr and "Nothing was registered" in proc.stderr
 
 
 def test_add_rejects_a_corrupt_model_and_leaves_nothing_registered(enclave_home: Path, tiny_dir: Path) -> None:
