@@ -71,6 +71,17 @@ def chat_models(settings: Settings) -> list[ModelChoice]:
     ]
 
 
+def require_model(settings: Settings, name: str, engine: str | None = None) -> None:
+    """Raise the catalog's own error when ``name`` (for ``engine``) is not installed: a
+    build command only for a model Enclave has a recipe for."""
+    Catalog(settings).find_language_model(name, engine)
+
+
+def has_recipe(settings: Settings, name: str) -> bool:
+    """Whether Enclave can build ``name`` itself (a model a user added it cannot)."""
+    return name in Catalog(settings).recipes
+
+
 def model_installed(settings: Settings, name: str, engine: str | None = None) -> bool:
     """Whether ``name`` is installed (for ``engine``, or any); an embedding model or an
     unreadable one raises its error."""

@@ -114,7 +114,7 @@ def bench(ctx: click.Context, /, specs: str | None, compare: bool, **kw: Any) ->
 
 def _targets(settings: Any, specs: str) -> list[tuple[str, str | None]]:
     """``A,B@litert`` → [(A, None), (B, "litert")]; each must be installed."""
-    from assistant.app.models import ENGINE_NAMES, model_installed
+    from assistant.app.models import ENGINE_NAMES, model_installed, require_model
 
     targets: list[tuple[str, str | None]] = []
     for spec in (s.strip() for s in specs.split(",")):
@@ -124,10 +124,7 @@ def _targets(settings: Any, specs: str) -> list[tuple[str, str | None]]:
         if engine and engine not in ENGINE_NAMES:
             raise EnclaveError(f"Unknown engine {engine!r} in {spec!r}.", f"Engines: {', '.join(ENGINE_NAMES)}.")
         if not model_installed(settings, name, engine or None):
-            # The catalog's own message: a build command only for a model it has a recipe for.
-            from assistant.catalog.manifests import Catalog
-
-            Catalog(settings).find_language_model(name, engine or None)
+            require_model(settings, name, engine or None)  # raises with the right fix
         targets.append((name, engine or None))
     if len(targets) < 1:
         raise EnclaveError("--models needs at least one model.", "e.g. --models smollm2-135m-instruct,gemma3-270m")
@@ -136,10 +133,10 @@ def _targets(settings: Any, specs: str) -> list[tuple[str, str | None]]:
 
 def _other_engine_hint(settings: Any, model: str, engine: str) -> str:
     """How to get the other engine's build of ``model``, or why there is none."""
-    from assistant.catalog.manifests import Catalog
+    from assistant.app.models import has_recipe
 
     other = "litert" if engine == "onnx" else "onnx"
-    if model not in Catalog(settings).recipes:
+    if not has_recipe(settings, model):
         return f"Enclave has no recipe to build {model} for {other} (a model you added is built for one engine)."
     return f"build the other with `enclave models build {model} --engine {other}`."
 
