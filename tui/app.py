@@ -359,11 +359,13 @@ class EnclaveApp(App[None]):
         conv = self.conv
         if conv is None or self._busy:
             return
-        if not conv.can_replace_last:
+        target = conv.retry_target()
+        if target is None:
             self.say("There is no answer to retry yet.")
             return
         self._stop_editing()
-        self.run_turn(conv.last_user_text or "", replace_last=True)
+        text, replacing = target
+        self.run_turn(text, replace_last=replacing)
 
     @work(exclusive=True, group="turn")
     async def run_turn(self, text: str, replace_last: bool = False) -> None:

@@ -313,6 +313,9 @@ class Conversation:
         self.last_user_text: str | None = asked[-1] if asked else None
         #: The one before it: what a retried or edited follow-up refers back to.
         self._prior_user_text: str | None = asked[-2] if len(asked) > 1 else None
+        #: A message whose answer was cancelled (nothing saved), and whether that turn was
+        #: replacing the last exchange: what /retry answers next, instead of the message before.
+        self.unanswered: tuple[str, bool] | None = None
         #: Tokens the conversation fills in the window (the meter in the status bar).
         self.context_used = 0
         #: Sampling for this conversation (``/set``); starts from the settings.
@@ -754,6 +757,9 @@ class Conversation:
             if not self._replacing:
                 self._prior_user_text = self.last_user_text
             self.last_user_text = user_text
+            self.unanswered = None
+        elif result.finish_reason == "cancelled":
+            self.unanswered = (user_text, self._replacing)
         if self.store is None or result.finish_reason in ("cancelled", "error"):
             return
         if self.id is None:
@@ -794,6 +800,16 @@ class Conversation:
                     for c in result.citations
                 ],
             )
+
+    def retry_target(self) -> tuple[str, bool] | None:
+        """What /retry (Ctrl+R) answers again: a message whose answer was cancelled (as a
+        new turn, or again in the place it was replacing), else the last message in place
+        of its answer; None when there is nothing to retry."""
+        if self.unanswered is not None:
+            return self.unanswered
+        if self.can_replace_last and self.last_user_text is not None:
+            return self.last_user_text, True
+        return None
 
     @property
     def can_replace_last(self) -> bool:

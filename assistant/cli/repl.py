@@ -133,8 +133,12 @@ def _retry(chat: Chat, arg: str, kw: dict[str, Any], interactive: bool) -> None:
     from assistant.cli.chat import _run_turn
 
     conv = chat.conv
-    _require_last(conv)
-    _run_turn(conv, conv.last_user_text, kw["as_json"], kw, interactive, replace_last=True)
+    target = conv.retry_target()
+    if target is None:
+        _require_last(conv)  # raises: nothing to retry
+        return
+    text, replacing = target
+    _run_turn(conv, text, kw["as_json"], kw, interactive, replace_last=replacing)
 
 
 def _edit(chat: Chat, arg: str, kw: dict[str, Any], interactive: bool) -> None:

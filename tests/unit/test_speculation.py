@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import pytest
 
 from assistant.app.notices import answer_footer
-from assistant.app.turns import Assistant
+from assistant.app.turns import Assistant, result_of
 from assistant.core.errors import EnclaveError
 from assistant.core.events import GenerationOptions
 from assistant.core.settings import Settings
@@ -56,3 +57,31 @@ def test_an_unknown_speculation_mode_is_refused_by_name(enclave_home, monkeypatc
     monkeypatch.setenv("ENCLAVE_SPECULATION", "always")
     with pytest.raises(EnclaveError, match="speculation"):
         Settings.load()
+
+
+def test_retry_after_a_cancelled_answer_answers_that_message_not_the_one_before(
+    settings: Settings, tiny_installed: object, slow_decoding: object
+) -> None:
+    """Found by a tester: Ctrl-C on an answer, then /retry, answered the message before
+    it again (replacing that good answer) instead of the one whose answer was stopped."""
+    assert callable(slow_decoding)
+    slow_decoding(0.05)
+    conv = Assistant(replace(settings, max_tokens=24)).conversation("tiny", save=False)
+    conv.ask("first question")
+    assert conv.retry_target() == ("first question", True)
+    # Stopped half-way (the tiny model's bytes may not make a character until the end,
+    # so no text event is waited for): as Ctrl-C would, from another thread.
+    timer = threading.Timer(0.4, conv.cancel)
+    timer.start()
+    result = result_of(conv.turn("second question"))
+    timer.join()
+    conv.session.reset_cancel()
+    cancelled = result.finish_reason == "cancelled"
+    assert cancelled and conv.retry_target() == ("second question", False)
+    asked = [m["content"] for m in conv.messages if m["role"] == "user"]
+    assert asked == ["first question"]  # the stopped exchange was not kept
+    text, replacing = conv.retry_target() or ("", True)
+    result = result_of(conv.turn(text, replace_last=replacing))
+    assert result.finish_reason != "cancelled"
+    assert [m["content"] for m in conv.messages if m["role"] == "user"] == ["first question", "second question"]
+    assert conv.retry_target() == ("second question", True)  # now an ordinary retry of the last answer
