@@ -33,7 +33,7 @@ from assistant.core import resources
 from assistant.core.events import Constraint, Done, Error, Event, FinishReason, GenerationOptions, TextDelta, Usage
 from assistant.core.records import ANSWER_MODES, AnswerMode, AnswerSentence
 from assistant.core.text import for_model
-from assistant.retrieval.answer import Passage, Retrieval
+from assistant.retrieval.answer import Passage, Retrieval, apart
 from assistant.retrieval.extract import Candidate, Source, Weights, answer, candidates, score
 from assistant.retrieval.grounding import check, claims
 
@@ -146,8 +146,14 @@ def ground(
     library: Library,
     mode: AnswerMode,
     weights: Weights = Weights(),  # noqa: B008 - a frozen dataclass
+    *,
+    current: str | None = None,
+    path_scoped: bool = False,
 ) -> Grounding:
-    """Score the sentences of the passages and choose the ones that answer."""
+    """Score the sentences of the passages and choose the ones that answer. ``question`` is
+    what they are scored for (a follow-up with the questions it follows); ``current`` the
+    message as asked, whose named documents come first; with ``path_scoped`` (``--path``)
+    a document the question names outside the files searched is not a reason to refuse."""
     grounding = Grounding(mode)
     passages = retrieval.candidates
     pool = candidates(sources_of(passages))
@@ -157,12 +163,15 @@ def ground(
     cids = [library.collection_id(name) for name in retrieval.collections] or [
         library.collection_id(c["name"]) for c in library.collections()
     ]
-    mentioned = set(library.named(question, cids)) if cids else set()
-    if cids and not mentioned and retrieval.query and retrieval.query != question:
+    own = current if current is not None else question
+    mentioned = set(library.named(own, cids)) if cids else set()
+    if cids and not mentioned and retrieval.query and retrieval.query != own:
         # A follow-up that names no document keeps the one the question it follows named
         # ("…in the GPL-3?", then "How many days does it give to cure a violation?").
         mentioned = set(library.named(retrieval.query, cids))
     given = {p.hit.document_id for p in passages}
+    if path_scoped:
+        mentioned &= given  # the user's --path wins over a document the question happens to name
     embed = library.embedder.embed if library.embedder is not None else None
     grounding.scope = mentioned & given or None
     grounding.ranked = score(question, pool, embed, weights, grounding.scope)
@@ -172,7 +181,8 @@ def ground(
     grounding.quotes = answer(grounding.ranked, pool, weights)
     if not grounding.quotes:
         best = grounding.ranked[0].score if grounding.ranked else 0.0
-        grounding.reason = f"no sentence answers it well enough (best {best:.2f}, needed {weights.threshold:.2f})"
+        got, needed = apart(best, weights.threshold)
+        grounding.reason = f"no sentence answers it well enough (best {got}, needed {needed})"
     grounding.sentences = [_quoted(c, passages) for c in grounding.quotes]
     return grounding
 
@@ -310,7 +320,12 @@ def answer_turn(
     replaces the settings' sampling where the model writes."""
     assert conv.library is not None
     started = conv.turn_started or time.perf_counter()
-    grounding = conv.last_grounding = ground(user_text, retrieval, conv.library, mode)
+    # A follow-up's sentences are chosen for what it was searched with ("and the MPL-2.0?"
+    # alone says nothing of the cure period the question before it asked about).
+    asked = retrieval.query if retrieval.followed and retrieval.query else user_text
+    grounding = conv.last_grounding = ground(
+        asked, retrieval, conv.library, mode, current=user_text, path_scoped=bool(conv.paths)
+    )
     grounding.timings["retrieval_ms"] = conv.retrieval_ms
     searched = len(retrieval.candidates)
     if mode == "quote":

@@ -316,6 +316,11 @@ class Conversation:
         #: A message whose answer was cancelled (nothing saved), and whether that turn was
         #: replacing the last exchange: what /retry answers next, instead of the message before.
         self.unanswered: tuple[str, bool] | None = None
+        #: The questions the last answered turn was searched with (one, or a follow-up
+        #: with those it followed), the turn's before it, and the running turn's.
+        self._last_chain: list[str] = [asked[-1]] if asked else []
+        self._prior_chain: list[str] = [asked[-2]] if len(asked) > 1 else []
+        self._pending_chain: list[str] | None = None
         #: Tokens the conversation fills in the window (the meter in the status bar).
         self.context_used = 0
         #: Sampling for this conversation (``/set``); starts from the settings.
@@ -453,11 +458,23 @@ class Conversation:
 
         assert self.library is not None
         names = self.collections or []
-        # A follow-up ("Which file sets it?") is searched with the question it follows.
-        previous = self._prior_user_text if self._replacing else self.last_user_text
-        query = follow_up_query(user_text, previous)
-        followed = previous if query != user_text else None
-        found, fresh = self._fresh_hits(query, names, max(self.settings.docs_passages, EXTRACT_PASSAGES))
+        # A follow-up ("Which file sets it?") is searched with the question it follows
+        # and, when that was a follow-up too, with the ones before it (up to FOLLOW_CHAIN).
+        chain = self._prior_chain if self._replacing else self._last_chain
+        if not chain:
+            previous = self._prior_user_text if self._replacing else self.last_user_text
+            chain = [previous] if previous else []
+        query = follow_up_query(user_text, " ".join(chain) if chain else None)
+        followed = chain[-1] if query != user_text and chain else None
+        if followed is not None:
+            asked = [*chain, user_text][-FOLLOW_CHAIN:]
+            query = " ".join(asked)
+        else:
+            asked = [user_text]
+        self._pending_chain = asked
+        found, fresh = self._fresh_hits(
+            query, names, max(self.settings.docs_passages, EXTRACT_PASSAGES), self._named(user_text, query, names)
+        )
         hits = found[: self.settings.docs_passages]
         strong, reason = evidence(query, hits, self.settings.docs_min_similarity)
         if not strong:
@@ -497,7 +514,23 @@ class Conversation:
         extra = [Passage(len(passages) + i + 1, h, h.text) for i, h in enumerate(rest)]
         return Retrieval(names, hits, passages, True, refreshed=fresh, extra=extra, query=query, followed=followed)
 
-    def _fresh_hits(self, user_text: str, names: list[str], k: int) -> tuple[list[Hit], list[str]]:
+    def _named(self, user_text: str, query: str, names: list[str]) -> list[int] | None:
+        """The documents a question names ("under the MPL-2.0", "the FAQ"), searched alone
+        since the answer may come from them only; a follow-up that names none keeps the
+        ones its chain named. Within ``--path`` only: the user's scope wins over a name
+        the question happens to use. None: no document named."""
+        assert self.library is not None
+        library = self.library
+        cids = [library.collection_id(n) for n in names] or [library.collection_id(c["name"]) for c in library.collections()]
+        named = list(library.named(user_text, cids)) or (list(library.named(query, cids)) if query != user_text else [])
+        if named and self.paths:
+            inside = set(library.scope(names or None, self.paths))
+            named = [d for d in named if d in inside]
+        return named or None
+
+    def _fresh_hits(
+        self, user_text: str, names: list[str], k: int, documents: list[int] | None = None
+    ) -> tuple[list[Hit], list[str]]:
         """Search, then check the files about to be cited (size and time, the sha256 when
         they differ): a changed file is re-indexed and the search run again, a deleted
         one forgotten, so a quote is never taken from a file as it used to be. Returns
@@ -506,7 +539,9 @@ class Conversation:
         library = self.library
 
         def search() -> list[Hit]:
-            return library.search(user_text, k=k, collections=names or None, paths=self.paths or None)
+            return library.search(
+                user_text, k=k, collections=names or None, paths=self.paths or None, documents=documents
+            )
 
         hits = search()
         stale = [s for s in library.freshness(h.document_id for h in hits) if s.state != "fresh"]
@@ -756,10 +791,13 @@ class Conversation:
         if result.finish_reason not in ("cancelled", "error"):
             if not self._replacing:
                 self._prior_user_text = self.last_user_text
+                self._prior_chain = self._last_chain
             self.last_user_text = user_text
+            self._last_chain = self._pending_chain or [user_text]
             self.unanswered = None
         elif result.finish_reason == "cancelled":
             self.unanswered = (user_text, self._replacing)
+        self._pending_chain = None
         if self.store is None or result.finish_reason in ("cancelled", "error"):
             return
         if self.id is None:
@@ -1117,6 +1155,11 @@ class Conversation:
     def refuse_cloud(self, request: CloudRequest, how: str) -> None:
         """The user saw ``request`` and did not send it: recorded, nothing sent."""
         self.cloud.refuse(request, how, self.id)
+
+
+#: Questions a chain of follow-ups is searched with at most: the newest and the two
+#: before it ("…cure a violation of the GPL-3?", "what about the LGPL?", "and the MPL-2.0?").
+FOLLOW_CHAIN = 3
 
 
 @dataclass(frozen=True)

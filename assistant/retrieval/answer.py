@@ -210,6 +210,16 @@ def follow_up_query(question: str, previous: str | None) -> str:
     return question
 
 
+def apart(value: float, threshold: float) -> tuple[str, str]:
+    """Two figures printed so that they differ when they do: 2 decimals, or 3 (then 4)
+    when 2 would show a miss as "best 1.05, needed 1.05"."""
+    for places in (2, 3, 4):
+        a, b = f"{value:.{places}f}", f"{threshold:.{places}f}"
+        if a != b:
+            return a, b
+    return a, b
+
+
 def evidence(query: str, hits: Sequence[Hit], min_similarity: float) -> tuple[bool, str]:
     """Is the best passage good enough to answer from? (strong, reason when weak)
 
@@ -223,7 +233,8 @@ def evidence(query: str, hits: Sequence[Hit], min_similarity: float) -> tuple[bo
     if similarities:
         best = max(similarities)
         if best < min_similarity:
-            return False, f"the closest passage is only {best:.2f} similar (threshold {min_similarity:.2f})"
+            got, needed = apart(best, min_similarity)
+            return False, f"the closest passage is only {got} similar (threshold {needed})"
         return True, ""
     wanted = content_words(query)
     if not wanted:

@@ -782,8 +782,10 @@ class Library:
         collections: Sequence[str] | None = None,
         mode: str = "fused",
         paths: Sequence[str] | None = None,
+        documents: Sequence[int] | None = None,
     ) -> list[Hit]:
         """The ``k`` best passages for ``query``: ``bm25``, ``vector`` or ``fused`` (RRF).
+        ``documents``: only these document ids (the ones a question names), within ``paths``.
 
         Vector rankings: MiniLM for the passages that have a MiniLM vector, static for
         those that do not yet (weight :data:`STATIC_WEIGHT`). Without any vectors,
@@ -809,6 +811,8 @@ class Library:
         cids = [known[n] for n in names]
         scoped = None if every else cids
         docs = self.scope(names, paths) if paths else None
+        if documents is not None:
+            docs = [d for d in documents if docs is None or d in docs] or docs
         lexical = self._bm25(query, scoped, docs) if mode in ("bm25", "fused") else []
         contextual: list[tuple[int, float]] = []
         cheap: list[tuple[int, float]] = []

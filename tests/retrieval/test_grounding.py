@@ -494,3 +494,38 @@ def test_a_quote_answer_that_finds_nothing_never_says_the_model_chose_quotes(
     assert footer.startswith("documents · not found in the sources (the model chose none of the sentences offered)")
     assert "quotes chosen by the model" not in footer and "tiny · onnx" in footer
     assistant.close()
+
+
+def _licences(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "GPL-3").write_text(
+        "GNU GENERAL PUBLIC LICENSE\nVersion 3\n\nUnder the GPL-3 you may cure the violation of this licence within 30 days of the notice.\n"
+    )
+    (folder / "MPL-2.0").write_text(
+        "Mozilla Public License Version 2.0\n\nUnder the MPL-2.0 you may cure the violation of this licence within 60 days of the notice.\n"
+        "\nThe MPL was first written by the Mozilla project in 1998 for its browser.\n"
+    )
+    (folder / "BSD").write_text(
+        "BSD License\n\nRedistribution and use in source and binary forms are permitted provided that the "
+        "copyright notice is kept.\n"
+    )
+    return folder
+
+
+def test_a_named_document_is_searched_alone_and_path_wins_over_a_name(
+    settings: Settings, tiny_installed: InstalledModel, tmp_path: Path
+) -> None:
+    """Found by a tester: "Which country's law governs the BSD license?" was refused
+    because "no passage of the document the question names was found" while the BSD
+    file was never searched; and with --path on one licence, a question quoting that
+    licence's own words naming another one was refused."""
+    assistant, conv = _extracting(settings, _licences(tmp_path / "licences"))
+    result = conv.ask("Which country's law governs the BSD license?")
+    assert result.citations is not None
+    assert {Path(str(c["path"])).name for c in result.citations} <= {"BSD"}  # only the document named
+    assert "no passage of the document the question names" not in result.text
+    conv.paths = ["*/MPL-2.0"]
+    scoped = conv.ask("May I cure the violation of the GPL-3 licence within days of the notice?")
+    assert "no passage of the document the question names" not in scoped.text, scoped.text
+    assert scoped.citations and {Path(str(c["path"])).name for c in scoped.citations} == {"MPL-2.0"}
+    assistant.close()

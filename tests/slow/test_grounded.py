@@ -92,3 +92,47 @@ def test_the_lgpl_2_1_warranty_clause_is_among_the_first_hits(licence_home: Path
     hits = json.loads(enclave(licence_home, "docs", "search", "the LGPL 2.1 warranty clause", "--json").stdout)
     assert all(Path(h["path"]).name == "LGPL-2.1" for h in hits[:3])
     assert any("NO WARRANTY" in h["heading"].upper() or "NO WARRANTY" in h["text"].upper() for h in hits[:3])
+
+
+def _chat(home: Path, *lines: str) -> list[dict[str, Any]]:
+    env = dict(os.environ, ENCLAVE_HOME=str(home), ENCLAVE_DOCS_BUILD_EMBEDDER="false")
+    proc = subprocess.run(
+        [sys.executable, "-m", "assistant", "chat", "--docs", "lic", "--json", "--no-save"],
+        input="\n".join(lines) + "\n", capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def _quoted_from(turn: dict[str, Any]) -> set[str]:
+    cited = {c["n"]: c for c in turn["citations"] or []}
+    return {Path(cited[s["source"]]["path"]).name for s in turn["answer_sentences"] if s.get("source") in cited}
+
+
+def test_a_follow_up_naming_another_licence_never_quotes_the_first_or_an_unrelated_sentence(licence_home: Path) -> None:
+    """Found by a tester: after the GPL-3's cure period, "and the MPL-2.0?" quoted "If a
+    copy of the MPL was not distributed with this file, You can obtain one at …",
+    labelled as quoted (its sentences were chosen for "and the MPL-2.0" alone)."""
+    first, follow_up = _chat(
+        licence_home,
+        "How many days does the GPL-3 give me to cure a violation after the copyright holder notifies me?",
+        "and the MPL-2.0?",
+    )
+    assert "30 days" in first["text"] and _quoted_from(first) == {"GPL-3"}
+    assert any("Searched together with your previous question" in n for n in follow_up.get("notices", []))
+    assert _quoted_from(follow_up) <= {"MPL-2.0"}
+    assert "You can obtain one at" not in follow_up["text"]
+
+
+def test_a_named_licence_is_searched_alone_and_path_wins_over_a_name_in_the_question(licence_home: Path) -> None:
+    """Found by a tester: a question naming a licence whose passages the search had not
+    ranked was refused with "no passage of the document the question names was found";
+    and --path on the LGPL-2.1 refused a question quoting its own clause, because the
+    clause names "the ordinary GNU General Public License"."""
+    data = ask(licence_home, "Which country's law governs the Apache License?")
+    assert {Path(c["path"]).name for c in data["citations"] or []} <= {"Apache-2.0"}
+    assert "no passage of the document the question names" not in data["text"]
+    clause = "May I apply the terms of the ordinary GNU General Public License instead of this License to a given copy of the Library?"
+    scoped = ask(licence_home, clause, "--path", "*/LGPL-2.1")
+    assert "ordinary GNU General Public License instead of this License" in scoped["text"], scoped["text"]
+    assert _quoted_from(scoped) == {"LGPL-2.1"}
