@@ -820,7 +820,7 @@ class Conversation:
             where_ran=result.where,
             finish_reason=result.finish_reason,
             usage=result.usage.as_dict() if result.usage else None,
-            context=result.context.as_dict() if result.context else None,
+            context=_stored_context(result),
             citations=result.citations,
             title=title_for(user_text),
             replace_last=replacing,
@@ -1155,6 +1155,18 @@ class Conversation:
     def refuse_cloud(self, request: CloudRequest, how: str) -> None:
         """The user saw ``request`` and did not send it: recorded, nothing sent."""
         self.cloud.refuse(request, how, self.id)
+
+
+def _stored_context(result: TurnResult) -> dict[str, Any] | None:
+    """What is kept with an answer besides its text: the context accounting and, for an
+    answer from documents, its mode and each sentence with its label, so that an export
+    shows "not found in the sources" where the screen did."""
+    context = result.context.as_dict() if result.context else None
+    if result.mode is not None:
+        context = dict(context or {})
+        context["answer_mode"] = result.mode
+        context["answer_sentences"] = [s.as_dict() for s in result.answer_sentences]
+    return context
 
 
 #: Questions a chain of follow-ups is searched with at most: the newest and the two

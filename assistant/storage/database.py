@@ -787,8 +787,16 @@ class Store:
             if m.role == "assistant":
                 where = m.where_ran or "local"
                 sha = (m.model_sha256 or "")[:12]
-                lines.append(f"*{m.model} · {m.engine} · {where} · sha256 {sha}… · {m.created_at}*")
+                context = m.context or {}
+                mode = f" · answer mode {context['answer_mode']}" if context.get("answer_mode") else ""
+                lines.append(f"*{m.model} · {m.engine} · {where} · sha256 {sha}… · {m.created_at}{mode}*")
                 lines.append("")
+                written = [s for s in context.get("answer_sentences") or [] if s.get("kind") == "model"]
+                if written:
+                    # The screen's verdict on each sentence the model wrote, kept with the record.
+                    lines.append("Each sentence the model wrote, checked against the sources:")
+                    lines.extend(f"- {s['text']} — {s['label']}" for s in written)
+                    lines.append("")
                 for c in m.citations or []:
                     where = c.get("location") or describe(
                         c["path"], c.get("page"), c["line_start"], c["line_end"], c.get("unit", "lines")

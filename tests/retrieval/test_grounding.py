@@ -529,3 +529,31 @@ def test_a_named_document_is_searched_alone_and_path_wins_over_a_name(
     assert "no passage of the document the question names" not in scoped.text, scoped.text
     assert scoped.citations and {Path(str(c["path"])).name for c in scoped.citations} == {"MPL-2.0"}
     assistant.close()
+
+
+def test_an_export_keeps_each_model_sentences_verdict_and_the_answer_mode(
+    settings: Settings, tiny_installed: InstalledModel, tmp_path: Path
+) -> None:
+    """Found by a tester: a free-mode answer exported to Markdown read "The model's
+    answer, each sentence checked against the sources:" and then the sentences with no
+    verdict, though the screen had said "not found in the sources" for each."""
+    folder = tmp_path / "manuals"
+    folder.mkdir()
+    (folder / "ups.txt").write_text("Most brand name UPS batteries should last 3-5 years.\n")
+    assistant = Assistant(
+        settings.__class__.load(model="tiny", max_tokens=24, context_window=1024, docs_answer_mode="free")
+    )
+    conv = assistant.conversation("tiny")
+    library = Library(assistant.store)
+    library.add([folder], "docs")
+    conv.use_documents(library, ["docs"])
+    result = conv.ask("Do brand name UPS batteries last 3-5 years?")
+    assert result.mode == "free" and conv.id is not None
+    written = [s for s in result.answer_sentences if s.kind == "model"]
+    exported = assistant.store.export(conv.id, "md")
+    assert "answer mode free" in exported
+    assert written  # the tiny model always writes something in 24 tokens
+    assert "Each sentence the model wrote, checked against the sources:" in exported
+    for s in written:
+        assert f"- {s.text} — {s.label}" in exported
+    assistant.close()
