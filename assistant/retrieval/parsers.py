@@ -28,7 +28,7 @@ import io
 import re
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html.parser import HTMLParser
 from pathlib import Path
 from xml.etree import ElementTree
@@ -41,7 +41,10 @@ from xml.etree import ElementTree
 #: lines read whole (PDFium's U+FFFE).
 #: 4: PDF chapters titled in sentence case ("4 Download information") and appendix
 #: sections ("B.2 …") are headings, so heading paths past chapter 3 are right.
-PARSER_VERSION = 4
+#: 5: appendices without numbered sections ("A Glossary"), a chapter title run into
+#: the paragraph before it, and subsections three levels deep in lower case
+#: ("C.2.7 battery: …").
+PARSER_VERSION = 5
 
 #: File types Enclave reads, by suffix.
 FORMATS = {
@@ -237,6 +240,10 @@ def heading_level(line: str, *, capitals: bool = True, sentence_case: bool = Fal
         if _title_case(bare) or (capitals and _capitals(text)):
             return depth
         if sentence_case and number and "." in number and not title.endswith(".") and bare[0].isupper():
+            return depth
+        # "C.2.7 battery: Any battery details": three levels deep (or an appendix's
+        # lettered number) a line is a subsection title even when it starts in lower case.
+        if sentence_case and number and (number.count(".") >= 2 or number[0].isalpha()) and not title.endswith("."):
             return depth
         return 0
     if capitals and _capitals(text):
@@ -578,12 +585,35 @@ def pdf_document(data: bytes) -> tuple[list[Block], str]:
         blocks.extend(_pdf_page(lines, number, labels[number - 1], furniture, width, words, compounds))
     if not blocks:
         raise Unreadable("PDF has no extractable text (scanned images need OCR first)")
+    blocks = _split_trailing_chapters(blocks)
     _chapters(blocks)
     title = " ".join(clean(title).split()) or next((b.text for b in blocks if b.level), "")
     return blocks, title[:200]
 
 
 _CHAPTER = re.compile(r"^(\d{1,3}|[A-Z])\s+([^\W\d_][^.:;,]*)$")
+
+
+def _split_trailing_chapters(blocks: list[Block]) -> list[Block]:
+    """A chapter title that PDFium ran into the paragraph before it ("… (upstype=5).\nH
+    Configure options") is split off, when its sections follow ("H.1 …"), so that
+    :func:`_chapters` can see it."""
+    out: list[Block] = []
+    for i, block in enumerate(blocks):
+        lines = block.text.split("\n")
+        found = _CHAPTER.match(lines[-1]) if len(lines) > 1 and not block.level else None
+        spans = block.spans or []
+        if found is None or len(spans) != len(lines) or len(lines[-1]) > HEADING_MAX_CHARS:
+            out.append(block)
+            continue
+        following = next((b for b in blocks[i + 1 : i + 40] if b.level), None)
+        if following is None or not following.text.startswith(f"{found.group(1)}."):
+            out.append(block)
+            continue
+        first, last = spans[-1]
+        out.append(replace(block, text="\n".join(lines[:-1]), line_end=spans[-2][1], spans=spans[:-1]))
+        out.append(Block(lines[-1], first, last, block.page, 0, block.page_label))
+    return out
 
 
 def _chapters(blocks: list[Block]) -> None:
@@ -607,7 +637,16 @@ def _chapters(blocks: list[Block]) -> None:
         if not (number == str(chapter + 1) if number.isdigit() else chapter and number > appendix):
             continue
         following = next((b for b in blocks[i + 1 : i + 40] if b.level), None)
-        if following is not None and following.text.startswith(f"{number}."):
+        sections_follow = following is not None and following.text.startswith(f"{number}.")
+        # An appendix without numbered sections ("A Glossary", "D Hardware Compatibility
+        # List"): a short title-case line, at most two letters after the last appendix.
+        short_appendix = (
+            number.isalpha()
+            and ord(number) <= ord(appendix or "@") + 2
+            and len(found.group(2).split()) <= 6
+            and _title_case(found.group(2))
+        )
+        if sections_follow or short_appendix:
             block.level = 1
             block.keep = False
             if number.isdigit():

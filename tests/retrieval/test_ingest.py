@@ -365,6 +365,10 @@ def test_pdf_chapters_in_sentence_case_and_appendices_head_their_sections(librar
         f"3 minutes before the battery runs out\n\n{filler}\n\n2.1 Wiring the unit\n\n{filler}",
         f"3 Configuration notes\n\n{filler}\n\n3.1 The main file\n\nThe main file sets the polling interval to 7 seconds.",
         f"A Glossary\n\n{filler}\n\nA.1 Terms used here\n\nA primary system is the one the UPS feeds through its data cable.",
+        # A title run into the full line before it; sections in lower case three levels deep.
+        "This paragraph is body text that runs on for long enough to fill a whole printed line.\n"
+        "B Configure options\n\nB.1 Driver selection\n\nB.1.1 port: where the driver finds the UPS\n\n"
+        "The port setting names the serial device or auto for USB.",
     ]
     blocks, _ = pdf_document(make_pdf(pages))
     levels = {b.text: b.level for b in blocks if "\n" not in b.text and len(b.text) < 50}
@@ -372,9 +376,13 @@ def test_pdf_chapters_in_sentence_case_and_appendices_head_their_sections(librar
     assert levels["3 minutes before the battery runs out"] == 0  # the next heading is 2.1, not 3.x
     assert levels["2.1 Wiring the unit"] == 2 and levels["3 Configuration notes"] == 1
     assert levels["A Glossary"] == 1 and levels["A.1 Terms used here"] == 2
+    assert levels["B Configure options"] == 1 and levels["B.1 Driver selection"] == 2
+    assert levels["B.1.1 port: where the driver finds the UPS"] == 3
     (tmp_path / "manual.pdf").write_bytes(make_pdf(pages))
     library.add([tmp_path / "manual.pdf"], "manuals")
     hit = library.search("polling interval seconds", k=1)[0]
     assert hit.heading == "3 Configuration notes › 3.1 The main file"
     hit = library.search("primary system data cable", k=1)[0]
     assert hit.heading == "A Glossary › A.1 Terms used here"
+    hit = library.search("serial device auto USB", k=1)[0]
+    assert hit.heading == "B Configure options › B.1 Driver selection › B.1.1 port: where the driver finds the UPS"
