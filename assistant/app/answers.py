@@ -230,8 +230,12 @@ def _escape(text: str) -> str:
     return re.sub(r"([\\.+*?()|\[\]{}^$#&~-])", r"\\\1", text)
 
 
-def quote_choices(grounding: Grounding) -> list[Candidate]:
-    return grounding.ranked[:QUOTE_CHOICES]
+def quote_choices(grounding: Grounding, weights: Weights = Weights()) -> list[Candidate]:  # noqa: B008
+    """The best sentences that clear extract mode's bar: the model chooses among answers
+    Enclave would stand behind, never among whatever ranked first. A tester's
+    unanswerable questions got an unrelated sentence labelled as supporting (0 of 2
+    refused) when the best 8 were offered whatever their score."""
+    return [c for c in grounding.ranked[:QUOTE_CHOICES] if c.score >= weights.threshold]
 
 
 def quote_constraint(choices: Sequence[Candidate]) -> Constraint:

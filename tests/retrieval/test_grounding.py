@@ -557,3 +557,27 @@ def test_an_export_keeps_each_model_sentences_verdict_and_the_answer_mode(
     for s in written:
         assert f"- {s.text} — {s.label}" in exported
     assistant.close()
+
+
+def test_quote_mode_offers_the_model_only_sentences_that_clear_the_bar(
+    settings: Settings, tiny_installed: InstalledModel, tmp_path: Path
+) -> None:
+    """Found by a tester: in quote mode every unanswerable question got an unrelated
+    sentence labelled as supporting, because the best 8 were offered whatever their score."""
+    folder = tmp_path / "manuals"
+    folder.mkdir()
+    (folder / "pump.md").write_text("# Pump\n\nThe pump seal is replaced every 2 years by the service team.\n")
+    assistant = Assistant(
+        settings.__class__.load(model="tiny", max_tokens=16, context_window=1024, docs_answer_mode="quote")
+    )
+    conv = assistant.conversation("tiny", save=False)
+    library = Library(assistant.store)
+    library.add([folder], "docs")
+    conv.use_documents(library, ["docs"])
+    # The passage is found (three of the four words), but no sentence of it answers well enough.
+    result = conv.ask("Is the pump seal painted by the team?")
+    assert result.mode == "quote" and result.finish_reason == "no-evidence", result.text
+    assert result.text.startswith("Not found in the sources") and "answers it well enough" in result.text
+    assert result.usage is None or result.usage.prompt_tokens == 0  # the model was not asked to choose
+    assert not any(c["cited"] or c["supports"] for c in result.citations or [])
+    assistant.close()
