@@ -44,7 +44,9 @@ from xml.etree import ElementTree
 #: 5: appendices without numbered sections ("A Glossary"), a chapter title run into
 #: the paragraph before it, and subsections three levels deep in lower case
 #: ("C.2.7 battery: …").
-PARSER_VERSION = 5
+#: 6: plain-text sections whose title runs into their text ("3. Grant of Patent
+#: License. Subject to …", Apache-2.0) get the title as their heading.
+PARSER_VERSION = 6
 
 #: File types Enclave reads, by suffix.
 FORMATS = {
@@ -262,6 +264,10 @@ _RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+_:.])\1{2,}\s*$")
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 
 
+#: A numbered section whose title runs into its text: "3. Grant of Patent License. Subject to …".
+_RUN_IN = re.compile(r"^\s*(\d{1,2})\.\s+([A-Z][A-Za-z'’ ,-]{2,60}?)\.\s+(\S.*)$")
+
+
 def _paragraph_level(para: list[str]) -> int:
     """The heading level of a plain-text paragraph of one or two lines typeset as a
     section title, else 0. Two lines make a heading only in capitals ("GNU GENERAL
@@ -291,8 +297,15 @@ def text_blocks(text: str, kind: str) -> list[Block]:
         body = "\n".join(para).strip()
         if body:
             level = _paragraph_level(para) if kind == "text" else 0
+            run_in = _RUN_IN.match(para[0]) if kind == "text" and not level else None
             if level:
                 blocks.append(Block(" ".join(line.strip() for line in para), start, end, level=level))
+            elif run_in and _title_case(run_in.group(2)):
+                # "3. Grant of Patent License. Subject to …" (Apache-2.0): the title is a
+                # heading of its own, so the section's sentences are filed under it.
+                blocks.append(Block(f"{run_in.group(1)}. {run_in.group(2)}.", start, start, level=1))
+                rest = "\n".join([run_in.group(3), *para[1:]]).strip()
+                blocks.append(Block(rest, start, end))
             else:
                 blocks.append(Block(body, start, end, keep=kind == "text" and _label_like(body)))
         para = []

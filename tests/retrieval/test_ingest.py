@@ -386,3 +386,23 @@ def test_pdf_chapters_in_sentence_case_and_appendices_head_their_sections(librar
     assert hit.heading == "A Glossary › A.1 Terms used here"
     hit = library.search("serial device auto USB", k=1)[0]
     assert hit.heading == "B Configure options › B.1 Driver selection › B.1.1 port: where the driver finds the UPS"
+
+
+def test_a_section_title_run_into_its_text_heads_the_section(library: Library, tmp_path: Path) -> None:
+    """Found by a tester: Apache-2.0's "3. Grant of Patent License. Subject to …" is a
+    title run into its text, so every quote from sections 2-9 carried "1. Definitions."."""
+    licence = tmp_path / "LICENSE-2.0"
+    licence.write_text(
+        "   1. Definitions.\n\n      \"License\" shall mean the terms and conditions for use.\n\n"
+        "   3. Grant of Patent License. Subject to the terms and conditions of\n"
+        "      this License, each Contributor hereby grants to You a patent license.\n\n"
+        "   0. This License applies to any program or other work which contains a notice\n"
+        "      placed by the copyright holder saying it may be distributed.\n"
+    )
+    library.add([licence], "lic")
+    hit = library.search("Contributor grants a patent license", k=1)[0]
+    assert hit.heading == "3. Grant of Patent License."
+    assert hit.text.startswith("Subject to the terms") and hit.line_start == 5
+    # A numbered sentence is body text, not a title ("0. This License applies to …").
+    hit = library.search("notice placed by the copyright holder", k=1)[0]
+    assert "This License applies" in hit.text and hit.heading != "0. This License applies to any program."
