@@ -147,13 +147,13 @@ def ground(
     mode: AnswerMode,
     weights: Weights = Weights(),  # noqa: B008 - a frozen dataclass
     *,
-    current: str | None = None,
     path_scoped: bool = False,
 ) -> Grounding:
     """Score the sentences of the passages and choose the ones that answer. ``question`` is
-    what they are scored for (a follow-up with the questions it follows); ``current`` the
-    message as asked, whose named documents come first; with ``path_scoped`` (``--path``)
-    a document the question names outside the files searched is not a reason to refuse."""
+    what they are scored for (a follow-up with the questions it follows); the documents
+    it names are the retrieval's (worked out once by the search) where it has them; with
+    ``path_scoped`` (``--path``) a document the question names outside the files
+    searched is not a reason to refuse."""
     grounding = Grounding(mode)
     passages = retrieval.candidates
     pool = candidates(sources_of(passages))
@@ -163,12 +163,10 @@ def ground(
     cids = [library.collection_id(name) for name in retrieval.collections] or [
         library.collection_id(c["name"]) for c in library.collections()
     ]
-    own = current if current is not None else question
-    mentioned = set(library.named(own, cids)) if cids else set()
-    if cids and not mentioned and retrieval.query and retrieval.query != own:
-        # A follow-up that names no document keeps the one the question it follows named
-        # ("…in the GPL-3?", then "How many days does it give to cure a violation?").
-        mentioned = set(library.named(retrieval.query, cids))
+    if retrieval.named is not None:
+        mentioned = set(retrieval.named)
+    else:
+        mentioned = set(library.named(question, cids)) if cids else set()
     given = {p.hit.document_id for p in passages}
     if path_scoped:
         mentioned &= given  # the user's --path wins over a document the question happens to name
@@ -328,7 +326,7 @@ def answer_turn(
     # alone says nothing of the cure period the question before it asked about).
     asked = retrieval.query if retrieval.followed and retrieval.query else user_text
     grounding = conv.last_grounding = ground(
-        asked, retrieval, conv.library, mode, current=user_text, path_scoped=bool(conv.paths)
+        asked, retrieval, conv.library, mode, path_scoped=bool(conv.paths)
     )
     grounding.timings["retrieval_ms"] = conv.retrieval_ms
     searched = len(retrieval.candidates)

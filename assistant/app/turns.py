@@ -50,7 +50,7 @@ from assistant.retrieval.answer import (
     Passage,
     Retrieval,
     evidence,
-    follow_up_query,
+    leans_back,
     nothing_found,
     render,
     select,
@@ -138,6 +138,7 @@ class Assistant:
         if key not in self._loaded:
             from assistant.app.updates import Updates, load_unrecorded
 
+            audit: AuditLog | None = None
             try:
                 store = self.store
             except DiskFull as exc:
@@ -149,6 +150,7 @@ class Assistant:
                 # Checked against its manifest, power profile and device applied, failed loads
                 # of an installed release counted (and reverted after two).
                 model, loaded, notices = Updates(self.settings, store).load_guarded(model)
+                audit = AuditLog(store)
             self.notices.extend(notices)
             if not model.chat:
                 # A base model continues text: no chat template around it (turns.py's
@@ -161,7 +163,6 @@ class Assistant:
                     "keeps only the last position (prune_lm_head), so answers are decoded one token at a time."
                 )
             self._loaded[key] = (model, loaded)
-            audit = self._audit_if_writable()
             try:
                 if audit is not None:
                     audit.record("model_load", model=model.name, engine=model.engine, sha256=model.sha256)
@@ -311,13 +312,12 @@ class Conversation:
         #: The last message as the user typed it (``messages`` may hold it with sources).
         asked = [m["content"] for m in self.messages if m["role"] == "user"]
         self.last_user_text: str | None = asked[-1] if asked else None
-        #: The one before it: what a retried or edited follow-up refers back to.
-        self._prior_user_text: str | None = asked[-2] if len(asked) > 1 else None
         #: A message whose answer was cancelled (nothing saved), and whether that turn was
         #: replacing the last exchange: what /retry answers next, instead of the message before.
         self.unanswered: tuple[str, bool] | None = None
         #: The questions the last answered turn was searched with (one, or a follow-up
-        #: with those it followed), the turn's before it, and the running turn's.
+        #: with those it followed), the turn's before it (what a retried or edited
+        #: follow-up refers back to), and the running turn's.
         self._last_chain: list[str] = [asked[-1]] if asked else []
         self._prior_chain: list[str] = [asked[-2]] if len(asked) > 1 else []
         self._pending_chain: list[str] | None = None
@@ -461,24 +461,20 @@ class Conversation:
         # A follow-up ("Which file sets it?") is searched with the question it follows
         # and, when that was a follow-up too, with the ones before it (up to FOLLOW_CHAIN).
         chain = self._prior_chain if self._replacing else self._last_chain
-        if not chain:
-            previous = self._prior_user_text if self._replacing else self.last_user_text
-            chain = [previous] if previous else []
-        query = follow_up_query(user_text, " ".join(chain) if chain else None)
-        followed = chain[-1] if query != user_text and chain else None
-        if followed is not None:
-            asked = [*chain, user_text][-FOLLOW_CHAIN:]
-            query = " ".join(asked)
-        else:
-            asked = [user_text]
+        followed = chain[-1] if chain and leans_back(user_text) else None
+        asked = [*chain, user_text][-FOLLOW_CHAIN:] if followed is not None else [user_text]
         self._pending_chain = asked
+        query = " ".join(asked)
+        named = self._named(user_text, query, names)
         found, fresh = self._fresh_hits(
-            query, names, max(self.settings.docs_passages, EXTRACT_PASSAGES), self._named(user_text, query, names)
+            query, names, max(self.settings.docs_passages, EXTRACT_PASSAGES), named or None
         )
         hits = found[: self.settings.docs_passages]
         strong, reason = evidence(query, hits, self.settings.docs_min_similarity)
         if not strong:
-            return Retrieval(names, hits, [], False, reason, refreshed=fresh, query=query, followed=followed)
+            return Retrieval(
+                names, hits, [], False, reason, refreshed=fresh, query=query, followed=followed, named=named
+            )
         tok = self.engine.tokenizer
         question = {"role": "user", "content": render(user_text, [])}
         room = self.window - self.reserve
@@ -512,13 +508,15 @@ class Conversation:
         given = {p.hit.chunk_id for p in passages}
         rest = [h for h in found if h.chunk_id not in given]
         extra = [Passage(len(passages) + i + 1, h, h.text) for i, h in enumerate(rest)]
-        return Retrieval(names, hits, passages, True, refreshed=fresh, extra=extra, query=query, followed=followed)
+        return Retrieval(
+            names, hits, passages, True, refreshed=fresh, extra=extra, query=query, followed=followed, named=named
+        )
 
-    def _named(self, user_text: str, query: str, names: list[str]) -> list[int] | None:
+    def _named(self, user_text: str, query: str, names: list[str]) -> list[int]:
         """The documents a question names ("under the MPL-2.0", "the FAQ"), searched alone
         since the answer may come from them only; a follow-up that names none keeps the
         ones its chain named. Within ``--path`` only: the user's scope wins over a name
-        the question happens to use. None: no document named."""
+        the question happens to use."""
         assert self.library is not None
         library = self.library
         cids = [library.collection_id(n) for n in names] or [library.collection_id(c["name"]) for c in library.collections()]
@@ -526,7 +524,7 @@ class Conversation:
         if named and self.paths:
             inside = set(library.scope(names or None, self.paths))
             named = [d for d in named if d in inside]
-        return named or None
+        return named
 
     def _fresh_hits(
         self, user_text: str, names: list[str], k: int, documents: list[int] | None = None
@@ -790,7 +788,6 @@ class Conversation:
                                               result.error.message)  # fmt: skip
         if result.finish_reason not in ("cancelled", "error"):
             if not self._replacing:
-                self._prior_user_text = self.last_user_text
                 self._prior_chain = self._last_chain
             self.last_user_text = user_text
             self._last_chain = self._pending_chain or [user_text]

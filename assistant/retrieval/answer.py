@@ -63,11 +63,14 @@ class Retrieval:
     #: Further passages (numbered after ``passages``) whose sentences may be quoted but
     #: which the model is not given; listed as sources only when an answer uses them.
     extra: list[Passage] = field(default_factory=list)
-    #: What was searched: the question, or with the previous one for a follow-up
-    #: (:func:`follow_up_query`); answer sentences are chosen for it too.
+    #: What was searched: the question, or with the ones before it for a follow-up
+    #: (:func:`leans_back`); answer sentences are chosen for it too.
     query: str = ""
     #: The previous question, when this one was searched together with it.
     followed: str | None = None
+    #: The documents the question (or the follow-up chain) names, within ``--path``,
+    #: searched alone; None where the search did not work them out.
+    named: list[int] | None = None
 
     @property
     def candidates(self) -> list[Passage]:
@@ -197,17 +200,11 @@ def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def follow_up_query(question: str, previous: str | None) -> str:
-    """What to search for ``question`` in a conversation: a follow-up that leans on the
-    previous question — it refers back ("Which file sets it?"), continues it ("And for
-    UDP?"), or carries no word of its own ("Why?") — is searched together with that
-    question, so its subject is found; any other question is searched as it is."""
-    if not previous or not previous.strip():
-        return question
+def leans_back(question: str) -> bool:
+    """Whether ``question`` leans on the one before it: it refers back ("Which file sets
+    it?"), continues it ("And for UDP?"), or carries no word of its own ("Why?")."""
     words = {w.lower() for w in _WORD.findall(question)}
-    if words & _REFERS_BACK or _CONTINUES.match(question) or not content_words(question):
-        return f"{previous.strip()} {question.strip()}"
-    return question
+    return bool(words & _REFERS_BACK or _CONTINUES.match(question) or not content_words(question))
 
 
 def apart(value: float, threshold: float) -> tuple[str, str]:

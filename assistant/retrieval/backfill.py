@@ -224,21 +224,20 @@ def vector_progress(library: Library) -> dict[str, Any]:
             state = "stopped"
         remaining = max(0, total - out["minilm"])
         rate = float(row[2]) if row[2] else None
-        reason = str(detail.get("reason", ""))
+        reason, hint = str(detail.get("reason", "")), ""
         if state in ("stopped", "failed") and (remaining or state == "failed"):
-            reason, hint = _why_stopped(library, reason)
-            detail["hint"] = hint
+            reason, hint = _why_stopped(_free(library), reason)
         out["background"] = {
             "state": state,
             "reason": reason,
-            "hint": detail.get("hint", ""),
+            "hint": hint,
             "rate": rate,
             "eta_s": remaining / rate if rate and remaining and state == "running" else None,
             "updated_at": row[3],
         }
-    elif library.has_embedder and total > out["minilm"] and _low_space(library):
+    elif library.has_embedder and total > out["minilm"] and _low(free := _free(library)):
         # It died before it could write a word (a full disk): say so rather than nothing.
-        reason, hint = _why_stopped(library, "")
+        reason, hint = _why_stopped(free, "")
         out["background"] = {
             "state": "stopped",
             "reason": reason,
@@ -256,25 +255,21 @@ _LOW_SPACE = 16 << 20
 
 
 def _free(library: Library) -> int | None:
-    import shutil
+    from assistant.storage.database import free_bytes
 
-    try:
-        return shutil.disk_usage(library.store.path.parent).free
-    except OSError:
-        return None
+    return free_bytes(library.store.path.parent)
 
 
-def _low_space(library: Library) -> bool:
-    free = _free(library)
+def _low(free: int | None) -> bool:
     return free is not None and free < _LOW_SPACE
 
 
-def _why_stopped(library: Library, reason: str) -> tuple[str, str]:
+def _why_stopped(free: int | None, reason: str) -> tuple[str, str]:
     """Why the background embedder stopped before it finished, and what to do about it.
-    A full disk is named from the free space now: the process cannot record it itself."""
+    A full disk is named from the free space now (``free`` bytes): the process cannot
+    record it itself."""
     from assistant.core.format import human_size
 
-    free = _free(library)
     if free is not None and free < _LOW_SPACE:
         return (
             f"the disk holding the database is full or nearly: {human_size(free)} free",

@@ -78,7 +78,8 @@ class _Guard:
 _FULL_BELOW = 1 << 20
 
 
-def _free_bytes(folder: Path) -> int | None:
+def free_bytes(folder: Path) -> int | None:
+    """Bytes free on the file system holding ``folder``; None when it cannot be read."""
     try:
         return shutil.disk_usage(folder).free
     except OSError:
@@ -420,7 +421,7 @@ class Store:
             crypt.release(self._file_lock)
             if "not a database" in str(exc) and key is None and crypt.file_state(path) == "encrypted":
                 raise crypt.missing_key(path) from None
-            free = _free_bytes(path.parent)
+            free = free_bytes(path.parent)
             if free is not None and free < _FULL_BELOW:
                 # SQLite says "disk I/O error" when it cannot create its -wal and -shm files.
                 raise DiskFull(

@@ -19,6 +19,22 @@ from tests.cli.test_cli import enclave
 from tests.reliability.test_damaged_database import _can_mount
 
 
+def _on_a_full_disk(home: Path, tmp_path: Path, commands: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``commands`` (sh) in a private mount namespace where ``home``'s data folder is a
+    tmpfs holding a copy of it (the original at ``tmp_path/data-copy``), filled to the
+    last page by ``data/filler``."""
+    data = home / "data"
+    script = (
+        f"set -e; cp -a '{data}' '{tmp_path}/data-copy'; "
+        f"mount -t tmpfs -o size=$(( $(du -sk '{tmp_path}/data-copy' | cut -f1) + 400 ))k x '{data}'; "
+        f"cp -a '{tmp_path}/data-copy/.' '{data}/'; dd if=/dev/zero of='{data}/filler' bs=4k 2>/dev/null || true; "
+        f"set +e; {commands}"
+    )
+    env = dict(os.environ, ENCLAVE_HOME=str(home), **env)
+    env.pop("ENCLAVE_DEBUG", None)
+    return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=180)
+
+
 @pytest.mark.skipif(not _can_mount(), reason="needs a private mount namespace (root or user namespaces)")
 def test_a_full_disk_still_answers_what_is_not_saved_and_loses_nothing(
     enclave_home: Path, tiny_dir: Path, tmp_path: Path
@@ -30,16 +46,12 @@ def test_a_full_disk_still_answers_what_is_not_saved_and_loses_nothing(
     ask = [sys.executable, "-m", "assistant", "ask", "-m", "tiny", "--max-tokens", "4"]
     no_save = " ".join([*ask, "--no-save", "'hello there'"])
     saving = " ".join([*ask, "'hello again'"])
-    script = (
-        f"set -e; cp -a '{data}' '{tmp_path}/data-copy'; "
-        f"mount -t tmpfs -o size=$(( $(du -sk '{tmp_path}/data-copy' | cut -f1) + 400 ))k x '{data}'; "
-        f"cp -a '{tmp_path}/data-copy/.' '{data}/'; dd if=/dev/zero of='{data}/filler' bs=4k 2>/dev/null || true; "
-        f"set +e; {no_save}; echo \"rc=$?\" >&2; echo '--' >&2; {saving}; echo \"rc=$?\" >&2; "
-        f"rm '{data}/filler'; cmp '{data}/enclave.db' '{tmp_path}/data-copy/enclave.db' && echo same"
+    proc = _on_a_full_disk(
+        enclave_home,
+        tmp_path,
+        f"{no_save}; echo \"rc=$?\" >&2; echo '--' >&2; {saving}; echo \"rc=$?\" >&2; "
+        f"rm '{data}/filler'; cmp '{data}/enclave.db' '{tmp_path}/data-copy/enclave.db' && echo same",
     )
-    env = dict(os.environ, ENCLAVE_HOME=str(enclave_home))
-    env.pop("ENCLAVE_DEBUG", None)
-    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=180)
     unsaved, saved = proc.stderr.split("\n--\n")
     assert "Traceback" not in proc.stderr, proc.stderr
     # Answered, and told that nothing of it is logged or kept.
@@ -69,19 +81,14 @@ def test_a_background_embedder_stopped_by_a_full_disk_is_named_by_docs_status(
     data = enclave_home / "data"
     before = (data / "enclave.db").read_bytes()
     python = sys.executable
-    script = (
-        f"set -e; cp -a '{data}' '{tmp_path}/data-copy'; "
-        f"mount -t tmpfs -o size=$(( $(du -sk '{tmp_path}/data-copy' | cut -f1) + 400 ))k x '{data}'; "
-        f"cp -a '{tmp_path}/data-copy/.' '{data}/'; dd if=/dev/zero of='{data}/filler' bs=4k 2>/dev/null || true; "
-        f"set +e; echo '' | {python} -m assistant.retrieval.backfill; echo \"background rc=$?\" >&2; "
+    commands = (
+        f"echo '' | {python} -m assistant.retrieval.backfill; echo \"background rc=$?\" >&2; "
         f"{python} -m assistant docs status; echo \"full rc=$?\" >&2; "
         # Freed a little, not enough: the database opens, and status says why vectors stopped.
         f"truncate -s -96k '{data}/filler'; echo '' | {python} -m assistant.retrieval.backfill; "
         f"echo \"background again rc=$?\" >&2; {python} -m assistant docs status; echo \"status rc=$?\" >&2"
     )
-    env = dict(os.environ, ENCLAVE_HOME=str(enclave_home), ENCLAVE_DOCS_BACKGROUND="1")
-    env.pop("ENCLAVE_DEBUG", None)
-    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=180)
+    proc = _on_a_full_disk(enclave_home, tmp_path, commands, ENCLAVE_DOCS_BACKGROUND="1")
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "background rc=1" in proc.stderr, proc.stderr
     # Full to the last page: not even read; the problem and the fix, no traceback.

@@ -178,9 +178,6 @@ def test_the_committed_questions_follow_their_rules(name: str) -> None:
     ],
 )
 def test_a_follow_up_is_searched_with_the_previous_question(question: str, follows: bool) -> None:
-    from assistant.retrieval.answer import follow_up_query
+    from assistant.retrieval.answer import leans_back
 
-    previous = "Which TCP port does upsd listen on?"
-    query = follow_up_query(question, previous)
-    assert query == (f"{previous} {question}" if follows else question)
-    assert follow_up_query(question, None) == question  # the first question of a conversation
+    assert leans_back(question) is follows

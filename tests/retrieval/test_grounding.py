@@ -325,9 +325,12 @@ def test_docs_command_is_parsed_once() -> None:
         parse_switch("off --path x")
 
 
-def _extracting(settings: Settings, folder: Path) -> tuple[Assistant, Conversation]:
-    assistant = Assistant(settings.__class__.load(model="tiny", max_tokens=16, context_window=1024))
-    conv = assistant.conversation("tiny", save=False)
+def _extracting(
+    settings: Settings, folder: Path, *, save: bool = False, **overrides: object
+) -> tuple[Assistant, Conversation]:
+    chosen: dict[str, object] = {"model": "tiny", "max_tokens": 16, "context_window": 1024, **overrides}
+    assistant = Assistant(settings.__class__.load(**chosen))
+    conv = assistant.conversation("tiny", save=save)
     library = Library(assistant.store)
     library.add([folder], "docs")
     conv.use_documents(library, ["docs"])
@@ -477,13 +480,7 @@ def test_a_quote_answer_that_finds_nothing_never_says_the_model_chose_quotes(
     folder = tmp_path / "manuals"
     folder.mkdir()
     (folder / "ups.txt").write_text("Most brand name UPS batteries should last 3-5 years.\n")
-    assistant = Assistant(
-        settings.__class__.load(model="tiny", max_tokens=16, context_window=1024, docs_answer_mode="quote")
-    )
-    conv = assistant.conversation("tiny", save=False)
-    library = Library(assistant.store)
-    library.add([folder], "docs")
-    conv.use_documents(library, ["docs"])
+    assistant, conv = _extracting(settings, folder, docs_answer_mode="quote")
     missing = conv.ask("What torque do the battery terminal screws need?")
     assert missing.finish_reason == "no-evidence"
     assert answer_footer(missing) == "documents · not found in the sources, so the model was not asked"
@@ -540,13 +537,7 @@ def test_an_export_keeps_each_model_sentences_verdict_and_the_answer_mode(
     folder = tmp_path / "manuals"
     folder.mkdir()
     (folder / "ups.txt").write_text("Most brand name UPS batteries should last 3-5 years.\n")
-    assistant = Assistant(
-        settings.__class__.load(model="tiny", max_tokens=24, context_window=1024, docs_answer_mode="free")
-    )
-    conv = assistant.conversation("tiny")
-    library = Library(assistant.store)
-    library.add([folder], "docs")
-    conv.use_documents(library, ["docs"])
+    assistant, conv = _extracting(settings, folder, save=True, max_tokens=24, docs_answer_mode="free")
     result = conv.ask("Do brand name UPS batteries last 3-5 years?")
     assert result.mode == "free" and conv.id is not None
     written = [s for s in result.answer_sentences if s.kind == "model"]
@@ -567,13 +558,7 @@ def test_quote_mode_offers_the_model_only_sentences_that_clear_the_bar(
     folder = tmp_path / "manuals"
     folder.mkdir()
     (folder / "pump.md").write_text("# Pump\n\nThe pump seal is replaced every 2 years by the service team.\n")
-    assistant = Assistant(
-        settings.__class__.load(model="tiny", max_tokens=16, context_window=1024, docs_answer_mode="quote")
-    )
-    conv = assistant.conversation("tiny", save=False)
-    library = Library(assistant.store)
-    library.add([folder], "docs")
-    conv.use_documents(library, ["docs"])
+    assistant, conv = _extracting(settings, folder, docs_answer_mode="quote")
     # The passage is found (three of the four words), but no sentence of it answers well enough.
     result = conv.ask("Is the pump seal painted by the team?")
     assert result.mode == "quote" and result.finish_reason == "no-evidence", result.text
